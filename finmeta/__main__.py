@@ -1,0 +1,5 @@
+import sys
+
+from finmeta.cli import main
+
+sys.exit(main())

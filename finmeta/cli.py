@@ -1,0 +1,91 @@
+"""The ``finmeta`` command line (typer).
+
+Each layer contributes its commands from its own ``cli.py``:
+
+* ``finmeta data ...``  -- :mod:`data_processors.cli`
+* ``finmeta metrics|train|backtest|report|bench|tune`` -- :mod:`benchmarks.cli`
+
+User errors (:class:`finmeta.errors.FinMetaError`) print one line and exit with code 2; ``--debug``
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from finmeta import __version__
+from finmeta.errors import FinMetaError
+
+app = typer.Typer(
+    name="finmeta",
+    help="FinMeta: data -> market environments -> agents -> benchmarks.\n\nExample: finmeta bench quickstart",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    _STATE["debug"] = debug
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+def _register() -> None:
+    from data_processors.cli import data_app
+
+    app.add_typer(data_app, name="data")
+    try:
+        from benchmarks.cli import register as register_bench
+    except ModuleNotFoundError as exc:  # pragma: no cover - layer not installed yet
+        if exc.name not in ("benchmarks.cli",):
+            raise
+    else:
+        register_bench(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except FinMetaError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if debug:
+            raise
+        typer.echo(f"error: cannot read {getattr(exc, 'filename', '') or exc}: {exc.strerror or exc}", err=True)
+        return 2
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except Exception as exc:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""FinMeta: an open benchmark suite for data-driven financial reinforcement learning."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+# Vendor libraries for live downloads. Tests mock them at their library call, so `dev` needs them.
+SOURCES = [
+    "yfinance>=0.2.40",
+    "akshare>=1.14",
+    "tushare>=1.4",
+    "baostock>=0.8.9",
+    "ccxt>=4.0",
+]
+
+DEV = SOURCES + [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "empyrical-reloaded>=0.5.10",
+    "nbmake>=1.5",
+    "ipykernel>=6",
+]
+
+setup(
+    name="finmeta",
+    version="0.1.0",
+    description="Three-layer benchmark suite for data-driven financial reinforcement learning",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["finmeta", "finmeta.*", "data_processors", "data_processors.*",
+                                    "meta", "meta.*", "agents", "agents.*", "benchmarks", "benchmarks.*"]),
+    package_data={
+        "data_processors": ["params/*.json"],
+        "benchmarks": ["configs/*.yaml", "configs/*.json"],
+    },
+    install_requires=[
+        "numpy>=1.26",
+        "pandas>=2.1",
+        "pyarrow>=14",
+        "scipy>=1.11",
+        "gymnasium>=1.0",
+        "exchange-calendars>=4.5",
+        "stockstats>=0.6",
+        "ta-lib>=0.6",
+        "nltk>=3.9",
+        "vaderSentiment>=3.3",
+        "typer>=0.12",
+        "rich>=13",
+        "pyyaml>=6",
+        "matplotlib>=3.8",
+        # torch: install with `pip install torch==2.13.0 ...` (see README) to get the CPU build.
+        "torch>=2.2",
+        "stable-baselines3>=2.3",
+        "sb3-contrib>=2.3",
+        "quantstats>=0.0.62",
+        "pyportfolioopt>=1.5",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "sources": SOURCES,
+        "dev": DEV,
+        "distributed": ["ray[default]>=2.9"],
+        "tune": ["optuna>=3.5"],
+    },
+    entry_points={"console_scripts": ["finmeta=finmeta.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Office/Business :: Financial :: Investment",
+        "Intended Audience :: Science/Research",
+    ],
+)

@@ -1,0 +1,70 @@
+"""Test-suite guards: no network, an isolated FINMETA_HOME, and the real-data fixture."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_local(address) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX path
+        return True
+    host = address[0]
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class NetworkBlocked(OSError):
+    pass
+
+
+def _guarded_connect(self, address):
+    if not _is_local(address):
+        raise NetworkBlocked(f"tests must not touch the network (tried {address!r})")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    if not _is_local(address):
+        raise NetworkBlocked(f"tests must not touch the network (tried {address!r})")
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("finmeta_home")
+    monkeypatch.setenv("FINMETA_HOME", str(home))
+    monkeypatch.delenv("TUSHARE_TOKEN", raising=False)
+    yield home
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real-data folder (``FINMETA_DATA_DIR``). Skips when unset, but fails under CI."""
+    value = os.environ.get("FINMETA_DATA_DIR")
+    path = Path(value).expanduser().resolve() if value else None
+    if path is None or not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"FINMETA_DATA_DIR={value!r} is not a folder; CI must provide the real data")
+        pytest.skip("FINMETA_DATA_DIR not set: real-data test skipped")
+    return path
