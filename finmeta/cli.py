@@ -3,7 +3,7 @@
 Each layer contributes its commands from its own ``cli.py``:
 
 * ``finmeta data ...``  -- :mod:`data_processors.cli`
-* ``finmeta metrics|train|backtest|report|bench|tune`` -- :mod:`benchmarks.cli`
+* ``finmeta metrics|report`` -- :mod:`benchmarks.cli`; ``bench|train|backtest`` -- :mod:`benchmarks.cli_run`
 
 User errors (:class:`finmeta.errors.FinMetaError`) print one line and exit with code 2; ``--debug``
 shows the traceback.
@@ -44,6 +44,9 @@ def _register() -> None:
     from data_processors.cli import data_app
 
     app.add_typer(data_app, name="data")
+    from benchmarks.cli_run import register as register_run
+
+    register_run(app)
     try:
         from benchmarks.cli import register as register_bench
     except ModuleNotFoundError as exc:  # pragma: no cover - layer not installed yet

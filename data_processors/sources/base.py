@@ -6,21 +6,31 @@ A source turns a vendor's raw return format into the canonical long frame
 * ``download(tickers, start, end, freq)`` calls the vendor library (with explicit timeouts,
   bounded retries with backoff, and a :class:`~finmeta.errors.DataSourceError` naming source,
   tickers and cause; an empty download is an error), then ``normalize(raw)``;
-* ``read_file(path)`` reads a vendor file from disk as the vendor writes it, then ``normalize``.
+* ``read_file(path, **options)`` reads a vendor file from disk as the vendor writes it, then
+  ``normalize``.
 
-Sources register themselves by ``name`` in :data:`REGISTRY`; ``get_source(name)`` instantiates one.
+Sources register themselves by ``name`` (and ``aliases``) in :data:`REGISTRY`;
+``get_source(name)`` instantiates one and :func:`read_vendor_file` imports a file by format name
+(the ``--format`` of ``finmeta data import``).
+
+Network calls go through :meth:`DataSource.call`: a hard wall-clock timeout per attempt (a daemon
+thread, see :mod:`._timeout`) on top of the vendor's own timeout, and at most ``attempts`` tries
+with exponential backoff. A hard timeout cannot kill the hung thread; it only stops waiting.
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 import time as _time
 from pathlib import Path
-from typing import Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import pandas as pd
 
-from finmeta.errors import DataSourceError
+from finmeta.errors import DataSourceError, DataValidationError, FinMetaError
+
+from ._timeout import VendorTimeout, call_with_timeout
 
 REGISTRY: dict[str, type["DataSource"]] = {}
 
@@ -33,67 +43,165 @@ T = TypeVar("T")
 class DataSource(abc.ABC):
     """Base class of all sources.
 
-    Subclasses set ``name`` (registry key and ``--format`` name), ``calendar`` (exchange-calendars
-    code such as ``"XNYS"``/``"XSHG"``, ``"24/7"`` for crypto, ``"FX"`` for forex) and implement
-    :meth:`normalize`, and :meth:`_fetch` where the source downloads.
+    Subclasses set ``name`` (registry key and ``--format`` name), optional ``aliases``,
+    ``calendar`` (exchange-calendars code such as ``"XNYS"``/``"XSHG"``, ``"24/7"`` for crypto,
+    ``"FX"`` for forex) and implement :meth:`normalize`, and :meth:`_fetch` where the source
+    downloads (each network call inside ``_fetch`` goes through :meth:`call`).
     """
 
     name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
     calendar: ClassVar[str] = "XNYS"
     #: Default network timeout (seconds) for every vendor call.
     timeout: float = 30.0
     #: Attempts per call (1 + retries) and the first backoff delay (doubles each retry).
     attempts: int = 3
     backoff: float = 1.0
+    #: Hard wall-clock limit per attempt = ``timeout * hard_timeout_factor`` (the vendor's own
+    #: timeout applies per HTTP request; one library call may make a few).
+    hard_timeout_factor: float = 2.0
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if cls.name:
             REGISTRY[cls.name] = cls
+            for alias in cls.__dict__.get("aliases", ()):
+                REGISTRY[alias] = cls
+
+    def __init__(
+        self,
+        timeout: float | None = None,
+        attempts: int | None = None,
+        backoff: float | None = None,
+        hard_timeout_factor: float | None = None,
+    ) -> None:
+        if timeout is not None:
+            if timeout <= 0:
+                raise DataSourceError(self.name, [], f"timeout must be > 0 seconds, not {timeout}")
+            self.timeout = float(timeout)
+        if attempts is not None:
+            if attempts < 1:
+                raise DataSourceError(self.name, [], f"attempts must be >= 1, not {attempts}")
+            self.attempts = int(attempts)
+        if backoff is not None:
+            self.backoff = float(backoff)
+        if hard_timeout_factor is not None:
+            self.hard_timeout_factor = float(hard_timeout_factor)
 
     # -- public API ---------------------------------------------------------------------------
     def download(self, tickers: list[str], start: str, end: str, freq: str = "1d", **kw) -> pd.DataFrame:
-        """Download ``tickers`` over ``[start, end)`` and return the canonical frame."""
-        tickers = list(tickers)
-        raw = self.with_retries(lambda: self._fetch(tickers, start, end, freq, **kw), tickers)
+        """Download ``tickers`` over ``[start, end)`` and return the canonical frame.
+
+        Every vendor call inside is retried and time-limited (:meth:`call`); any failure ends as
+        one :class:`DataSourceError` naming source, tickers and cause. An empty result is an error.
+        """
+        tickers = [tickers] if isinstance(tickers, str) else list(tickers)
+        if not tickers:
+            raise DataSourceError(self.name, tickers, "no tickers given")
+        if freq not in FREQUENCIES:
+            raise DataSourceError(self.name, tickers, f"unknown freq {freq!r}; choose one of {FREQUENCIES}")
+        try:
+            raw = self._fetch(tickers, start, end, freq, **kw)
+        except FinMetaError:
+            raise
+        except Exception as exc:  # a bug or an unexpected vendor format: still one clear error
+            raise DataSourceError(self.name, tickers, f"{type(exc).__name__}: {exc}") from exc
         if raw is None or (isinstance(raw, pd.DataFrame) and raw.empty):
             raise DataSourceError(self.name, tickers, f"empty result for {start}..{end} freq={freq}")
-        df = self.normalize(raw)
+        df = self._normalize(raw, freq=freq, **kw)
         if df.empty:
             raise DataSourceError(self.name, tickers, f"no rows left after normalisation for {start}..{end}")
         return df
 
-    def read_file(self, path: str | Path) -> pd.DataFrame:
-        """Read a vendor file (CSV, optionally gzip) and normalise it."""
-        return self.normalize(pd.read_csv(path))
+    def read_file(self, path: str | Path, **options) -> pd.DataFrame:
+        """Read a vendor file (CSV, optionally compressed) as the vendor writes it and normalise it.
+
+        ``options`` are the source's file options (see each source's ``normalize``). Unreadable or
+        malformed input raises one :class:`DataValidationError` naming the file.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise DataValidationError(f"{path}: no such file")
+        try:
+            raw = self._read_raw(path, **options)
+        except FinMetaError:
+            raise
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
+            raise DataValidationError(f"{path}: cannot read as {self.name!r} file: {exc}") from None
+        self._check_options(path, options)
+        df = self._normalize(raw, path=path, **options)
+        if df.empty:
+            raise DataValidationError(f"{path}: no price rows in this {self.name!r} file")
+        return df
 
     @abc.abstractmethod
-    def normalize(self, raw: pd.DataFrame) -> pd.DataFrame:
+    def normalize(self, raw: pd.DataFrame, **options) -> pd.DataFrame:
         """Vendor raw format -> canonical frame (sorted by time, tic; unique keys)."""
 
     # -- for subclasses -----------------------------------------------------------------------
     def _fetch(self, tickers: list[str], start: str, end: str, freq: str, **kw) -> pd.DataFrame:
         raise DataSourceError(self.name, tickers, "this source cannot download; import its files instead")
 
-    def with_retries(self, fn: Callable[[], T], tickers: list[str]) -> T:
-        """Call ``fn`` up to ``attempts`` times with exponential backoff; wrap failures."""
+    def _read_raw(self, path: Path, **options) -> pd.DataFrame:
+        """The vendor file as a raw frame (default: CSV; gzip etc. by suffix)."""
+        return pd.read_csv(path)
+
+    def _normalize(self, raw: pd.DataFrame, **options) -> pd.DataFrame:
+        """Call :meth:`normalize` with the options its signature accepts."""
+        params = inspect.signature(self.normalize).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            options = {k: v for k, v in options.items() if k in params}
+        return self.normalize(raw, **options)
+
+    def file_options(self) -> list[str]:
+        """The keyword options :meth:`read_file` accepts for this source."""
+        params = inspect.signature(self.normalize).parameters.values()
+        return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "path"]
+
+    def _check_options(self, path: Path, options: dict) -> None:
+        allowed = self.file_options()
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise DataValidationError(
+                f"{path}: option(s) {unknown} do not apply to format {self.name!r}; it takes {allowed}"
+            )
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        """True for failures that a retry cannot fix (bad credentials, unknown symbol)."""
+        return False
+
+    def call(
+        self, fn: Callable[..., T], *args: Any, tickers: Any = (), hard_timeout: float | None = None, **kwargs: Any
+    ) -> T:
+        """One vendor call with a hard timeout per attempt and bounded retries with backoff."""
+        limit = hard_timeout if hard_timeout is not None else self.timeout * self.hard_timeout_factor
+        return self.with_retries(lambda: call_with_timeout(fn, limit, *args, **kwargs), tickers)
+
+    def with_retries(self, fn: Callable[[], T], tickers: Any) -> T:
+        """Call ``fn`` up to ``attempts`` times with exponential backoff; wrap failures.
+
+        :class:`DataSourceError` and :meth:`is_permanent` failures are not retried.
+        """
         last: BaseException | None = None
         delay = self.backoff
         for attempt in range(1, self.attempts + 1):
             try:
                 return fn()
-            except DataSourceError:
+            except FinMetaError:
                 raise
             except Exception as exc:  # vendor libraries raise anything
                 last = exc
+                if self.is_permanent(exc):
+                    raise DataSourceError(self.name, tickers, f"{type(exc).__name__}: {exc}") from exc
                 if attempt < self.attempts:
                     _time.sleep(delay)
                     delay *= 2
-        raise DataSourceError(self.name, tickers, f"{type(last).__name__}: {last} (after {self.attempts} attempts)")
+        what = "timed out" if isinstance(last, VendorTimeout) else f"{type(last).__name__}: {last}"
+        raise DataSourceError(self.name, tickers, f"{what} (after {self.attempts} attempts)") from last
 
 
 def get_source(name: str, **kwargs) -> DataSource:
-    """Instantiate the registered source ``name``."""
+    """Instantiate the registered source ``name`` (aliases such as ``yahoofinance`` work too)."""
     from data_processors import sources as _  # noqa: F401  (imports every source module)
 
     try:
@@ -101,3 +209,27 @@ def get_source(name: str, **kwargs) -> DataSource:
     except KeyError:
         raise DataSourceError(name, [], f"unknown source; choose one of {sorted(REGISTRY)}") from None
     return cls(**kwargs)
+
+
+def formats() -> dict[str, str]:
+    """``{format name: one-line description}`` of every registered source (aliases left out)."""
+    from data_processors import sources as _  # noqa: F401  (imports every source module)
+
+    out = {}
+    for key, cls in sorted(REGISTRY.items()):
+        if key != cls.name:
+            continue
+        doc = (cls.__doc__ or "").strip().splitlines()
+        out[key] = doc[0] if doc else key
+    return out
+
+
+def read_vendor_file(path: str | Path, fmt: str, **options) -> pd.DataFrame:
+    """Import one vendor file: ``get_source(fmt).read_file(path, **options)``.
+
+    This is what ``finmeta data import FILE --format FMT`` calls. ``fmt`` is a registry key
+    (``canonical, yahoo, akshare, tushare, baostock, binance, netease, fx``; aliases
+    ``yahoofinance``, ``forex``). Returns the canonical frame; errors are
+    :class:`DataValidationError` (bad file) or :class:`DataSourceError` (unknown format).
+    """
+    return get_source(fmt).read_file(path, **options)

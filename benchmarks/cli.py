@@ -1,0 +1,109 @@
+"""Top-level ``finmeta`` commands of the benchmark layer: ``metrics``, ``report`` (and later
+``train``, ``backtest``, ``bench``, ``tune``).
+
+:func:`register` adds every function of :data:`COMMANDS` to the ``finmeta`` app; to add a command,
+write a function with typer parameters (its docstring is the help and must show an example) and
+append ``(name, function)`` to :data:`COMMANDS`. Commands raise :class:`finmeta.errors.FinMetaError`
+subclasses for user errors; ``finmeta.cli.main`` prints them as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import typer
+
+from benchmarks.metrics import ALL_FIGURES, MetricsError, TRADING_DAYS_STOCK
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def metrics_cmd(
+    file: Path = typer.Argument(..., help="CSV (.csv, .csv.gz) or Parquet file of account values."),
+    periods_per_year: float = typer.Option(
+        None, "--periods-per-year", "-p",
+        help="Periods a year: 252 daily stocks (default), 365 daily crypto, bars a year intraday.",
+    ),
+    column: str = typer.Option(None, "--column", "-c", help="Value column when the file has several numeric columns."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (same figure names; nan/inf -> null)."),
+) -> None:
+    """Print the performance figures of an account-value series.
+
+    The file holds one value column (dated or not; an unnamed index column is ignored). Periods a year are never inferred from dates: the default is 252 (daily stocks).
+
+    Example: finmeta metrics run/values/ppo.csv --periods-per-year 365 --json
+    """
+    from benchmarks.report import metrics_of_frame, read_account_values
+
+    if periods_per_year is not None and not periods_per_year > 0:
+        raise MetricsError(f"--periods-per-year must be > 0, got {periods_per_year}")
+    frame = read_account_values(file, column=column)
+    ppy_note = "given" if periods_per_year is not None else "default: daily stocks; not inferred from dates"
+    ppy = float(periods_per_year) if periods_per_year is not None else float(TRADING_DAYS_STOCK)
+    figs = metrics_of_frame(frame, ppy, name=str(file))
+    dated = isinstance(frame.index, pd.DatetimeIndex)
+    if as_json:
+        payload = {k: _finite_or_none(v) for k, v in figs.items()}
+        payload.update(
+            periods_per_year=ppy,
+            n_values=int(len(frame)),
+            start=str(frame.index[0]) if dated else None,
+            end=str(frame.index[-1]) if dated else None,
+            file=str(file),
+        )
+        typer.echo(json.dumps(payload))
+        return
+    span = f", {frame.index[0].date()} -> {frame.index[-1].date()}" if dated else ", undated"
+    typer.echo(f"{file}: {len(frame)} values{span}")
+    typer.echo(f"periods per year: {ppy:g} ({ppy_note})")
+    width = max(len(k) for k in ALL_FIGURES)
+    for k, v in figs.items():
+        typer.echo(f"{k:<{width}}  {v:.4f}" if math.isfinite(v) else f"{k:<{width}}  {v}")
+
+
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory holding values/<agent>[_seed<k>].csv|parquet."),
+    periods_per_year: float = typer.Option(
+        None, "--periods-per-year", "-p",
+        help="Periods a year (default: manifest.json's periods_per_year, else 252).",
+    ),
+    benchmark: str = typer.Option(None, "--benchmark", "-b", help="Agent whose curve is the tearsheets' benchmark."),
+    tearsheets: bool = typer.Option(True, "--tearsheets/--no-tearsheets", help="Write quantstats HTML tearsheets."),
+) -> None:
+    """(Re)build tables, plots and tearsheets of a run directory from its saved account values.
+
+    Writes table.csv, table_seeds.csv, table.md, table.tex, equity.png, drawdown.png and tearsheets/<agent>.html (see docs/metrics.md for the layout).
+
+    Example: finmeta report ~/.finmeta/runs/dow30_ppo --benchmark index
+    """
+    from benchmarks.report import build_report, table_markdown
+
+    if periods_per_year is not None and not periods_per_year > 0:
+        raise MetricsError(f"--periods-per-year must be > 0, got {periods_per_year}")
+    res = build_report(run_dir, periods_per_year=periods_per_year, benchmark=benchmark, tearsheets=tearsheets)
+    typer.echo(f"periods per year: {res['periods_per_year']:g} ({res['periods_source']})")
+    typer.echo(table_markdown(res["table"]).rstrip())
+    fallbacks = [a for a, info in res["tearsheets"].items() if info.get("fallback")]
+    for a in fallbacks:
+        typer.echo(f"warning: quantstats failed for {a}; wrote a plain HTML page ({res['tearsheets'][a]['error']})", err=True)
+    typer.echo(f"wrote {run_dir}/table.csv, table.md, table.tex, equity.png, drawdown.png"
+               + (f", {len(res['tearsheets'])} tearsheet(s)" if res["tearsheets"] else ""))
+
+
+COMMANDS: list[tuple[str, Callable[..., None]]] = [
+    ("metrics", metrics_cmd),
+    ("report", report_cmd),
+]
+"""``(name, function)`` of every top-level command this layer adds; append new ones here."""
+
+
+def register(app: typer.Typer) -> None:
+    """Add the benchmark layer's commands (:data:`COMMANDS`) to the ``finmeta`` app."""
+    for name, func in COMMANDS:
+        app.command(name, help=func.__doc__, no_args_is_help=True)(func)

@@ -1,0 +1,315 @@
+"""The train-validate-test-trade loop, walked forward.
+
+For every (agent, seed) the loop walks the windows of :mod:`benchmarks.windows` in order:
+
+1. **train** a fresh agent on the training range (RL agents only), seeded by
+   ``window_seed(seed, window, agent)``;
+2. **validate** it on the validation range from a fresh portfolio and record the Sharpe ratio
+   (the ``ensemble`` agent trains every member and keeps the one with the best validation Sharpe,
+   as in the ICAIF 2020 paper);
+3. **trade** the next range with it, starting from the portfolio the previous window ended with.
+
+Each stage builds its env from ``arrays.slice(lo, hi)`` of its own range: the env cannot read a bar
+past its range, whatever the agent does. Window ``k > 0`` trades the slice ``[lo - 1, hi)``: its
+first bar is the previous window's last bar (already observed; the portfolio is carried over at
+that bar's close), so that every fill happens inside the slice and the chained account-value path
+has no gap. After each window the chain's state is checkpointed atomically; a rerun with the same
+run directory resumes after the last finished window and ends with the same table, because each
+window's randomness depends only on (seed, window, agent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from data_processors.arrays import MarketArrays
+from finmeta.errors import ConfigError
+
+from .windows import Window, make_windows, window_seed
+
+#: Agents that learn (trained per window); every other name is a rule-based baseline.
+RL_AGENTS = ("a2c", "ppo", "ddpg", "td3", "sac")
+ENSEMBLE_MEMBERS_DEFAULT = ("a2c", "ppo", "ddpg")
+
+
+@dataclass
+class ChainResult:
+    """One (agent, seed) walk: the chained trading path and per-window records."""
+
+    agent: str
+    seed: int
+    times: np.ndarray  # (L,) datetime64 of the account values
+    values: np.ndarray  # (L,) account value at each bar's close
+    actions: np.ndarray  # (L, N) action taken after observing each bar (NaN on the last bar)
+    costs: np.ndarray  # (L,) costs paid at each bar
+    turnover: np.ndarray  # (L,) traded value / portfolio value at each bar
+    windows: list[dict]  # per window: index, ranges, chosen model, validation Sharpe
+
+
+# --------------------------------------------------------------------------------------------
+# adapters to the env and agent layers
+# --------------------------------------------------------------------------------------------
+def build_env(arrays: MarketArrays, env_cfg: dict, **overrides):
+    """A single gymnasium env over ``arrays`` (already sliced to the stage's range)."""
+    from meta import make_env
+
+    cfg = dict(env_cfg)
+    family = cfg.pop("family", "stock_trading")
+    cfg.update(overrides)
+    return make_env(arrays, family=family, **cfg)
+
+
+def rollout(agent, env, *, seed: int, start_state: dict | None = None) -> dict:
+    """Run ``agent`` deterministically through one episode of ``env``.
+
+    Returns arrays over the episode's bars (L = bars in the slice): ``values (L,)``,
+    ``actions (L, N)`` (row i = action after observing bar i; NaN on the last), ``costs (L,)``,
+    ``turnover (L,)``, and ``state`` (cash/holdings at the end, for carrying over).
+    """
+    options = {"initial_state": start_state} if start_state is not None else None
+    obs, info = env.reset(seed=int(seed), options=options)
+    values = [float(info["portfolio_value"])]
+    costs = [0.0]
+    turnover = [0.0]
+    actions: list[np.ndarray] = []
+    done = False
+    while not done:
+        action = agent.act(obs, info=info, deterministic=True)
+        actions.append(np.asarray(action, dtype=np.float64).reshape(-1))
+        obs, _reward, terminated, truncated, info = env.step(action)
+        values.append(float(info["portfolio_value"]))
+        costs.append(float(info.get("costs", 0.0)))
+        turnover.append(float(info.get("turnover", 0.0)))
+        done = bool(terminated or truncated)
+    n = actions[0].shape[0] if actions else 0
+    actions.append(np.full(n, np.nan))
+    state = {"cash": float(info["cash"]), "holdings": np.asarray(info["holdings"], dtype=np.float64).tolist()}
+    return {
+        "values": np.asarray(values),
+        "actions": np.vstack(actions) if n else np.zeros((len(values), 0)),
+        "costs": np.asarray(costs),
+        "turnover": np.asarray(turnover),
+        "state": state,
+    }
+
+
+def _sharpe(values: np.ndarray, periods_per_year: float) -> float:
+    from .metrics import compute_metrics
+
+    if len(values) < 3:
+        return float("nan")
+    s = compute_metrics(values, periods_per_year=periods_per_year)["sharpe"]
+    return float(s) if np.isfinite(s) else float("-inf")
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _ckpt_path(run_dir: Path, agent: str, seed: int, window: int) -> Path:
+    return run_dir / "checkpoints" / f"{agent}_seed{seed}" / f"window_{window:03d}.npz"
+
+
+def _save_window(path: Path, part: dict, record: dict) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        values=part["values"],
+        actions=part["actions"],
+        costs=part["costs"],
+        turnover=part["turnover"],
+        record=np.frombuffer(json.dumps(record, sort_keys=True).encode(), dtype=np.uint8),
+        state=np.frombuffer(json.dumps(part["state"], sort_keys=True).encode(), dtype=np.uint8),
+    )
+    _atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_window(path: Path) -> tuple[dict, dict]:
+    with np.load(path) as z:
+        part = {k: z[k] for k in ("values", "actions", "costs", "turnover")}
+        part["state"] = json.loads(z["state"].tobytes().decode())
+        record = json.loads(z["record"].tobytes().decode())
+    return part, record
+
+
+# --------------------------------------------------------------------------------------------
+# the walk
+# --------------------------------------------------------------------------------------------
+class WalkForward:
+    """Walk-forward runner for one dataset and config.
+
+    Args:
+        arrays: the full dataset (all windows are slices of it).
+        config: the run config (``env``, ``windows``, ``agents``, ``periods_per_year``; see
+            ``docs/benchmarks.md``).
+        run_dir: where checkpoints and results go (resumes from it when it holds checkpoints).
+        on_window: optional callback ``(agent, seed, window_index, n_windows)`` for progress bars.
+    """
+
+    def __init__(
+        self,
+        arrays: MarketArrays,
+        config: dict,
+        run_dir: str | Path,
+        *,
+        on_window: Callable[[str, int, int, int], None] | None = None,
+    ) -> None:
+        self.arrays = arrays
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.on_window = on_window
+        wcfg = dict(config.get("windows") or {})
+        if "trade_start" not in wcfg or "train_start" not in wcfg:
+            raise ConfigError("config.windows needs train_start and trade_start")
+        self.windows: list[Window] = make_windows(arrays.times, **wcfg)
+        self.env_cfg: dict = dict(config.get("env") or {})
+        self.periods_per_year = float(config.get("periods_per_year", 252))
+        self.agent_cfg: dict = {k: dict(v or {}) for k, v in (config.get("agents") or {}).items()}
+
+    # -- per-stage helpers ---------------------------------------------------------------------
+    def _slice(self, lo: int, hi: int) -> MarketArrays:
+        return self.arrays.slice(lo, hi)
+
+    def turbulence_threshold(self, w: Window) -> float | None:
+        """In-sample turbulence threshold: a quantile of the training range's turbulence only."""
+        q = self.env_cfg.get("turbulence_quantile")
+        if q is None or self.arrays.turbulence is None:
+            return self.env_cfg.get("turbulence_threshold")
+        lo, hi = w.train
+        return float(np.quantile(self.arrays.turbulence[lo:hi], float(q)))
+
+    def _env_overrides(self, w: Window) -> dict:
+        cfg = {k: v for k, v in self.env_cfg.items() if k != "turbulence_quantile"}
+        thr = self.turbulence_threshold(w)
+        if thr is not None:
+            cfg["turbulence_threshold"] = thr
+        return cfg
+
+    def _train(self, name: str, w: Window, seed: int):
+        from agents import make_agent
+
+        cfg = dict(self.agent_cfg.get(name, {}))
+        steps = int(cfg.pop("total_timesteps", 10_000))
+        agent = make_agent(name, **cfg)
+        lo, hi = w.train
+        env_cfg = self._env_overrides(w)
+        env = build_env(self._slice(lo, hi), env_cfg, **dict(self.config.get("train_env") or {}))
+        agent.learn(env, total_timesteps=steps, seed=window_seed(seed, w.index, name))
+        return agent
+
+    def _baseline(self, name: str, w: Window, seed: int):
+        from agents import make_agent
+
+        cfg = dict(self.agent_cfg.get(name, {}))
+        cfg.pop("total_timesteps", None)
+        agent = make_agent(name, **cfg)
+        # Baselines may estimate from the past (training range) but never from the trade range.
+        lo, hi = w.train
+        if hasattr(agent, "fit_history"):
+            agent.fit_history(self._slice(lo, hi))
+        return agent
+
+    def _validate(self, agent, w: Window, seed: int) -> float:
+        if w.validation is None:
+            return float("nan")
+        lo, hi = w.validation
+        env = build_env(self._slice(lo, hi), self._env_overrides(w))
+        out = rollout(agent, env, seed=window_seed(seed, w.index, "validation"))
+        return _sharpe(out["values"], self.periods_per_year)
+
+    def _trade(self, agent, w: Window, seed: int, state: dict | None) -> dict:
+        lo, hi = w.trade
+        if state is not None:
+            lo -= 1  # start on the previous window's last bar (see module doc)
+        env = build_env(self._slice(lo, hi), self._env_overrides(w))
+        return rollout(agent, env, seed=window_seed(seed, w.index, "trade"), start_state=state)
+
+    # -- one chain -----------------------------------------------------------------------------
+    def run_chain(self, name: str, seed: int) -> ChainResult:
+        """Walk every window for one agent and seed (resuming from checkpoints)."""
+        parts: list[dict] = []
+        records: list[dict] = []
+        state: dict | None = None
+        for w in self.windows:
+            ck = _ckpt_path(self.run_dir, name, seed, w.index)
+            if ck.exists():
+                part, record = _load_window(ck)
+            else:
+                part, record = self._run_window(name, w, seed, state)
+                _save_window(ck, part, record)
+            parts.append(part)
+            records.append(record)
+            state = part["state"]
+            if self.on_window:
+                self.on_window(name, seed, w.index, len(self.windows))
+        return self._chain(name, seed, parts, records)
+
+    def _run_window(self, name: str, w: Window, seed: int, state: dict | None) -> tuple[dict, dict]:
+        t0 = time.perf_counter()
+        record: dict[str, Any] = {"window": w.index, "train": list(w.train),
+                                  "validation": list(w.validation) if w.validation else None,
+                                  "trade": list(w.trade)}
+        if name == "ensemble":
+            members = tuple(self.agent_cfg.get("ensemble", {}).get("members", ENSEMBLE_MEMBERS_DEFAULT))
+            best, best_sharpe, sharpes = None, -np.inf, {}
+            for m in members:  # fixed order: ties go to the first member, deterministically
+                ag = self._train(m, w, seed)
+                s = self._validate(ag, w, seed)
+                sharpes[m] = s
+                if best is None or (np.isfinite(s) and s > best_sharpe):
+                    best, best_sharpe, chosen = ag, s, m
+            agent = best
+            record.update(chosen=chosen, validation_sharpe=sharpes)
+        elif name in RL_AGENTS:
+            agent = self._train(name, w, seed)
+            record.update(validation_sharpe=self._validate(agent, w, seed))
+        else:
+            agent = self._baseline(name, w, seed)
+        part = self._trade(agent, w, seed, state)
+        record["threshold"] = self._env_overrides(w).get("turbulence_threshold")
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        return part, record
+
+    def _chain(self, name: str, seed: int, parts: list[dict], records: list[dict]) -> ChainResult:
+        vals, acts, costs, turns, idx = [], [], [], [], []
+        for k, (w, p) in enumerate(zip(self.windows, parts)):
+            lo, hi = w.trade
+            skip = 1 if k > 0 else 0  # the carried-over first bar is the previous window's last
+            # the action recorded on the previous window's last bar is the one taken in this window
+            if k > 0 and len(acts):
+                acts[-1][-1] = p["actions"][0]
+            vals.append(p["values"][skip:])
+            acts.append(np.array(p["actions"][skip:], copy=True))
+            costs.append(p["costs"][skip:])
+            turns.append(p["turnover"][skip:])
+            idx.append(np.arange(lo, hi))
+        index = np.concatenate(idx)
+        return ChainResult(
+            agent=name,
+            seed=seed,
+            times=self.arrays.times[index],
+            values=np.concatenate(vals),
+            actions=np.vstack(acts),
+            costs=np.concatenate(costs),
+            turnover=np.concatenate(turns),
+            windows=records,
+        )

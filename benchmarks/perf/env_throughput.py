@@ -1,0 +1,239 @@
+"""Env-layer throughput: FinMeta's stock-trading env vs FinRL's pandas and numpy envs, same data.
+
+Data: Dow 30 daily (``$FINMETA_DATA_DIR/us_equities/dow30_daily.csv.gz``), window 2019-2020, the
+tickers with a bar on every day (N = 29), the 8 default indicators (K = 8) and turbulence, built by
+:func:`benchmarks.peers.finrl_envs.dow30_arrays`; FinRL gets the same values in its own layouts.
+
+Measured (env-steps per second = num_envs x vector steps per second):
+
+* ``finmeta`` single env (``make_env``, a gymnasium.Env, E = 1);
+* ``finmeta`` vector env (``make_vec_env``, numpy backend) for E in 64, 1024, 4096;
+* ``finmeta`` vector env, torch backend on CUDA (``device`` = GPU name) when a GPU is present, and on
+  CPU for E = 1024 (``--torch-cpu``, default on);
+* ``finrl_pandas`` (FinRL 0.3.7 ``env_stocktrading.StockTradingEnv``) and ``finrl_numpy``
+  (``env_stocktrading_np.StockTradingEnv``), E = 1.
+
+Random actions in [-1, 1] are generated before timing (a pool cycled through), each measurement warms
+up first and then runs whole batches until at least ``--min-seconds`` have passed (time.perf_counter);
+episodes are reset when they end (inside the timed loop, as in training). The whole run stays well
+under 3 minutes on 2 cores. The LAST line printed is a JSON list of records::
+
+    {"impl": "finmeta"|"finrl_pandas"|"finrl_numpy", "backend": ..., "num_envs": E,
+     "steps_per_s": x, "device": "cpu"|<GPU name>, "seconds": t, "steps": n}
+
+followed by ratio records ``{"ratio": "finmeta_E1/finrl_pandas", "value": x}`` and one
+``{"context": {...}}`` record (data shape, cpu count, 1-minute load average, GPU). Each record also
+has ``steps_per_cpu_s`` (env-steps per process CPU-second): on a shared machine the wall-clock figure
+drops with the load, the CPU-second one much less.
+
+Usage: ``FINMETA_DATA_DIR=/path/to/shared/data python benchmarks/perf/env_throughput.py``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from benchmarks.peers import finrl_envs as F
+
+START, END = "2019-01-01", "2021-01-01"
+ENV_KW: dict[str, Any] = dict(initial_cash=1_000_000, hmax=100, buy_cost_pct=0.001, sell_cost_pct=0.001,
+                              reward_scaling=1e-4)
+
+
+def _measure(step_batch: Callable[[], int], min_seconds: float, warmup_batches: int = 3,
+             sync: Callable[[], None] | None = None) -> tuple[float, int, float]:
+    """Run ``step_batch`` (returns env-steps done) until ``min_seconds`` of wall time pass.
+
+    Returns (wall seconds, env-steps, process CPU seconds). The CPU seconds make figures taken on a
+    shared, loaded machine comparable (steps per CPU-second); the headline is wall-clock.
+    """
+    for _ in range(warmup_batches):
+        step_batch()
+    if sync:
+        sync()
+    steps = 0
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    while True:
+        steps += step_batch()
+        if sync:
+            sync()
+        dt = time.perf_counter() - t0
+        if dt >= min_seconds:
+            return dt, steps, time.process_time() - c0
+
+
+def _record(impl: str, backend: str, num_envs: int, device: str, m: tuple[float, int, float], **extra) -> dict:
+    dt, steps, cpu = m
+    rec = {"impl": impl, "backend": backend, "num_envs": num_envs, "steps_per_s": round(steps / dt, 1),
+           "device": device, "seconds": round(dt, 3), "steps": steps,
+           "steps_per_cpu_s": round(steps / cpu, 1) if cpu > 0 else None}
+    rec.update(extra)
+    print(json.dumps(rec), file=sys.stderr, flush=True)
+    return rec
+
+
+def bench_single(make_env, arrays, actions: np.ndarray, min_seconds: float, batch: int = 200) -> tuple[float, int, float]:
+    """FinMeta gymnasium.Env (E = 1): ``batch`` steps per timed batch, reset at episode end."""
+    env = make_env(arrays, family="stock_trading", **ENV_KW)
+    env.reset(seed=0)
+    state = {"i": 0}
+    n = len(actions)
+
+    def run() -> int:
+        i = state["i"]
+        for _ in range(batch):
+            _, _, term, trunc, _ = env.step(actions[i % n])
+            i += 1
+            if term or trunc:
+                env.reset()
+        state["i"] = i
+        return batch
+
+    return _measure(run, min_seconds)
+
+
+def bench_vector(make_vec_env, arrays, num_envs: int, backend: str, device: str, min_seconds: float,
+                 seed: int = 0) -> tuple[float, int, float]:
+    """FinMeta vector env: E env-steps per ``step`` call; actions from a pre-generated pool."""
+    venv = make_vec_env(arrays, family="stock_trading", num_envs=num_envs, backend=backend, device=device, **ENV_KW)
+    venv.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    pool_size = 16
+    pool = rng.uniform(-1, 1, size=(pool_size, num_envs, arrays.num_assets)).astype(np.float32)
+    sync = None
+    if backend == "torch":
+        import torch
+
+        pool = torch.as_tensor(pool, device=device)
+        if device.startswith("cuda"):
+            sync = torch.cuda.synchronize
+    batch = max(1, min(200, 200_000 // num_envs))
+    state = {"i": 0}
+
+    def run() -> int:
+        i = state["i"]
+        for _ in range(batch):
+            venv.step(pool[i % pool_size])
+            i += 1
+        state["i"] = i
+        return batch * num_envs
+
+    out = _measure(run, min_seconds, sync=sync)
+    venv.close()
+    return out
+
+
+def bench_finrl(kind: str, arrays, actions: np.ndarray, min_seconds: float) -> tuple[float, int, float]:
+    """FinRL's pandas or numpy env (E = 1), same window, reset at the end of each episode."""
+    if kind == "pandas":
+        frame = F.finrl_frame(arrays)
+        env = F.make_finrl_pandas_env(arrays, frame=frame)
+        last_day = arrays.num_times - 1
+        batch = 50
+    else:
+        env = F.make_finrl_numpy_env(arrays, min_stock_rate=0.1)  # FinRL's default min_stock_rate
+        last_day = None
+        batch = 500
+    env.reset()
+    state = {"i": 0}
+    n = len(actions)
+
+    def run() -> int:
+        i = state["i"]
+        for _ in range(batch):
+            if last_day is not None and env.day >= last_day:  # FinRL's terminal no-op step: reset instead
+                env.reset()
+            _, _, done, _, _ = env.step(actions[i % n])
+            i += 1
+            if done:
+                env.reset()
+        state["i"] = i
+        return batch
+
+    return _measure(run, min_seconds, warmup_batches=1)
+
+
+def _gpu_name() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(0)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--min-seconds", type=float, default=1.0, help="timed seconds per measurement (>= 1)")
+    p.add_argument("--num-envs", type=int, nargs="+", default=[64, 1024, 4096])
+    p.add_argument("--no-torch-cpu", action="store_true", help="skip the torch-backend CPU figure")
+    p.add_argument("--no-finrl", action="store_true", help="skip the FinRL peers")
+    args = p.parse_args(argv)
+
+    data_dir = os.environ.get("FINMETA_DATA_DIR")
+    if not data_dir or not Path(data_dir).is_dir():
+        raise SystemExit(f"env_throughput: set FINMETA_DATA_DIR to the real-data folder (got {data_dir!r}); "
+                         f"it must contain {F.DOW30_FILE}")
+    from meta import make_env, make_vec_env
+
+    arrays = F.dow30_arrays(data_dir, START, END)
+    T, N, K = arrays.features.shape
+    print(f"data: Dow 30 {START}..{END}: T={T} N={N} K={K}; machine: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cpus", file=sys.stderr)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(4096, N)).astype(np.float32)
+    ms = max(1.0, args.min_seconds)
+    records: list[dict] = []
+    meta_common = {"T": T, "N": N, "K": K}
+
+    m = bench_single(make_env, arrays, actions, ms)
+    records.append(_record("finmeta", "gymnasium.Env", 1, "cpu", m, **meta_common))
+    for E in args.num_envs:
+        m = bench_vector(make_vec_env, arrays, E, "numpy", "cpu", ms)
+        records.append(_record("finmeta", "numpy", E, "cpu", m, **meta_common))
+    if not args.no_torch_cpu:
+        try:
+            m = bench_vector(make_vec_env, arrays, 1024, "torch", "cpu", ms)
+            records.append(_record("finmeta", "torch", 1024, "cpu", m, **meta_common))
+        except Exception as exc:  # noqa: BLE001 - report, keep the other figures
+            print(f"torch CPU backend skipped: {exc!r}", file=sys.stderr)
+    gpu = _gpu_name()
+    if gpu:
+        for E in sorted(set(args.num_envs) | {16384}):
+            m = bench_vector(make_vec_env, arrays, E, "torch", "cuda", ms)
+            records.append(_record("finmeta", "torch", E, gpu, m, **meta_common))
+    if not args.no_finrl:
+        for kind in ("pandas", "numpy"):
+            m = bench_finrl(kind, arrays, actions, ms)
+            records.append(_record(f"finrl_{kind}", kind, 1, "cpu", m, **meta_common))
+
+    by = {(r["impl"], r["backend"], r["num_envs"], r["device"]): r["steps_per_s"] for r in records}
+    single = by[("finmeta", "gymnasium.Env", 1, "cpu")]
+    ratios = []
+    for peer in ("finrl_pandas", "finrl_numpy"):
+        key = (peer, peer.split("_")[1], 1, "cpu")
+        if key in by:
+            ratios.append({"ratio": f"finmeta_E1/{peer}", "value": round(single / by[key], 2)})
+            for E in args.num_envs:
+                v = by.get(("finmeta", "numpy", E, "cpu"))
+                if v:
+                    ratios.append({"ratio": f"finmeta_numpy_E{E}/{peer}", "value": round(v / by[key], 1)})
+    context = {"context": {"data": f"dow30 {START}..{END}", "T": T, "N": N, "K": K, "cpus": os.cpu_count(),
+                           "loadavg_1m": round(os.getloadavg()[0], 2), "gpu": gpu}}
+    out = records + ratios + [context]
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,652 @@
+"""Result tables, plots, tearsheets and manifests of a run directory.
+
+Run-directory layout (see ``docs/metrics.md``)::
+
+    <run>/
+      values/<agent>.csv | <agent>_seed<k>.csv   (or .parquet)  account values per agent (and seed)
+             columns: date (optional), account_value, turnover (optional), cost (optional)
+      manifest.json        config, dataset hash, seeds, periods_per_year, versions, git commit, wall time
+      table.csv            one row per agent: agent, figures[, <figure>_std, <figure>_ci95], n_seeds
+      table_seeds.csv      one row per (agent, seed) -- the per-seed figures behind table.csv
+      table.md             mean +/- std (Markdown)
+      table.tex            the same as a LaTeX tabular (booktabs)
+      equity.png           account value of every agent (matplotlib, Agg)
+      drawdown.png         drawdown of every agent
+      tearsheets/<agent>.html   quantstats HTML tearsheet (offline; benchmark passed as a series)
+
+``write_report`` writes the tables/plots/tearsheets from in-memory values; ``build_report`` rebuilds
+them from ``<run>/values``. ``save_account_values`` writes the values in that layout.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import platform
+import re
+import subprocess
+import warnings
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.metrics import (
+    ALL_FIGURES,
+    FIGURES,
+    InvalidValuesError,
+    RunDirError,
+    TRADING_DAYS_STOCK,
+    ValueFileError,
+    aggregate_seeds,
+    as_values,
+    compute_metrics,
+    drawdown_series,
+)
+
+VALUE_COLUMN = "account_value"
+TURNOVER_COLUMNS = ("turnover", "traded")
+COST_COLUMNS = ("cost", "costs", "cost_paid", "costs_paid")
+DATE_COLUMNS = ("date", "time", "datetime", "timestamp", "datadate")
+VALUE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+_SEED_RE = re.compile(r"^(?P<agent>.+?)(?:_seed(?P<seed>\d+))?$")
+
+FIGURE_LABELS: dict[str, str] = {
+    "cumulative_return": "Cumulative return",
+    "annual_return": "Annual return",
+    "annual_volatility": "Annual volatility",
+    "sharpe": "Sharpe",
+    "sortino": "Sortino",
+    "calmar": "Calmar",
+    "max_drawdown": "Max drawdown",
+    "turnover": "Turnover",
+    "costs_paid": "Costs paid",
+}
+
+MANIFEST_LIBRARIES = (
+    "numpy", "pandas", "scipy", "torch", "gymnasium", "stable-baselines3", "sb3-contrib",
+    "empyrical-reloaded", "quantstats", "matplotlib", "exchange-calendars", "stockstats", "ta-lib",
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# reading account-value files
+# ----------------------------------------------------------------------------------------------
+
+
+def _has_suffix(path: Path, suffixes: Sequence[str]) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in suffixes)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for s in sorted(VALUE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(s):
+            return name[: -len(s)]
+    return path.stem
+
+
+def read_account_values(path: str | Path, column: str | None = None) -> pd.DataFrame:
+    """Read an account-value file (CSV, CSV.gz or Parquet) into a frame.
+
+    Returns a DataFrame with column ``account_value`` and, when present in the file, ``turnover``
+    and ``cost``; its index is a DatetimeIndex when the file has a date column (``date``, ``time``,
+    ``datetime``, ``timestamp``, ``datadate``), else a RangeIndex. Unnamed index columns
+    (``Unnamed: 0``, ``index``) are ignored. The value column is ``column`` if given, else
+    ``account_value`` if present, else the only numeric column. Raises :class:`ValueFileError`
+    for a missing/unreadable file or no / several candidate columns.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ValueFileError(f"{p}: file not found")
+    if p.is_dir():
+        raise ValueFileError(f"{p}: is a directory, expected a CSV or Parquet file of account values")
+    try:
+        if _has_suffix(p, (".parquet", ".pq")):
+            df = pd.read_parquet(p)
+            if not isinstance(df.index, pd.RangeIndex):
+                df = df.reset_index()
+        else:
+            df = pd.read_csv(p)
+    except (ValueError, OSError, ImportError, pd.errors.ParserError) as exc:
+        raise ValueFileError(f"{p}: cannot read as {'Parquet' if _has_suffix(p, ('.parquet', '.pq')) else 'CSV'}: {exc}") from exc
+    if df.empty:
+        raise ValueFileError(f"{p}: the file has no rows")
+    df.columns = [str(c) for c in df.columns]
+    drop = [c for c in df.columns if c.startswith("Unnamed:") or c.strip() == "" or c.lower() in ("index", "level_0")]
+    df = df.drop(columns=drop)
+
+    date_col = next((c for c in df.columns if c.lower() in DATE_COLUMNS), None)
+    index: pd.Index = pd.RangeIndex(len(df))
+    if date_col is not None and date_col != column:
+        try:
+            index = pd.DatetimeIndex(pd.to_datetime(df[date_col]), name="date")
+        except (ValueError, TypeError) as exc:
+            raise ValueFileError(f"{p}: date column {date_col!r} cannot be parsed as dates: {exc}") from exc
+        df = df.drop(columns=[date_col])
+
+    lower = {c.lower(): c for c in df.columns}
+    if column is not None:
+        if column not in df.columns:
+            raise ValueFileError(f"{p}: no column {column!r} (columns: {list(df.columns)})")
+        value_col = column
+    elif VALUE_COLUMN in lower:
+        value_col = lower[VALUE_COLUMN]
+    else:
+        numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+        if not numeric:
+            raise ValueFileError(f"{p}: no numeric column of account values (columns: {list(df.columns)})")
+        if len(numeric) > 1:
+            raise ValueFileError(
+                f"{p}: several numeric columns {numeric}; choose the account values with --column NAME"
+            )
+        value_col = numeric[0]
+    if not pd.api.types.is_numeric_dtype(df[value_col]):
+        raise ValueFileError(f"{p}: column {value_col!r} is not numeric ({df[value_col].dtype})")
+    out = pd.DataFrame({VALUE_COLUMN: df[value_col].to_numpy(dtype=np.float64, na_value=np.nan)}, index=index)
+    for name, candidates in (("turnover", TURNOVER_COLUMNS), ("cost", COST_COLUMNS)):
+        found = next((lower[c] for c in candidates if c in lower and lower[c] != value_col), None)
+        if found is not None:
+            out[name] = df[found].to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
+def metrics_of_frame(frame: pd.DataFrame, periods_per_year: float, name: str = "values") -> dict[str, float]:
+    """:func:`compute_metrics` of a frame from :func:`read_account_values` (uses turnover/cost columns)."""
+    values = frame[VALUE_COLUMN]
+    as_values(values, name=name)  # names the file and row on bad values
+    try:
+        return compute_metrics(
+            values,
+            periods_per_year=periods_per_year,
+            turnover=frame["turnover"].to_numpy() if "turnover" in frame else None,
+            costs=frame["cost"].to_numpy() if "cost" in frame else None,
+        )
+    except InvalidValuesError as exc:
+        raise InvalidValuesError(f"{name}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# run directory: saving and loading values
+# ----------------------------------------------------------------------------------------------
+
+
+def save_account_values(
+    run_dir: str | Path,
+    agent: str,
+    values: pd.Series | np.ndarray | Sequence[float],
+    seed: int | None = None,
+    turnover: Any = None,
+    costs: Any = None,
+    fmt: str = "csv",
+) -> Path:
+    """Write one agent's (and seed's) account values as ``<run>/values/<agent>[_seed<k>].<fmt>``.
+
+    ``values``: (T,) -- a dated Series writes a ``date`` column. ``turnover``/``costs``: optional
+    per-value arrays (T,). ``fmt``: ``csv`` or ``parquet``.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", agent) or re.search(r"_seed\d+$", agent):
+        raise RunDirError(f"agent name {agent!r} must be [A-Za-z0-9_.-] and not end in _seed<k>")
+    if fmt not in ("csv", "parquet"):
+        raise RunDirError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
+    v = pd.Series(values) if not isinstance(values, pd.Series) else values
+    frame = pd.DataFrame({VALUE_COLUMN: v.to_numpy(dtype=np.float64)})
+    if isinstance(v.index, pd.DatetimeIndex):
+        frame.insert(0, "date", v.index)
+    for name, arr in (("turnover", turnover), ("cost", costs)):
+        if arr is not None:
+            a = np.asarray(arr, dtype=np.float64)
+            if a.shape != (len(frame),):
+                raise RunDirError(f"{name} for {agent!r}: expected shape ({len(frame)},), got {a.shape}")
+            frame[name] = a
+    folder = Path(run_dir) / "values"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (f"{agent}_seed{int(seed)}" if seed is not None else agent)
+    path = path.with_name(path.name + (".csv" if fmt == "csv" else ".parquet"))
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def load_run_values(run_dir: str | Path) -> dict[tuple[str, int | None], pd.DataFrame]:
+    """All account-value files of ``<run>/values``: ``{(agent, seed or None): frame}``, sorted."""
+    folder = Path(run_dir) / "values"
+    if not Path(run_dir).is_dir():
+        raise RunDirError(f"{run_dir}: run directory not found")
+    if not folder.is_dir():
+        raise RunDirError(f"{run_dir}: no values/ folder (expected values/<agent>[_seed<k>].csv or .parquet)")
+    out: dict[tuple[str, int | None], pd.DataFrame] = {}
+    files = sorted(f for f in folder.iterdir() if f.is_file() and _has_suffix(f, VALUE_SUFFIXES))
+    if not files:
+        raise RunDirError(f"{folder}: no account-value files (.csv, .csv.gz, .parquet)")
+    for f in files:
+        m = _SEED_RE.match(_stem(f))
+        assert m is not None
+        key = (m.group("agent"), int(m.group("seed")) if m.group("seed") is not None else None)
+        if key in out:
+            raise RunDirError(f"{f}: duplicate values for agent {key[0]!r} seed {key[1]} (two formats?)")
+        out[key] = read_account_values(f)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# tables
+# ----------------------------------------------------------------------------------------------
+
+
+def _figure_columns(table: pd.DataFrame) -> list[str]:
+    known = [f for f in ALL_FIGURES if f in table.columns]
+    extra = [
+        c for c in table.columns
+        if c not in known and c not in ("agent", "n_seeds", "seed")
+        and not c.endswith(("_std", "_ci95")) and pd.api.types.is_numeric_dtype(table[c])
+    ]
+    return known + extra
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "nan"
+    if isinstance(x, (float, np.floating)) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    return f"{float(x):.{digits}f}"
+
+
+def _digits(figure: str, digits: int) -> int:
+    return 2 if figure == "costs_paid" else digits
+
+
+def _cells(table: pd.DataFrame, digits: int, pm: str) -> tuple[list[str], list[list[str]]]:
+    figs = _figure_columns(table)
+    header = ["agent"] + [FIGURE_LABELS.get(f, f) for f in figs]
+    rows = []
+    for _, row in table.iterrows():
+        cells = [str(row["agent"])]
+        for f in figs:
+            d = _digits(f, digits)
+            cell = _fmt(row[f], d)
+            std = row.get(f"{f}_std")
+            if std is not None and not (isinstance(std, float) and math.isnan(std)):
+                cell += f"{pm}{_fmt(std, d)}"
+            cells.append(cell)
+        rows.append(cells)
+    if "n_seeds" in table.columns and (table["n_seeds"] > 1).any():
+        header.append("seeds")
+        for cells, n in zip(rows, table["n_seeds"]):
+            cells.append(str(int(n)))
+    return header, rows
+
+
+def table_markdown(table: pd.DataFrame, digits: int = 4) -> str:
+    """The table as Markdown: one row per agent, ``mean ± std`` when several seeds ran."""
+    header, rows = _cells(table, digits, " ± ")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _tex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
+                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
+        s = s.replace(a, b) if a != "\\" else s.replace(a, "\x00")
+    return s.replace("\x00", r"\textbackslash{}")
+
+
+def table_latex(table: pd.DataFrame, digits: int = 4, caption: str | None = None) -> str:
+    """The table as a LaTeX ``tabular`` (booktabs), ``mean $\\pm$ std`` when several seeds ran."""
+    header, rows = _cells(table, digits, "\x01")
+    col = "l" + "r" * (len(header) - 1)
+    out = [r"\begin{table}[ht]", r"\centering", rf"\begin{{tabular}}{{{col}}}", r"\toprule"]
+    out.append(" & ".join(_tex_escape(h) for h in header) + r" \\")
+    out.append(r"\midrule")
+    for r in rows:
+        out.append(" & ".join(_tex_escape(c).replace("\x01", r" $\pm$ ") for c in r) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        out.append(rf"\caption{{{_tex_escape(caption)}}}")
+    out.append(r"\end{table}")
+    return "\n".join(out) + "\n"
+
+
+def write_tables(run_dir: str | Path, table: pd.DataFrame) -> dict[str, Path]:
+    """Write ``table.csv``, ``table.md`` and ``table.tex``; returns ``{kind: path}``."""
+    if "agent" not in table.columns:
+        raise RunDirError("the result table needs an 'agent' column")
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": run / "table.csv", "md": run / "table.md", "tex": run / "table.tex"}
+    table.to_csv(paths["csv"], index=False)
+    paths["md"].write_text(table_markdown(table), encoding="utf-8")
+    paths["tex"].write_text(table_latex(table), encoding="utf-8")
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------
+# plots and tearsheets
+# ----------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_equity(account_values: Mapping[str, pd.Series], path: str | Path, title: str = "Account value") -> Path:
+    """PNG of every agent's account value (x: dates when dated, else step)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 5))
+    try:
+        for name, s in account_values.items():
+            ax.plot(s.index, s.to_numpy(dtype=np.float64), label=str(name), linewidth=1.2)
+        ax.set_title(title)
+        ax.set_ylabel("account value")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def plot_drawdown(account_values: Mapping[str, pd.Series], path: str | Path, title: str = "Drawdown") -> Path:
+    """PNG of every agent's drawdown ``v / cummax(v) - 1`` in percent."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    try:
+        for name, s in account_values.items():
+            ax.plot(s.index, 100.0 * drawdown_series(s), label=str(name), linewidth=1.0)
+        ax.set_title(title)
+        ax.set_ylabel("drawdown (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def _dated_returns(values: pd.Series, periods_per_year: float) -> tuple[pd.Series, bool]:
+    """Simple returns with a DatetimeIndex; undated paths get a synthetic calendar (flag True)."""
+    v = pd.Series(as_values(values, name=str(values.name or "values")), index=values.index)
+    synthetic = not isinstance(v.index, pd.DatetimeIndex)
+    if synthetic:
+        freq = "D" if periods_per_year >= 365 else "B"
+        v.index = pd.date_range("2000-01-03", periods=len(v), freq=freq)
+    prev = v.shift(1)
+    r = (v / prev - 1.0).where(prev > 0, 0.0).iloc[1:]
+    if v.index.tz is not None:
+        r.index = r.index.tz_convert(None)
+    return r, synthetic
+
+
+def write_tearsheet(
+    values: pd.Series,
+    path: str | Path,
+    benchmark: pd.Series | None = None,
+    periods_per_year: float = TRADING_DAYS_STOCK,
+    title: str = "FinMeta tearsheet",
+) -> dict[str, Any]:
+    """quantstats HTML tearsheet of one account-value path, offline.
+
+    ``benchmark``: optional account values of a benchmark path, passed to quantstats as a returns
+    series (never a ticker, so quantstats downloads nothing). Undated paths get a synthetic
+    business-day (or calendar-day when ``periods_per_year >= 365``) index, stated in the title.
+    If quantstats fails, a plain HTML page with the figures is written instead and
+    ``{"fallback": True, "error": ...}`` is returned.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    returns, synthetic = _dated_returns(values, periods_per_year)
+    bench = None
+    if benchmark is not None:
+        bench, bench_synthetic = _dated_returns(benchmark, periods_per_year)
+        if bench_synthetic != synthetic:  # one dated, one not: align by position
+            n = min(len(bench), len(returns))
+            bench = pd.Series(bench.to_numpy()[:n], index=returns.index[:n])
+        bench = bench.reindex(returns.index).fillna(0.0)
+        bench.name = str(benchmark.name or "benchmark")
+    full_title = title + (" (undated series: synthetic calendar)" if synthetic else "")
+    returns.name = str(values.name or "strategy")
+    try:
+        _pyplot()
+        import quantstats as qs
+
+        logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qs.reports.html(
+                returns,
+                benchmark=bench,
+                output=str(path),
+                title=full_title,
+                periods_per_year=int(round(periods_per_year)),
+                compounded=True,
+                download_filename=path.name,
+            )
+        _pyplot().close("all")
+        return {"path": path, "fallback": False, "synthetic_dates": synthetic}
+    except Exception as exc:  # quantstats is third-party: never lose the report over it
+        figs = compute_metrics(values, periods_per_year=periods_per_year)
+        rows = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in figs.items())
+        path.write_text(
+            f"<html><head><meta charset='utf-8'><title>{full_title}</title></head><body>"
+            f"<h1>{full_title}</h1><p>quantstats failed ({type(exc).__name__}: {exc}); "
+            f"figures computed by FinMeta:</p><table>{rows}</table></body></html>",
+            encoding="utf-8",
+        )
+        return {"path": path, "fallback": True, "error": f"{type(exc).__name__}: {exc}", "synthetic_dates": synthetic}
+
+
+# ----------------------------------------------------------------------------------------------
+# manifest
+# ----------------------------------------------------------------------------------------------
+
+
+def _git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=str(cwd or Path(__file__).resolve().parent),
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def library_versions(names: Sequence[str] = MANIFEST_LIBRARIES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None when not installed)."""
+    out: dict[str, str | None] = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+def build_manifest(
+    config: Mapping[str, Any] | None = None,
+    dataset_hash: str | None = None,
+    seeds: Sequence[int] | None = None,
+    wall_time_s: float | None = None,
+    periods_per_year: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A run manifest: config, dataset hash, seeds, periods a year, library versions, git commit,
+    Python/platform, creation time (UTC ISO) and wall time in seconds; ``extra`` keys are added."""
+    from finmeta import __version__
+
+    manifest: dict[str, Any] = {
+        "finmeta_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": dict(config) if config is not None else {},
+        "dataset_hash": dataset_hash,
+        "seeds": [int(s) for s in seeds] if seeds is not None else [],
+        "periods_per_year": periods_per_year,
+        "wall_time_s": None if wall_time_s is None else float(wall_time_s),
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "libraries": library_versions(),
+    }
+    manifest.update(extra)
+    return manifest
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (Path, pd.Timestamp, _dt.date)):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """Write ``<run>/manifest.json`` (indented, sorted keys)."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n", encoding="utf-8")
+    return path
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
+    """``<run>/manifest.json`` as a dict, or None when absent."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: invalid JSON: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# whole reports
+# ----------------------------------------------------------------------------------------------
+
+
+def write_report(
+    run_dir: str | Path,
+    account_values: Mapping[str, pd.Series],
+    table: pd.DataFrame,
+    manifest: Mapping[str, Any] | None = None,
+    periods_per_year: float = TRADING_DAYS_STOCK,
+    benchmark: str | pd.Series | None = None,
+    tearsheets: bool = True,
+) -> dict[str, Any]:
+    """Write a run directory's tables, plots, tearsheets and manifest.
+
+    ``account_values``: ``{agent: Series (T,)}`` (one curve per agent, e.g. the seed mean).
+    ``table``: one row per agent (see :func:`benchmarks.metrics.aggregate_seeds`).
+    ``benchmark``: an agent name of ``account_values`` or a Series, used as the tearsheet benchmark.
+    Returns ``{"tables": {...}, "equity": path, "drawdown": path, "tearsheets": {agent: info},
+    "manifest": path | None}``.
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"tables": write_tables(run, table)}
+    curves = {str(k): (v if isinstance(v, pd.Series) else pd.Series(np.asarray(v, dtype=np.float64)))
+              for k, v in account_values.items()}
+    for name, s in curves.items():
+        as_values(s, name=name)
+    if curves:
+        result["equity"] = plot_equity(curves, run / "equity.png")
+        result["drawdown"] = plot_drawdown(curves, run / "drawdown.png")
+    bench_series: pd.Series | None = None
+    bench_name: str | None = None
+    if isinstance(benchmark, str):
+        if benchmark not in curves:
+            raise RunDirError(f"benchmark agent {benchmark!r} not among the agents {sorted(curves)}")
+        bench_series, bench_name = curves[benchmark].rename(benchmark), benchmark
+    elif benchmark is not None:
+        bench_series = benchmark
+    result["tearsheets"] = {}
+    if tearsheets:
+        for name, s in curves.items():
+            result["tearsheets"][name] = write_tearsheet(
+                s.rename(name), run / "tearsheets" / f"{name}.html",
+                benchmark=None if name == bench_name else bench_series,
+                periods_per_year=periods_per_year, title=f"FinMeta: {name}",
+            )
+    result["manifest"] = write_manifest(run, manifest) if manifest is not None else None
+    return result
+
+
+def _mean_curve(frames: Sequence[pd.DataFrame]) -> pd.Series:
+    """Seed-mean account value: the seeds' values averaged on their common index (T,)."""
+    if len(frames) == 1:
+        return frames[0][VALUE_COLUMN]
+    if all(isinstance(f.index, pd.DatetimeIndex) for f in frames):
+        joined = pd.concat([f[VALUE_COLUMN] for f in frames], axis=1, join="inner")
+        return joined.mean(axis=1)
+    n = min(len(f) for f in frames)
+    return pd.Series(np.mean([f[VALUE_COLUMN].to_numpy()[:n] for f in frames], axis=0))
+
+
+def build_report(
+    run_dir: str | Path,
+    periods_per_year: float | None = None,
+    benchmark: str | None = None,
+    tearsheets: bool = True,
+) -> dict[str, Any]:
+    """(Re)build tables, plots and tearsheets from ``<run>/values``.
+
+    ``periods_per_year``: None reads ``periods_per_year`` from ``<run>/manifest.json`` and falls
+    back to 252. Writes ``table_seeds.csv`` (per agent and seed) and ``table.csv`` (aggregated);
+    the manifest is left as it is. Returns :func:`write_report`'s dict plus ``table``,
+    ``seed_table`` and ``periods_per_year`` / ``periods_source``.
+    """
+    run = Path(run_dir)
+    frames = load_run_values(run)
+    source = "--periods-per-year"
+    if periods_per_year is None:
+        manifest = read_manifest(run) or {}
+        ppy = manifest.get("periods_per_year")
+        if ppy:
+            periods_per_year, source = float(ppy), "manifest.json"
+        else:
+            periods_per_year, source = float(TRADING_DAYS_STOCK), "default (daily stocks)"
+    rows = []
+    by_agent: dict[str, list[pd.DataFrame]] = {}
+    for (agent, seed), frame in frames.items():
+        label = f"{agent}" + (f"_seed{seed}" if seed is not None else "")
+        figs = metrics_of_frame(frame, periods_per_year, name=f"values/{label}")
+        rows.append({"agent": agent, "seed": seed, **figs})
+        by_agent.setdefault(agent, []).append(frame)
+    seed_table = pd.DataFrame(rows)
+    seed_table["seed"] = seed_table["seed"].astype("Int64")
+    seed_table.to_csv(run / "table_seeds.csv", index=False)
+    table = aggregate_seeds(seed_table.drop(columns=["seed"]))
+    curves = {a: _mean_curve(fs) for a, fs in by_agent.items()}
+    result = write_report(run, curves, table, manifest=None, periods_per_year=periods_per_year,
+                          benchmark=benchmark, tearsheets=tearsheets)
+    result.update(table=table, seed_table=seed_table, periods_per_year=periods_per_year, periods_source=source)
+    return result
+
+
+__all__ = [
+    "FIGURES", "read_account_values", "metrics_of_frame", "save_account_values", "load_run_values",
+    "table_markdown", "table_latex", "write_tables", "plot_equity", "plot_drawdown", "write_tearsheet",
+    "build_manifest", "write_manifest", "read_manifest", "library_versions", "write_report", "build_report",
+]

@@ -1,0 +1,292 @@
+"""Run a benchmark config end to end: data -> features -> walk-forward per agent and seed -> report.
+
+A config is a plain YAML (or JSON) file; the names in ``benchmarks/configs/`` (``quickstart``,
+``icaif2020_dow30``, ...) are resolved there. Sections:
+
+``data``      where the bars come from: ``source: synthetic`` (+ ``tickers``, ``start``, ``end``,
+              ``seed``), ``dataset: NAME`` (the store), or ``file: PATH`` + ``format`` (a vendor
+              file; ``${FINMETA_DATA_DIR}`` is expanded); optional ``tickers`` list, ``start``,
+              ``end``, ``calendar``.
+``features``  ``engine``, ``indicators``, ``turbulence``, ``vix`` (a file+format, or null).
+``env``       the env family and its config (``turbulence_quantile`` sets the threshold from the
+              training range of each window).
+``windows``   see :func:`benchmarks.windows.make_windows`.
+``agents``    agent name -> overrides (``total_timesteps`` is the training budget per window).
+``index``     the market-index row: ``file`` + ``format`` + ``tic``, or ``price_weighted: true``
+              (a DJIA-style price-weighted index of the universe, for synthetic markets).
+``seeds``     the seeds; ``periods_per_year``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from data_processors.arrays import MarketArrays, to_arrays
+from finmeta.errors import ConfigError
+
+from .loop import ChainResult, WalkForward
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+# --------------------------------------------------------------------------------------------
+# config
+# --------------------------------------------------------------------------------------------
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for ext in (".yaml", ".yml", ".json"):
+        q = CONFIG_DIR / f"{name_or_path}{ext}"
+        if q.is_file():
+            return q
+    known = sorted(x.stem for x in CONFIG_DIR.glob("*.y*ml"))
+    raise ConfigError(f"config {name_or_path!r} is neither a file nor one of {known}")
+
+
+def load_config(name_or_path: str | Path) -> dict:
+    path = resolve_config_path(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    cfg = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config must be a mapping")
+    cfg.setdefault("name", path.stem)
+    cfg["_path"] = str(path)
+    return cfg
+
+
+def _expand(value: str) -> str:
+    out = os.path.expandvars(os.path.expanduser(str(value)))
+    if "${" in out or "$FINMETA" in out:
+        raise ConfigError(f"{value}: an environment variable in this path is not set (FINMETA_DATA_DIR?)")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+def load_frame(data: dict) -> tuple[pd.DataFrame, str]:
+    """The raw canonical frame the config names, and the calendar to clean it on."""
+    from data_processors.sources import get_source
+
+    data = dict(data)
+    if "dataset" in data:
+        from data_processors.store import load_dataset
+
+        df = load_dataset(data["dataset"])
+        cal = data.get("calendar", "XNYS")
+    elif "file" in data:
+        fmt = data.get("format", "canonical")
+        src = get_source(fmt)
+        df = src.read_file(_expand(data["file"]), **dict(data.get("options") or {}))
+        cal = data.get("calendar", src.calendar)
+    else:
+        name = data.get("source", "synthetic")
+        src = get_source(name)
+        kw = {k: v for k, v in data.items() if k not in ("source", "tickers", "start", "end", "freq", "calendar")}
+        df = src.download(data.get("tickers", 10), str(data["start"]), str(data["end"]), data.get("freq", "1d"), **kw)
+        cal = data.get("calendar", src.calendar)
+    tickers = data.get("tickers")
+    if isinstance(tickers, (list, tuple)) and "source" not in data:
+        missing = sorted(set(tickers) - set(df["tic"].unique()))
+        if missing:
+            raise ConfigError(f"data.tickers not in the data: {missing}")
+        df = df[df["tic"].isin(tickers)]
+    if "start" in data:
+        df = df[df["time"] >= pd.Timestamp(data["start"])]
+    if "end" in data:
+        df = df[df["time"] < pd.Timestamp(data["end"])]
+    return df.reset_index(drop=True), cal
+
+
+def build_arrays(config: dict) -> tuple[MarketArrays, dict]:
+    """Config -> cleaned, featured arrays, plus provenance (dataset hash, cleaning report)."""
+    from data_processors.clean import clean
+    from data_processors.features.pipeline import add_features
+
+    raw, cal = load_frame(config.get("data") or {})
+    clean_kw = dict((config.get("data") or {}).get("clean") or {})
+    df, report = clean(raw, calendar=cal, **clean_kw)
+    fcfg = dict(config.get("features") or {})
+    vix = None
+    if fcfg.get("vix"):
+        vcfg = dict(fcfg["vix"])
+        vix_df, _ = load_frame(vcfg)
+        vix = vix_df
+    kw = {k: fcfg[k] for k in ("indicators", "engine", "turbulence", "turbulence_window") if k in fcfg}
+    feat = add_features(df, vix=vix, **kw)
+    feature_columns = fcfg.get("columns")
+    if feature_columns is None and "indicators" in fcfg:
+        feature_columns = list(fcfg["indicators"])
+    h = hashlib.sha256(pd.util.hash_pandas_object(feat, index=False).values.tobytes()).hexdigest()
+    arrays = to_arrays(feat, feature_columns, meta={"dataset_hash": h, "calendar": cal})
+    prov = {"dataset_hash": h, "rows": int(len(feat)), "tickers": list(arrays.tickers),
+            "start": str(pd.Timestamp(arrays.times[0]).date()), "end": str(pd.Timestamp(arrays.times[-1]).date()),
+            "clean_report": _jsonable(report)}
+    return arrays, prov
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    elif hasattr(obj, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        obj = asdict(obj)
+    try:
+        return json.loads(json.dumps(obj, default=str))
+    except TypeError:
+        return str(obj)
+
+
+def index_values(config: dict, arrays: MarketArrays, times: np.ndarray, initial: float) -> pd.Series | None:
+    """The market-index row's account-value path over ``times`` (buy-and-hold of the index)."""
+    icfg = config.get("index")
+    if not icfg:
+        return None
+    t = pd.DatetimeIndex(times)
+    if icfg.get("price_weighted"):
+        pos = pd.DatetimeIndex(arrays.times).get_indexer(t)
+        level = arrays.close[pos].astype(np.float64).sum(axis=1)
+    else:
+        df, _ = load_frame({k: v for k, v in icfg.items() if k not in ("tic", "name")})
+        if "tic" in icfg:
+            df = df[df["tic"] == icfg["tic"]]
+        s = df.set_index("time")["close"].sort_index()
+        s = s[~s.index.duplicated()]
+        level = s.reindex(t, method="ffill").to_numpy(dtype=np.float64)
+        if np.isnan(level).any():
+            raise ConfigError(f"index {icfg}: no index level on or before {t[np.isnan(level)][0].date()}")
+    return pd.Series(initial * level / level[0], index=t, name="index")
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------------
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("numpy", "pandas", "torch", "gymnasium", "stable-baselines3", "stockstats", "ta-lib", "finmeta"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_benchmark(
+    config: dict,
+    *,
+    agents: list[str] | None = None,
+    seeds: list[int] | None = None,
+    out: str | Path | None = None,
+    executor: str = "local",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, Path]:
+    """Run ``config`` for every agent and seed; write the run directory; return (table, run_dir)."""
+    from .metrics import compute_metrics
+    from .report import aggregate_seeds, write_report
+
+    t0 = time.time()
+    config = copy.deepcopy(config)
+    agents = list(agents or config.get("agents", {}).keys())
+    seeds = [int(s) for s in (seeds or config.get("seeds") or [0])]
+    if not agents:
+        raise ConfigError("no agents to run (config.agents is empty and --agents not given)")
+    run_dir = Path(out) if out else Path("runs") / str(config.get("name", "run"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    arrays, prov = build_arrays(config)
+    wf = WalkForward(arrays, config, run_dir)
+    ppy = wf.periods_per_year
+
+    chains: list[ChainResult] = []
+    jobs = [(a, s) for a in agents if a != "index" for s in seeds]
+    if executor == "ray":
+        from .distributed import run_chains_ray
+
+        chains = run_chains_ray(arrays, config, run_dir, jobs)
+    elif executor == "local":
+        chains = _run_local(wf, jobs, progress)
+    else:
+        raise ConfigError(f"--executor must be 'local' or 'ray', not {executor!r}")
+
+    values: dict[str, pd.Series] = {}
+    rows = []
+    for ch in chains:
+        key = f"{ch.agent}_seed{ch.seed}"
+        values[key] = pd.Series(ch.values, index=pd.DatetimeIndex(ch.times), name=key)
+        m = compute_metrics(ch.values, periods_per_year=ppy, turnover=ch.turnover, costs=ch.costs)
+        rows.append({"agent": ch.agent, "seed": ch.seed, **m})
+    initial = float(wf.env_cfg.get("initial_cash", 1_000_000))
+    if chains and ("index" in agents or config.get("index")):
+        idx = index_values(config, arrays, chains[0].times, initial)
+        if idx is not None:
+            values["index"] = idx
+            rows.append({"agent": "index", "seed": 0, **compute_metrics(idx.to_numpy(), periods_per_year=ppy)})
+    per_seed = pd.DataFrame(rows)
+    table = aggregate_seeds(per_seed)
+    manifest = {
+        "config": {k: v for k, v in config.items() if not k.startswith("_")},
+        "config_path": config.get("_path"),
+        "agents": agents,
+        "seeds": seeds,
+        "executor": executor,
+        "fill": wf.env_cfg.get("fill", "open"),
+        "dataset": prov,
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "wall_seconds": round(time.time() - t0, 2),
+        "windows": {f"{c.agent}_seed{c.seed}": c.windows for c in chains},
+    }
+    actions = {f"{c.agent}_seed{c.seed}": pd.DataFrame(c.actions, index=pd.DatetimeIndex(c.times),
+                                                       columns=list(arrays.tickers)[: c.actions.shape[1]])
+               for c in chains}
+    write_report(run_dir, values, table, manifest, per_seed=per_seed, actions=actions,
+                 periods_per_year=ppy)
+    return table, run_dir
+
+
+def _run_local(wf: WalkForward, jobs: list[tuple[str, int]], progress: bool) -> list[ChainResult]:
+    if not progress:
+        return [wf.run_chain(a, s) for a, s in jobs]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    n_win = len(wf.windows)
+    out = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), transient=False) as bar:
+        total = bar.add_task("all windows", total=len(jobs) * n_win)
+        for a, s in jobs:
+            task = bar.add_task(f"{a} seed {s}", total=n_win)
+
+            def tick(_a, _s, _w, _n, task=task):
+                bar.advance(task)
+                bar.advance(total)
+
+            wf.on_window = tick
+            out.append(wf.run_chain(a, s))
+    wf.on_window = None
+    return out

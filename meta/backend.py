@@ -1,0 +1,208 @@
+"""A tiny array backend: the ~20 operations the market kernel needs, for numpy and torch.
+
+The kernel (``meta/kernel.py``) is written once. Arithmetic, comparisons, ``x.sum(1)``,
+``x.cumsum(1)``, ``x.reshape(-1)[idx]`` and ``x[idx]`` (row gathers) are spelled the same in numpy
+and torch, so the kernel uses them directly; everything that differs between the two libraries goes
+through a backend object. The numpy backend binds numpy's functions directly (no wrapper call on
+the hot path); the torch backend wraps torch's where the signatures differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from finmeta.errors import ConfigError
+
+
+class NumpyBackend:
+    """numpy on the CPU (the reference backend)."""
+
+    name = "numpy"
+    device = "cpu"
+
+    def __init__(self, dtype: str = "float64") -> None:
+        self.float = np.dtype(dtype)
+        self.int = np.dtype(np.int64)
+        self.bool = np.dtype(np.bool_)
+        self.f32 = np.dtype(np.float32)
+        # direct bindings: no Python wrapper between the kernel and numpy
+        self.where = np.where
+        self.minimum = np.minimum
+        self.maximum = np.maximum
+        self.floor = np.floor
+        self.trunc = np.trunc
+        self.floordiv = np.floor_divide
+        self.abs = np.abs
+        self.log = np.log
+        self.exp = np.exp
+        self.sqrt = np.sqrt
+        self.isfinite = np.isfinite
+        _add, _or = np.add.reduce, np.logical_or.reduce
+        self.rsum = lambda x: _add(x, 1)             # row sums of (E, N)
+        self.any = lambda x: bool(_or(x, axis=None))
+        self.rows = lambda x, t: x.take(t, 0)        # x[t] for an (E,) int index, fast
+
+    # construction / conversion -------------------------------------------------------------
+    def asarray(self, x: Any, dtype: Any = None) -> np.ndarray:
+        return np.asarray(x, dtype=dtype)
+
+    def zeros(self, shape, dtype=None) -> np.ndarray:
+        return np.zeros(shape, dtype=self.float if dtype is None else dtype)
+
+    def full(self, shape, value, dtype=None) -> np.ndarray:
+        return np.full(shape, value, dtype=self.float if dtype is None else dtype)
+
+    def arange(self, n: int) -> np.ndarray:
+        return np.arange(n, dtype=np.int64)
+
+    def astype(self, x: np.ndarray, dtype) -> np.ndarray:
+        return x.astype(dtype)
+
+    def copy(self, x: np.ndarray) -> np.ndarray:
+        return x.copy()
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.asarray(x)
+
+    # shape / ordering ------------------------------------------------------------------------
+    def concat(self, parts, dtype=None) -> np.ndarray:
+        return np.concatenate(parts, axis=1, dtype=dtype)
+
+    def argsort(self, x: np.ndarray, stable: bool) -> np.ndarray:
+        """Row-wise argsort of an (E, N) array. ``stable=False`` is numpy's default sort (FinRL's)."""
+        return np.argsort(x, axis=1, kind="stable" if stable else None)
+
+    def flip(self, x: np.ndarray) -> np.ndarray:
+        return x[:, ::-1]
+
+    def amax(self, x: np.ndarray) -> np.ndarray:
+        return x.max(1)
+
+    def exp_softmax(self, x: np.ndarray) -> np.ndarray:
+        z = np.exp(x - x.max(1, keepdims=True))
+        return z / z.sum(1, keepdims=True)
+
+
+class TorchBackend:
+    """torch tensors on any device (CPU in the tests, CUDA for large E)."""
+
+    name = "torch"
+
+    def __init__(self, dtype: str = "float64", device: str = "cpu") -> None:
+        try:
+            import torch
+        except ImportError as exc:  # pragma: no cover - torch is a dependency
+            raise ConfigError("backend='torch' needs torch installed") from exc
+        self.torch = torch
+        self.device = torch.device(device)
+        self.float = {"float64": torch.float64, "float32": torch.float32}[str(dtype)]
+        self.int = torch.int64
+        self.bool = torch.bool
+        self.f32 = torch.float32
+        self.floor = torch.floor
+        self.trunc = torch.trunc
+        self.floordiv = torch.floor_divide
+        self.abs = torch.abs
+        self.log = torch.log
+        self.exp = torch.exp
+        self.sqrt = torch.sqrt
+        self.isfinite = torch.isfinite
+
+    def _t(self, x):
+        torch = self.torch
+        if isinstance(x, torch.Tensor):
+            return x
+        return torch.as_tensor(x, device=self.device)
+
+    def where(self, c, a, b):
+        torch = self.torch
+        if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+            a = torch.as_tensor(a, dtype=self.float, device=self.device)
+        return torch.where(c, a, b)
+
+    def minimum(self, a, b):
+        torch = self.torch
+        if not isinstance(b, torch.Tensor):
+            return a.clamp(max=b)
+        if not isinstance(a, torch.Tensor):
+            return b.clamp(max=a)
+        return torch.minimum(a, b)
+
+    def maximum(self, a, b):
+        torch = self.torch
+        if not isinstance(b, torch.Tensor):
+            return a.clamp(min=b)
+        if not isinstance(a, torch.Tensor):
+            return b.clamp(min=a)
+        return torch.maximum(a, b)
+
+    def asarray(self, x: Any, dtype: Any = None):
+        torch = self.torch
+        if isinstance(dtype, np.dtype) or dtype in (np.float32, np.float64, np.int64, np.bool_):
+            dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
+                     np.dtype(np.int64): torch.int64, np.dtype(np.bool_): torch.bool}[np.dtype(dtype)]
+        if isinstance(x, torch.Tensor):
+            return x.to(device=self.device, dtype=dtype or x.dtype)
+        return torch.as_tensor(np.asarray(x), device=self.device, dtype=dtype)
+
+    def zeros(self, shape, dtype=None):
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        return self.torch.zeros(shape, dtype=self.float if dtype is None else dtype, device=self.device)
+
+    def full(self, shape, value, dtype=None):
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        return self.torch.full(shape, value, dtype=self.float if dtype is None else dtype, device=self.device)
+
+    def arange(self, n: int):
+        return self.torch.arange(n, dtype=self.torch.int64, device=self.device)
+
+    def astype(self, x, dtype):
+        return x.to(dtype)
+
+    def copy(self, x):
+        return x.clone()
+
+    def to_numpy(self, x) -> np.ndarray:
+        if isinstance(x, self.torch.Tensor):
+            return x.detach().cpu().numpy()
+        return np.asarray(x)
+
+    def concat(self, parts, dtype=None):
+        parts = [p if p.dtype == (dtype or p.dtype) else p.to(dtype) for p in parts]
+        return self.torch.cat(parts, dim=1)
+
+    def argsort(self, x, stable: bool):
+        return self.torch.argsort(x, dim=1, stable=True)
+
+    def flip(self, x):
+        return x.flip(1)
+
+    def amax(self, x):
+        return x.amax(1)
+
+    def any(self, x) -> bool:
+        return bool(x.any())
+
+    def rsum(self, x):
+        return x.sum(1)
+
+    def rows(self, x, t):
+        return x[t]
+
+    def exp_softmax(self, x):
+        return self.torch.softmax(x, dim=1)
+
+
+def get_backend(name: str = "numpy", dtype: str = "float64", device: str = "cpu"):
+    """The backend object for ``name`` (``"numpy"`` or ``"torch"``)."""
+    if dtype not in ("float64", "float32"):
+        raise ConfigError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if name == "numpy":
+        if str(device) != "cpu":
+            raise ConfigError(f"backend='numpy' runs on the CPU only (device={device!r}); use backend='torch'")
+        return NumpyBackend(dtype)
+    if name == "torch":
+        return TorchBackend(dtype, device)
+    raise ConfigError(f"backend must be 'numpy' or 'torch', got {name!r}")

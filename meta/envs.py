@@ -1,0 +1,269 @@
+"""gymnasium front ends of the kernel: :class:`TradingEnv` (E = 1) and :class:`VecTradingEnv` (E > 1).
+
+Both are thin: they convert actions, draw episode windows from their seeded generators, and turn
+the kernel's (E, ...) arrays into gymnasium's return values. Space checks stay out of the step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from data_processors.arrays import MarketArrays
+from finmeta.errors import ConfigError
+
+from .config import EnvConfig
+from .kernel import MarketKernel
+
+
+def draw_episode(rng: np.random.Generator, T: int, cfg: EnvConfig) -> tuple[int, int]:
+    """(start, end) bar indices of one episode (``end`` = its last bar), drawn from ``rng``.
+
+    ``episode_length``: None (to the last bar), an int, or a (min, max) pair drawn uniformly.
+    ``random_start``: the start is uniform over the starts that leave room for the length.
+    """
+    el = cfg.episode_length
+    max_len = T - 1
+    if el is None:
+        length = max_len
+    elif isinstance(el, (int, np.integer)):
+        length = int(el)
+    else:
+        length = int(rng.integers(int(el[0]), int(el[1]) + 1))
+    length = min(length, max_len)
+    start = int(rng.integers(0, T - 1 - length + 1)) if cfg.random_start else 0
+    return start, start + length
+
+
+def _spaces(kernel: MarketKernel) -> tuple[spaces.Box, spaces.Box]:
+    cfg = kernel.cfg
+    obs = spaces.Box(-np.inf, np.inf, shape=(kernel.obs_dim,), dtype=np.float32)
+    if cfg.sizing == "weights" and cfg.action_scheme == "weights":
+        act = spaces.Box(0.0, 1.0, shape=(kernel.action_dim,), dtype=np.float32)
+    else:
+        act = spaces.Box(-1.0, 1.0, shape=(kernel.action_dim,), dtype=np.float32)
+    return obs, act
+
+
+def _reset_options(options: dict | None, T: int) -> dict:
+    options = dict(options or {})
+    unknown = set(options) - {"start", "end", "cash", "holdings"}
+    if unknown:
+        raise ConfigError(f"reset(options=...): unknown keys {sorted(unknown)}; known: start, end, cash, holdings")
+    return options
+
+
+class TradingEnv(gym.Env):
+    """One market environment (gymnasium.Env) on the shared kernel (E = 1, numpy backend).
+
+    ``reset(seed=..., options={"start", "end", "cash", "holdings"})``: the seed fixes the random
+    start / length draws; options pin the window or continue from a previous account state.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, arrays: MarketArrays, config: EnvConfig | None = None, **overrides: Any) -> None:
+        cfg = config if config is not None else EnvConfig.for_family(overrides.pop("family", "stock_trading"), **overrides)
+        if config is not None and overrides:
+            from dataclasses import replace
+            cfg = replace(config, **overrides).validate()
+        self.config = cfg
+        self.arrays = arrays
+        self.kernel = k = MarketKernel(arrays, cfg, num_envs=1, backend="numpy")
+        self.observation_space, self.action_space = _spaces(k)
+        self.metadata = {**TradingEnv.metadata, **k.metadata()}
+        self._fill = cfg.fill_label
+        self._times = arrays.times
+        self._clip = cfg.sizing != "weights" or cfg.action_scheme != "softmax"
+        self._lo = 0.0 if (cfg.sizing == "weights" and cfg.action_scheme == "weights") else -1.0
+        self._done = True
+        self._last = None
+        self.asset_memory: list[float] = []
+        self.date_memory: list[np.datetime64] = []
+
+    # ------------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        k = self.kernel
+        opts = _reset_options(options, k.T)
+        start, end = draw_episode(self.np_random, k.T, self.config)
+        if "start" in opts:
+            start = int(opts["start"])
+            end = k.T - 1 if "end" not in opts else int(opts["end"])
+        elif "end" in opts:
+            end = int(opts["end"])
+        if not 0 <= start < end <= k.T - 1:
+            raise ConfigError(f"reset: need 0 <= start < end <= {k.T - 1}, got start={start}, end={end}")
+        cash = None if "cash" not in opts else np.array([float(opts["cash"])])
+        hold = None if "holdings" not in opts else np.asarray(opts["holdings"], np.float64).reshape(1, k.N)
+        obs = k.reset(None, np.array([start]), np.array([end]), cash, hold)
+        self._done = False
+        v = float(k.value[0])
+        self.asset_memory = [v]
+        self.date_memory = [self._times[start]]
+        info = {"portfolio_value": v, "cash": float(k.cash[0]), "holdings": k.h[0].copy(),
+                "t": start, "date": self._times[start], "fill": self._fill,
+                "bars_per_year": k.bars_per_year, "episode_end": end}
+        return obs[0], info
+
+    def step(self, action):
+        if self._done:
+            if self._last is None:
+                raise ConfigError("step() before reset(): call env.reset() first")
+            obs, info = self._last
+            return obs, 0.0, True, False, info
+        a = np.asarray(action)
+        if a.dtype.kind != "f":
+            a = a.astype(np.float32)
+        if self._clip:
+            a = np.minimum(np.maximum(a, self._lo), 1.0)
+        k = self.kernel
+        obs, r, kinfo = k.step(a.reshape(1, -1))
+        t = int(kinfo["t"][0])
+        v = float(kinfo["portfolio_value"][0])
+        date = self._times[t]
+        info = {
+            "portfolio_value": v,
+            "cash": float(kinfo["cash"][0]),
+            "holdings": kinfo["holdings"][0],
+            "weights": kinfo["weights"][0],
+            "trades": kinfo["trades"][0],
+            "costs": float(kinfo["costs"][0]),
+            "costs_total": float(kinfo["costs_total"][0]),
+            "turnover": float(kinfo["turnover"][0]),
+            "t": t,
+            "date": date,
+            "fill": self._fill,
+        }
+        self.asset_memory.append(v)
+        self.date_memory.append(date)
+        term = t >= k.T - 1 or v <= 0
+        trunc = not term and t >= int(k.t_end[0])
+        o = obs[0]
+        if term or trunc:
+            self._done = True
+            self._last = (o, info)
+        return o, float(r[0]), term, trunc, info
+
+    def account_values(self):
+        """(dates (T_ep,), account values (T_ep,)) of the current episode, start included."""
+        return np.asarray(self.date_memory), np.asarray(self.asset_memory)
+
+    def render(self):  # pragma: no cover - nothing to draw
+        return None
+
+
+class VecTradingEnv(VectorEnv):
+    """E market environments stepped together by one kernel call (gymnasium.vector.VectorEnv).
+
+    Autoreset: ``SAME_STEP`` (declared in ``metadata["autoreset_mode"]``): a sub-env that ends is
+    reset inside the same ``step``; the returned observation is the new episode's first one, the
+    last observation is in ``info["final_obs"]`` (E, D) (rows where ``info["_final_obs"]``), and the
+    other info keys describe the step just taken (``info["final_info"]`` is the same dict). Sub-env i
+    draws its windows from a generator seeded with ``seed + i``, like a single env reset with it.
+    With ``backend="torch"`` observations, rewards, flags and info arrays are torch tensors on
+    ``device``; actions may be tensors or arrays.
+    """
+
+    def __init__(self, arrays: MarketArrays, config: EnvConfig, num_envs: int = 1,
+                 backend: str = "numpy", device: str = "cpu") -> None:
+        if int(num_envs) < 1:
+            raise ConfigError(f"num_envs must be >= 1, got {num_envs!r}")
+        self.config = config
+        self.arrays = arrays
+        self.num_envs = int(num_envs)
+        self.kernel = k = MarketKernel(arrays, config, num_envs=num_envs, backend=backend, device=device)
+        self.B = k.B
+        self.single_observation_space, self.single_action_space = _spaces(k)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": [], **k.metadata()}
+        self._fill_arr = np.full(self.num_envs, config.fill_label, dtype=object)
+        self._rngs: list[np.random.Generator] | None = None
+        self._times = arrays.times
+        self._lo = 0.0 if (config.sizing == "weights" and config.action_scheme == "weights") else -1.0
+        self._clip = config.sizing != "weights" or config.action_scheme != "softmax"
+
+    def _draw(self, idx) -> tuple[np.ndarray, np.ndarray]:
+        T = self.kernel.T
+        se = [draw_episode(self._rngs[i], T, self.config) for i in idx]
+        return np.array([s for s, _ in se], np.int64), np.array([e for _, e in se], np.int64)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rngs = [seeding.np_random(int(seed) + i)[0] for i in range(self.num_envs)]
+            self._np_random, self._np_random_seed = seeding.np_random(seed)
+        elif self._rngs is None:
+            self._rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
+        opts = _reset_options(options, self.kernel.T)
+        idx = np.arange(self.num_envs)
+        starts, ends = self._draw(idx)
+        if "start" in opts:
+            starts[:] = int(opts["start"])
+            ends[:] = self.kernel.T - 1 if "end" not in opts else int(opts["end"])
+        elif "end" in opts:
+            ends[:] = int(opts["end"])
+        k = self.kernel
+        cash = None if "cash" not in opts else np.full(self.num_envs, float(opts["cash"]))
+        hold = None if "holdings" not in opts else np.broadcast_to(
+            np.asarray(opts["holdings"], np.float64), (self.num_envs, k.N)).copy()
+        obs = k.reset(None, starts, ends, cash, hold)
+        info = {"portfolio_value": k.value, "cash": k.cash, "holdings": k.h, "t": k.t,
+                "date": self._times[starts], "fill": self._fill_arr}
+        return obs, info
+
+    def step(self, actions):
+        B, k = self.B, self.kernel
+        a = B.asarray(actions)
+        if B.name == "numpy" and a.dtype.kind != "f":
+            a = a.astype(np.float32)
+        if self._clip:
+            a = B.minimum(B.maximum(a, self._lo), 1.0)
+        obs, r, info = k.step(a)
+        term, trunc = k.flags()
+        t_host = B.to_numpy(info["t"])
+        info["date"] = self._times[t_host]
+        info["fill"] = self._fill_arr
+        done = term | trunc
+        if B.any(done):
+            done_np = B.to_numpy(done).astype(bool)
+            idx = np.flatnonzero(done_np)
+            final_obs = B.copy(obs)
+            starts, ends = self._draw(idx)
+            obs[B.asarray(idx)] = k.reset(idx, starts, ends)
+            info = dict(info)
+            info["final_obs"] = final_obs
+            info["_final_obs"] = done_np
+            info["final_info"] = {kk: v for kk, v in info.items() if kk not in ("final_obs", "_final_obs")}
+            info["_final_info"] = done_np
+        return obs, r, term, trunc, info
+
+    def close_extras(self, **kwargs):  # pragma: no cover
+        pass
+
+
+def make_env(arrays: MarketArrays, family: str = "stock_trading", config: EnvConfig | None = None,
+             **overrides: Any) -> TradingEnv:
+    """A single gymnasium env of ``family`` on ``arrays`` (``overrides``: :class:`EnvConfig` fields)."""
+    if config is None:
+        config = EnvConfig.for_family(family, **overrides)
+        overrides = {}
+    return TradingEnv(arrays, config, **overrides)
+
+
+def make_vec_env(arrays: MarketArrays, family: str = "stock_trading", num_envs: int = 64,
+                 backend: str = "numpy", device: str = "cpu", config: EnvConfig | None = None,
+                 **overrides: Any) -> VecTradingEnv:
+    """E envs of ``family`` stepped together (gymnasium VectorEnv, numpy or torch backend)."""
+    if config is None:
+        config = EnvConfig.for_family(family, **overrides)
+    elif overrides:
+        from dataclasses import replace
+        config = replace(config, **overrides).validate()
+    return VecTradingEnv(arrays, config, num_envs=num_envs, backend=backend, device=device)

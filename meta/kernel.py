@@ -1,0 +1,490 @@
+"""The market kernel: E environments x N assets stepped at once, on numpy or torch arrays.
+
+State (backend arrays): ``cash (E,)``, ``holdings (E, N)``, ``value (E,)`` (at the last close),
+``t (E,)`` (bar index of the current observation), ``t0 / t_end (E,)`` (episode start / last bar),
+``costs_total (E,)``, and for T+1 ``locked (E, N)`` (shares bought on ``lock_day (E,)``).
+
+One ``step(action)``:
+
+1. fill bar ``f = t + 1`` (``fill="open"``: the next bar's open) or ``f = t`` (``fill="close"``:
+   FinRL's same-bar close);
+2. the action scheme turns actions into sell requests and buy requests (or target weights);
+3. sells first (holdings / T+1 / lots / limit-down / suspension / margin rules), proceeds to cash;
+4. buys in priority order (largest action first, FinRL's order), each limited by the cash left
+   (greedy, exactly FinRL's sequential rule, vectorised over E with a prefix-sum pass);
+5. the day advances to ``t + 1``; value = cash + holdings . close[t + 1]; the reward scheme turns
+   (previous value, new value) into the reward; the observation builder reads bars <= t + 1.
+
+The code below is the only implementation: numpy and torch run the same lines through a tiny
+backend object (``meta/backend.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from data_processors.arrays import MarketArrays
+
+from .backend import get_backend
+from .config import EnvConfig
+from .market import MarketData, per_asset, prepare
+from .schemes import REWARD_SCHEMES, ObservationBuilder, Slippage
+
+
+class MarketKernel:
+    """E vectorised market environments on one :class:`MarketArrays`.
+
+    Args:
+        arrays: the market data (T bars, N assets, K features).
+        cfg: a validated :class:`EnvConfig`.
+        num_envs: E.
+        backend / device: ``"numpy"`` (CPU) or ``"torch"`` (any device).
+    """
+
+    def __init__(self, arrays: MarketArrays, cfg: EnvConfig, num_envs: int = 1,
+                 backend: str = "numpy", device: str = "cpu") -> None:
+        self.cfg = cfg
+        self.arrays = arrays
+        self.B = B = get_backend(backend, cfg.dtype, device)
+        self.E = E = int(num_envs)
+        md: MarketData = prepare(arrays, cfg)
+        self.md = md
+        self.T, self.N = T, N = md.T, md.N
+        self.times = arrays.times
+        self.bars_per_year = md.bars_per_year
+        f = B.float
+
+        def put(a, dtype=None):
+            return None if a is None else B.asarray(np.ascontiguousarray(a), dtype)
+
+        self.close = put(md.close, f)
+        self.fill_px = self.close if cfg.fill == "close" else put(md.fill_px, f)
+        self.volume = put(md.volume, f)
+        self.buy_ok = put(md.buy_ok)
+        self.sell_ok = put(md.sell_ok)
+        self.quirk_lock = put(md.quirk_lock)
+        self.turb_hit = put(md.turb_hit)
+        self.turb_hit0 = bool(cfg.turbulence_threshold is not None and 0.0 >= cfg.turbulence_threshold)
+        self.day_id = put(md.day_id)
+        self.fill_offset = 1 if cfg.fill == "open" else 0
+
+        # costs: rates are floats or (N,) arrays (broadcast over E)
+        if cfg.fee_bps is not None:
+            rb = rs = float(cfg.fee_bps) / 1e4
+        else:
+            rb = per_asset(cfg.buy_cost_pct, N, "buy_cost_pct")
+            rs = per_asset(cfg.sell_cost_pct, N, "sell_cost_pct")
+        self.rb = rb if isinstance(rb, float) else B.asarray(rb, f)
+        self.rs = rs if isinstance(rs, float) else B.asarray(rs, f)
+        self.stamp = None if md.stamp is None else B.asarray(md.stamp[:, None], f)  # (T, 1)
+        self.min_fee = float(cfg.min_fee)
+        self.lot = float(cfg.lot_size)
+        self.sell_lot = float(cfg.sell_lot_size if cfg.sell_lot_size is not None else
+                              (cfg.lot_size if cfg.sizing == "shares" else 0.0))
+        self.hmax = cfg.hmax if float(cfg.hmax) != int(cfg.hmax) else int(cfg.hmax)
+        self.stable_sort = cfg.sort_kind == "stable"
+
+        self.obs_builder = ObservationBuilder(arrays, cfg, B)
+        self.obs_dim = self.obs_builder.dim
+        self.reward_scheme = REWARD_SCHEMES[cfg.reward](cfg, B, E)
+        self.slippage = Slippage(cfg, B)
+        self.action_dim = N + (1 if (cfg.sizing == "weights" and cfg.include_cash) else 0)
+
+        self.rowoff = B.arange(E)[:, None] * N          # (E, 1) flat offsets of the rows
+        self.rowoff1 = B.arange(E) * N                   # (E,)
+        self.colidx = B.arange(N)[None, :]               # (1, N)
+        init_h = np.zeros(N) if cfg.initial_holdings is None else np.asarray(cfg.initial_holdings, np.float64)
+        if init_h.shape != (N,):
+            from finmeta.errors import ConfigError
+            raise ConfigError(f"EnvConfig.initial_holdings: expected {N} values, got shape {init_h.shape}")
+        self.init_h = B.asarray(init_h, f)
+        # state
+        self.t = B.zeros(E, B.int)
+        self.t0 = B.zeros(E, B.int)
+        self.t_end = B.full(E, T - 1, B.int)
+        self.cash = B.full(E, float(cfg.initial_cash))
+        self.h = B.zeros((E, N)) + self.init_h
+        self.value = B.zeros(E)
+        self.costs_total = B.zeros(E)
+        self.locked = B.zeros((E, N)) if cfg.t_plus_1 else None
+        self.lock_day = B.full(E, -1, B.int) if cfg.t_plus_1 else None
+
+    # ------------------------------------------------------------------------------------------
+    def reset(self, idx=None, start=None, end=None, cash=None, holdings=None):
+        """Reset envs ``idx`` (int array; None = all) to bars ``start``..``end`` (int arrays).
+
+        ``cash`` (len(idx),) / ``holdings`` (len(idx), N): continue from a previous state (FinRL's
+        ``initial=False``); default: ``initial_cash`` and ``initial_holdings``.
+        Returns the observations of those envs, (len(idx), D).
+        """
+        B = self.B
+        if idx is None:
+            idx = B.arange(self.E)
+        else:
+            idx = B.asarray(idx, B.int)
+        n = int(idx.shape[0])
+        start = B.zeros(n, B.int) if start is None else B.asarray(start, B.int)
+        end = B.full(n, self.T - 1, B.int) if end is None else B.asarray(end, B.int)
+        # rebind (copy) before writing: info dicts of earlier steps hold references to the state
+        self.t, self.t0, self.t_end = B.copy(self.t), B.copy(self.t0), B.copy(self.t_end)
+        self.cash, self.h, self.value = B.copy(self.cash), B.copy(self.h), B.copy(self.value)
+        self.costs_total = B.copy(self.costs_total)
+        self.t[idx] = start
+        self.t0[idx] = start
+        self.t_end[idx] = end
+        self.cash[idx] = float(self.cfg.initial_cash) if cash is None else B.asarray(cash, B.float)
+        self.h[idx] = (B.zeros((n, self.N)) + self.init_h) if holdings is None else B.asarray(holdings, B.float)
+        self.costs_total[idx] = 0.0
+        if self.locked is not None:
+            self.locked[idx] = 0.0
+            self.lock_day[idx] = -1
+        pc = self.close[start]
+        v = self.cash[idx] + (self.h[idx] * pc).sum(1)
+        self.value[idx] = v
+        self.reward_scheme.reset(idx, v)
+        return self.obs_builder(start, self.cash[idx], self.h[idx], v, pc)
+
+    def observe(self, idx=None):
+        """Current observations (E, D) (or of envs ``idx``)."""
+        if idx is None:
+            t = self.t
+            return self.obs_builder(t, self.cash, self.h, self.value, self.close[t])
+        t = self.t[idx]
+        return self.obs_builder(t, self.cash[idx], self.h[idx], self.value[idx], self.close[t])
+
+    # ------------------------------------------------------------------------------------------
+    def _buy_cost(self, v, q, rb):
+        """Total cash out (price + fees) for buy value v (E, N) of quantity q."""
+        if self.min_fee > 0:
+            return v + self.B.where(q > 0, self.B.maximum(v * rb, self.min_fee), 0.0)
+        return v * (1.0 + rb)
+
+    def _affordable(self, R, bp, rb, lot):
+        """Largest buy quantity (multiple of ``lot``; 0 = continuous) whose total cost <= R."""
+        B = self.B
+        u = bp * (1.0 + rb)
+        if lot > 0:
+            q = B.floordiv(R, u * lot) * lot if lot != 1 else B.floordiv(R, u)
+            if self.min_fee > 0:
+                q = B.minimum(q, B.floordiv(R - self.min_fee, bp * lot) * lot)
+        else:
+            q = R / u
+            if self.min_fee > 0:
+                q = B.minimum(q, (R - self.min_fee) / bp)
+        return B.maximum(q, 0.0)
+
+    def _greedy_buys(self, want, bp, full, prio, cash):
+        """Fill buy requests in descending ``prio`` order, each limited by the cash left (FinRL).
+
+        FinRL buys asset after asset: ``n = min(cash // (p (1 + c)), request)``. Vectorised: in
+        priority order, the requests whose running total cost fits the cash fill in full; the
+        first that does not gets the affordable part; assets whose smallest order no longer fits
+        drop out; repeat on the rest (a few passes; each pass settles at least one asset).
+
+        Args: want (E, N) >= 0 requested quantities; bp (E, N) buy prices; full (E, N) total cost
+        of each request; prio (E, N) priority keys; cash (E,). Returns (filled (E, N), spent (E,)).
+        """
+        B, lot, rb = self.B, self.lot, self.rb
+        E, N = want.shape
+        order = B.flip(B.argsort(prio, self.stable_sort))
+        fi = (order + self.rowoff[:E]).reshape(-1)
+        ws = want.reshape(-1)[fi].reshape(E, N)
+        ps = bp.reshape(-1)[fi].reshape(E, N)
+        fs = full.reshape(-1)[fi].reshape(E, N)
+        rbs = rb if isinstance(rb, float) else rb[order]
+        ro = self.rowoff1[:E]
+        col = self.colidx
+        # cost of the smallest order of each asset (assets dearer than the cash left drop out)
+        us_min = self._buy_cost(ps * (lot if lot > 0 else 0.0), ws > 0, rbs)
+        R = cash
+        got = B.zeros((E, N))
+        fr = fs  # requested costs of the assets still in play (0 = settled / unaffordable)
+        alive = None
+        for _ in range(N + 1):
+            c = fr.cumsum(1)
+            ok = c <= R[:, None]           # a prefix of each row: these fill in full
+            got = B.where(ok if alive is None else (ok & alive), ws, got)
+            k = B.astype(B.rsum(ok), B.int)  # first column that does not fit (N: none)
+            R = R - B.amax(c * ok)
+            fail = k < N
+            if not B.any(fail):
+                break
+            kk = B.minimum(k, N - 1) + ro
+            pk = ps.reshape(-1)[kk]
+            rk = rbs if isinstance(rbs, float) else rbs.reshape(-1)[kk]
+            qk = B.minimum(self._affordable(R, pk, rk, lot), ws.reshape(-1)[kk])
+            ck = self._buy_cost(pk * qk, qk, rk)
+            over = ck > R  # rounding guard: never spend more than the cash left
+            if B.any(over):
+                qk = B.where(over, B.maximum(qk - lot, 0.0) if lot > 0 else qk * (1.0 - 1e-12), qk)
+                ck = self._buy_cost(pk * qk, qk, rk)
+            qk = qk * fail
+            ck = ck * fail
+            gf = got.reshape(-1)
+            gf[kk] = B.where(fail, qk, gf[kk])
+            got = gf.reshape(E, N)
+            R = R - ck
+            alive = (col > k[:, None]) & (us_min <= R[:, None]) & (ws > 0)
+            if not B.any(alive):
+                break
+            fr = fs * alive
+        out = B.zeros((E * N,))
+        out[fi] = got.reshape(-1)
+        return out.reshape(E, N), cash - R
+
+    def _lot_down(self, q, lot):
+        return self.B.floor(q / lot) * lot if lot > 0 else q
+
+    # ------------------------------------------------------------------------------------------
+    def step(self, action):
+        """Advance every env one bar.
+
+        Args:
+            action: (E, A) actions (backend array; float32 like a policy's output for FinRL parity).
+        Returns:
+            obs (E, D) float32, reward (E,), info dict of backend arrays (E,) / (E, N) with
+            ``portfolio_value cash holdings weights trades costs costs_total turnover t fill_t``.
+            Episode flags: :meth:`flags`.
+        """
+        B, cfg = self.B, self.cfg
+        rows = B.rows
+        t = self.t
+        f = t + self.fill_offset if self.fill_offset else t
+        px = rows(self.fill_px, f)
+        h = self.h
+        cash = self.cash
+
+        # tradability of the fill bar ---------------------------------------------------------
+        buy_ok = None if self.buy_ok is None else rows(self.buy_ok, f)
+        sell_ok = None if self.sell_ok is None else rows(self.sell_ok, f)
+        hit = None
+        if self.turb_hit is not None:
+            hit = rows(self.turb_hit, t)
+            if cfg.quirks:  # FinRL resets its turbulence to 0: no liquidation on an episode's first step
+                first = t == self.t0
+                hit = (hit & ~first) | (first & self.turb_hit0)
+        if self.quirk_lock is not None:  # FinRL: feature_1 == 1 locks the asset (not on turbulence)
+            unlocked = ~rows(self.quirk_lock, f)
+            if hit is not None:
+                unlocked = unlocked | hit[:, None]
+            sell_ok = unlocked if sell_ok is None else (sell_ok & unlocked)
+            buy_ok = unlocked if buy_ok is None else (buy_ok & unlocked)
+
+        day = None
+        if self.locked is not None:  # T+1: locks expire when the fill bar is on a new trading day
+            day = rows(self.day_id, f)
+            self.locked = self.locked * (day == self.lock_day)[:, None]
+            long_sellable = B.maximum(h - self.locked, 0.0)
+        elif cfg.allow_short:
+            long_sellable = B.maximum(h, 0.0)
+        else:
+            long_sellable = h  # long-only: holdings are >= 0
+
+        if cfg.sizing == "weights":
+            return self._finish(*self._rebalance(action, px, buy_ok, sell_ok, hit, f), f)
+
+        # action scheme: requests ----------------------------------------------------------------
+        if cfg.sizing == "shares":
+            q_int = B.astype(action * self.hmax, B.int)   # FinRL: (a * hmax).astype(int), in a's dtype
+            q = B.astype(q_int, B.float)
+            sell_req = B.maximum(-q, 0.0)
+            buy_req = B.maximum(q, 0.0)
+        else:  # fraction of the position (sells) / of the cash after sells (buys)
+            a = B.astype(action, B.float)
+            sell_req = B.maximum(-a, 0.0) * long_sellable
+            buy_frac = B.maximum(a, 0.0)
+            buy_req = None
+        if hit is not None:
+            sell_req = B.where(hit[:, None], long_sellable, sell_req)
+
+        # sells --------------------------------------------------------------------------------
+        sell_n = B.minimum(sell_req, long_sellable)
+        if self.sell_lot > 0 and self.sell_lot != 1:  # lots, or the whole (odd-lot) position
+            sell_n = B.where(sell_n >= long_sellable, long_sellable, self._lot_down(sell_n, self.sell_lot))
+        if cfg.allow_short:  # margin rule: short value after the trade <= equity / margin_requirement
+            extra = sell_req - sell_n
+            if sell_ok is not None:
+                extra = B.where(sell_ok, extra, 0.0)
+            equity = cash + B.rsum(h * px)
+            short_now = B.rsum(B.maximum(-h, 0.0) * px)
+            room = B.maximum(equity / cfg.margin_requirement - short_now, 0.0)
+            want_val = B.rsum(extra * px)
+            scale = B.where(want_val > room, room / B.maximum(want_val, 1e-300), 1.0)
+            sell_n = sell_n + B.floor(extra * scale[:, None])
+        vol = None
+        if self.volume is not None:
+            vol = rows(self.volume, f)
+            if cfg.max_participation is not None:
+                sell_n = B.minimum(sell_n, self._lot_down(cfg.max_participation * vol, self.sell_lot))
+        if sell_ok is not None:
+            sell_n = B.where(sell_ok, sell_n, 0.0)
+        if self.slippage.kind == "none":
+            bp = sp = px
+        elif self.slippage.kind == "volume" and buy_req is None:  # impact on the requested quantity
+            q_est = buy_frac * (cash / B.maximum(B.rsum(buy_frac), 1.0))[:, None] / px
+            bp, sp = self.slippage.prices(px, q_est, sell_n, vol)
+        else:
+            bp, sp = self.slippage.prices(px, buy_req, sell_n, vol)
+
+        sv = sp * sell_n
+        if self.min_fee > 0:
+            fee_s = B.where(sell_n > 0, B.maximum(sv * self.rs, self.min_fee), 0.0)
+            if self.stamp is not None:
+                fee_s = fee_s + sv * rows(self.stamp, f)
+            keep = sv >= fee_s  # a sell whose value does not cover its fees is not executed
+            sell_n = B.where(keep, sell_n, 0.0)
+            sv = B.where(keep, sv, 0.0)
+            fee_s = B.where(keep, fee_s, 0.0)
+            cash = cash + B.rsum(sv - fee_s)
+        else:
+            rs = self.rs if self.stamp is None else self.rs + rows(self.stamp, f)
+            cash = cash + B.rsum(sv * (1.0 - rs))   # FinRL: price * n * (1 - sell_cost_pct)
+            fee_s = sv * rs
+        h = h - sell_n
+
+        # buys ---------------------------------------------------------------------------------
+        if buy_req is None:
+            budget = buy_frac * (cash * (1.0 - 1e-9) / B.maximum(B.rsum(buy_frac), 1.0))[:, None]
+            buy_req = self._affordable(budget, bp, self.rb, self.lot)
+        elif self.lot > 1:
+            buy_req = self._lot_down(buy_req, self.lot)
+        if hit is not None:
+            buy_req = B.where(hit[:, None], 0.0, buy_req)
+        if buy_ok is not None:
+            buy_req = B.where(buy_ok, buy_req, 0.0)
+        if vol is not None and cfg.max_participation is not None:
+            buy_req = B.minimum(buy_req, self._lot_down(cfg.max_participation * vol, self.lot))
+        bv = bp * buy_req
+        full = self._buy_cost(bv, buy_req, self.rb)
+        spend = B.rsum(full)
+        if cfg.sizing == "shares" and B.any(spend > cash):  # cash-limited: FinRL's greedy order
+            buy_n, spend = self._greedy_buys(buy_req, bp, full, q_int, cash)
+            bv = bp * buy_n
+        else:  # every request fits (fraction budgets always fit)
+            buy_n = buy_req
+        cash = cash - spend
+        h = h + buy_n
+        if self.min_fee > 0:
+            fee = fee_s + B.where(buy_n > 0, B.maximum(bv * self.rb, self.min_fee), 0.0)
+        else:
+            fee = fee_s + bv * self.rb
+        if day is not None:
+            self.locked = self.locked + buy_n
+            self.lock_day = day
+
+        self.h = h
+        self.cash = cash
+        return self._finish(buy_n - sell_n, B.rsum(fee), B.rsum(sv + bv), f)
+
+    # ------------------------------------------------------------------------------------------
+    def _weights(self, action):
+        """Action -> (asset weights (E, N), cash weight (E,)) on the simplex."""
+        B, cfg, N = self.B, self.cfg, self.N
+        a = B.astype(action, B.float)
+        if cfg.action_scheme == "softmax":
+            w = B.exp_softmax(a / cfg.softmax_temperature)
+        else:
+            w = B.maximum(a, 0.0)
+            s = w.sum(1)
+            w = w / B.where(s > 0, s, 1.0)[:, None]
+        if cfg.include_cash:
+            return w[:, :N], w[:, N]
+        return w, B.zeros(w.shape[0])
+
+    def _rebalance(self, action, px, buy_ok, sell_ok, hit, f):
+        """Portfolio family: trade to target weights at the fill price, costs on turnover.
+
+        The post-cost value V' solves V' = V - cost(V') (fixed point, contraction factor = cost
+        rate); a 1e-9 V headroom keeps cash >= 0 exactly. Assets that cannot trade at the fill
+        bar keep their holdings; the other weights are renormalised over the rest.
+        """
+        B = self.B
+        w, wc = self._weights(action)
+        h, cash = self.h, self.cash
+        if hit is not None:
+            w = B.where(hit[:, None], 0.0, w)
+            wc = B.where(hit, 1.0, wc)
+        free = None
+        if buy_ok is not None:
+            free = buy_ok & sell_ok
+        cur = h * px
+        V = cash + B.rsum(cur)
+        if free is not None:
+            fixed = B.rsum(B.where(free, 0.0, cur))
+            w = B.where(free, w, 0.0)
+        else:
+            fixed = B.zeros(V.shape[0])
+        s = B.rsum(w) + wc
+        valid = s > 0
+        sden = B.where(valid, s, 1.0)
+        w = w / sden[:, None]
+        rb = self.rb + self.slippage.bps
+        rs = self.rs + self.slippage.bps
+        if self.stamp is not None:
+            rs = rs + B.rows(self.stamp, f)
+        Vp = V
+        for _ in range(8):
+            d = w * (Vp - fixed)[:, None] - cur
+            if free is not None:
+                d = B.where(free, d, 0.0)
+            Vp = V - B.rsum(B.maximum(d, 0.0) * rb + B.maximum(-d, 0.0) * rs)
+        Vp = Vp - 1e-9 * B.abs(V)
+        d = w * (Vp - fixed)[:, None] - cur
+        keep = valid[:, None] if free is None else (valid[:, None] & free)
+        d = B.where(keep, d, 0.0)
+        cost_vec = B.maximum(d, 0.0) * rb + B.maximum(-d, 0.0) * rs
+        costs = B.rsum(cost_vec)
+        trades = d / px
+        self.h = B.where(keep, B.maximum(h + trades, 0.0), h)
+        self.cash = cash - B.rsum(d) - costs
+        traded = B.rsum(B.abs(d))
+        return trades, costs, traded
+
+    def _finish(self, trades, costs, traded, f):
+        """Advance the day, value the books at the new close, reward, observation, info."""
+        B = self.B
+        tn = self.t + 1
+        pn = B.rows(self.close, tn)
+        h, cash = self.h, self.cash
+        hv = h * pn
+        value = cash + B.rsum(hv)
+        v_prev = self.value
+        reward = self.reward_scheme(v_prev, value)
+        self.value = value
+        self.t = tn
+        self.costs_total = ct = self.costs_total + costs
+        obs = self.obs_builder(tn, cash, h, value, pn)
+        info = {
+            "portfolio_value": value,
+            "cash": cash,
+            "holdings": h,
+            "weights": hv / value[:, None],
+            "trades": trades,
+            "costs": costs,
+            "costs_total": ct,
+            "turnover": traded / v_prev,
+            "t": tn,
+            "fill_t": f,
+        }
+        return obs, reward, info
+
+    def flags(self):
+        """(terminated, truncated) (E,) bool after a step: the data's last bar (or ruin: value <= 0)
+        terminates; the episode window's last bar (``episode_length``) truncates."""
+        term = (self.t >= self.T - 1) | (self.value <= 0)
+        return term, (self.t >= self.t_end) & ~term
+
+    # ------------------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "family": self.cfg.family,
+            "fill": self.cfg.fill_label,
+            "bars_per_year": self.bars_per_year,
+            "bar_seconds": self.md.bar_seconds,
+            "calendar": self.cfg.calendar,
+            "tickers": tuple(self.arrays.tickers),
+            "feature_names": tuple(self.arrays.feature_names),
+            "backend": self.B.name,
+        }

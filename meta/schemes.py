@@ -1,0 +1,196 @@
+"""Composable pieces of an env (TensorTrade-style): observation builders, reward schemes, slippage.
+
+Each piece works on (E, ...) arrays of the kernel's backend (numpy or torch), so one instance
+serves E environments at once. The kernel picks them from :class:`~meta.config.EnvConfig`; a new
+piece only needs the same small interface (see ``docs/env.md``, "Adding a family").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from data_processors.arrays import MarketArrays
+
+from .config import EnvConfig
+
+
+# ---------------------------------------------------------------------------------------------
+# observations
+# ---------------------------------------------------------------------------------------------
+def causal_zscore(x: np.ndarray) -> np.ndarray:
+    """Expanding-window z-score along axis 0: row t uses rows 0..t only (no look-ahead).
+
+    Args:
+        x: (T, ...) float array. Returns the same shape, float64; the first row is 0.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = np.arange(1, x.shape[0] + 1, dtype=np.float64).reshape((-1,) + (1,) * (x.ndim - 1))
+    s1 = np.cumsum(x, axis=0)
+    s2 = np.cumsum(x * x, axis=0)
+    mean = s1 / n
+    var = np.maximum(s2 / n - mean * mean, 0.0)
+    std = np.sqrt(var)
+    z = np.where(std > 1e-12 * (1.0 + np.abs(mean)), (x - mean) / np.where(std > 0, std, 1.0), 0.0)
+    return z
+
+
+class ObservationBuilder:
+    """Flat float32 observations.
+
+    Layout (``lookback == 1``, FinRL's): ``[cash, close_1..N, holdings_1..N, f1_1..f1_N, f2_1..]``
+    -- dimension ``1 + 2N + K*N``. With ``lookback = L > 1``: ``[cash, holdings_1..N, window]``
+    where ``window`` is L rows (oldest first) of ``[close_1..N, f1_1..f1_N, ...]`` (bars before the
+    first bar repeat the first bar), dimension ``1 + N + L*(N + K*N)``.
+
+    ``normalize=True``: cash -> cash / value, holdings -> weights (holding value / value),
+    close -> log return of the bar, features -> expanding-window z-scores (causal).
+    """
+
+    def __init__(self, arrays: MarketArrays, cfg: EnvConfig, B) -> None:
+        T, N = arrays.close.shape
+        K = arrays.features.shape[2]
+        self.B, self.N, self.K, self.L = B, N, K, int(cfg.lookback)
+        self.normalize = bool(cfg.normalize_obs)
+        close = np.asarray(arrays.close, dtype=np.float64)
+        if self.normalize:
+            price = np.vstack([np.zeros((1, N)), np.log(close[1:] / close[:-1])])
+            feats = causal_zscore(arrays.features) if K else np.zeros((T, N, 0))
+        else:
+            price = close
+            feats = np.asarray(arrays.features, dtype=np.float64)
+        feat_km = feats.transpose(0, 2, 1).reshape(T, K * N)  # feature-major: f1 for all N, f2 ...
+        M = np.concatenate([price, feat_km], axis=1).astype(np.float32)
+        if self.L > 1:
+            M = np.vstack([np.repeat(M[:1], self.L - 1, axis=0), M])
+        self.M = B.asarray(np.ascontiguousarray(M))
+        self.Dm = M.shape[1]
+        self.dim = 1 + 2 * N + K * N if self.L == 1 else 1 + N + self.L * self.Dm
+        self.offsets = B.arange(self.L)
+
+    def __call__(self, t, cash, h, value, close_t):
+        """Observations (E, dim) float32 at bars ``t`` (E,) for cash (E,), holdings (E, N)."""
+        B, N = self.B, self.N
+        if self.normalize:
+            cash = cash / value
+            h = h * close_t / value[:, None]
+        if self.L == 1:
+            m = B.rows(self.M, t)
+            return B.concat([cash[:, None], m[:, :N], h, m[:, N:]], dtype=B.f32)
+        win = self.M[t[:, None] + self.offsets].reshape(t.shape[0], self.L * self.Dm)
+        return B.concat([cash[:, None], h, win], dtype=B.f32)
+
+
+# ---------------------------------------------------------------------------------------------
+# rewards
+# ---------------------------------------------------------------------------------------------
+class RewardScheme:
+    """Base: ``reset(idx, v0)`` for the envs ``idx`` (int array) and ``__call__(v_prev, v_new)``."""
+
+    def __init__(self, cfg: EnvConfig, B, E: int) -> None:
+        self.cfg, self.B, self.E = cfg, B, E
+
+    def reset(self, idx, v0) -> None:  # pragma: no cover - stateless default
+        pass
+
+    def __call__(self, v_prev, v_new):
+        raise NotImplementedError
+
+
+class AssetChange(RewardScheme):
+    """FinRL: (V_t - V_{t-1}) * reward_scaling."""
+
+    def __call__(self, v_prev, v_new):
+        return (v_new - v_prev) * self.cfg.reward_scaling
+
+
+class LogReturn(RewardScheme):
+    """log(V_t / V_{t-1})."""
+
+    def __call__(self, v_prev, v_new):
+        return self.B.log(self.B.maximum(v_new, 1e-12) / v_prev)
+
+
+class DifferentialSharpe(RewardScheme):
+    """Moody & Saffell's differential Sharpe ratio of the simple return R_t = V_t / V_{t-1} - 1.
+
+    A_t = A + eta (R - A), B_t = B + eta (R^2 - B),
+    D_t = (B dA - A dB / 2) / (B - A^2)^{3/2} with dA = R - A, dB = R^2 - B (previous A, B);
+    0 while B - A^2 is ~0 (the first steps).
+    """
+
+    def __init__(self, cfg, B, E):
+        super().__init__(cfg, B, E)
+        self.A = B.zeros(E)
+        self.Bm = B.zeros(E)
+
+    def reset(self, idx, v0):
+        self.A[idx] = 0.0
+        self.Bm[idx] = 0.0
+
+    def __call__(self, v_prev, v_new):
+        B, eta = self.B, self.cfg.diff_sharpe_eta
+        R = v_new / v_prev - 1.0
+        dA = R - self.A
+        dB = R * R - self.Bm
+        var = self.Bm - self.A * self.A
+        ok = var > 1e-12
+        D = B.where(ok, (self.Bm * dA - 0.5 * self.A * dB) / B.where(ok, var, 1.0) ** 1.5, 0.0)
+        self.A = self.A + eta * dA
+        self.Bm = self.Bm + eta * dB
+        return D
+
+
+class DrawdownPenalised(RewardScheme):
+    """log(V_t / V_{t-1}) - drawdown_penalty * DD_t, DD_t = 1 - V_t / max_{s<=t} V_s."""
+
+    def __init__(self, cfg, B, E):
+        super().__init__(cfg, B, E)
+        self.peak = B.zeros(E)
+
+    def reset(self, idx, v0):
+        self.peak[idx] = v0
+
+    def __call__(self, v_prev, v_new):
+        B = self.B
+        self.peak = B.maximum(self.peak, v_new)
+        dd = 1.0 - v_new / self.peak
+        return B.log(B.maximum(v_new, 1e-12) / v_prev) - self.cfg.drawdown_penalty * dd
+
+
+REWARD_SCHEMES = {
+    "asset_change": AssetChange,
+    "log_return": LogReturn,
+    "diff_sharpe": DifferentialSharpe,
+    "drawdown_penalised": DrawdownPenalised,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# slippage / impact
+# ---------------------------------------------------------------------------------------------
+class Slippage:
+    """Execution prices for buys and sells.
+
+    * ``none``: the fill price.
+    * ``fixed``: buys at ``p (1 + bps/1e4)``, sells at ``p (1 - bps/1e4)``.
+    * ``volume``: square-root impact on the *requested* quantity q (before the cash limit):
+      ``p (1 +- min(impact_coef * sqrt(q / bar volume), 0.5))`` (+ the fixed bps, if any).
+    """
+
+    def __init__(self, cfg: EnvConfig, B) -> None:
+        self.kind = cfg.slippage
+        self.B = B
+        self.bps = float(cfg.slippage_bps) / 1e4
+        self.coef = float(cfg.impact_coef)
+
+    def prices(self, px, q_buy, q_sell, vol):
+        """(buy price, sell price), each (E, N)."""
+        if self.kind == "none":
+            return px, px
+        if self.kind == "fixed":
+            return px * (1.0 + self.bps), px * (1.0 - self.bps)
+        B = self.B
+        vol = B.maximum(vol, 1e-12)
+        ib = B.minimum(self.coef * B.sqrt(q_buy / vol), 0.5)
+        is_ = B.minimum(self.coef * B.sqrt(q_sell / vol), 0.5)
+        return px * (1.0 + self.bps + ib), px * (1.0 - self.bps - is_)

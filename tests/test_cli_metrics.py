@@ -1,0 +1,115 @@
+"""``finmeta metrics`` and ``finmeta report`` through the real entry point (finmeta.cli.main)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.metrics import FIGURES, chain_windows, compute_metrics
+from benchmarks.report import save_account_values
+from finmeta.cli import main
+
+
+def _run(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _icaif_chain_csv(shared_data, tmp_path):
+    folder = shared_data / "fixtures" / "icaif2020_ensemble_account_values"
+    files = sorted(folder.glob("account_value_trade_ensemble_*.csv"),
+                   key=lambda f: int(re.search(r"_(\d+)\.csv$", f.name).group(1)))
+    values = chain_windows([pd.read_csv(f, index_col=0).iloc[:, 0].to_numpy() for f in files])
+    path = tmp_path / "ensemble.csv"
+    pd.Series(values).to_csv(path)  # same shape as the source files: unnamed index + one column
+    return path, values
+
+
+def test_metrics_json_on_icaif_chain(shared_data, tmp_path, capsys):
+    path, values = _icaif_chain_csv(shared_data, tmp_path)
+    rc, out, err = _run(capsys, "metrics", str(path), "--json")
+    assert rc == 0, err
+    payload = json.loads(out)
+    expected = compute_metrics(values)
+    for k in FIGURES:
+        assert payload[k] == pytest.approx(expected[k], rel=1e-12)
+    assert round(payload["sharpe"], 4) == 1.6043 and round(payload["max_drawdown"], 4) == -0.0577
+    assert payload["n_values"] == 1117 and payload["periods_per_year"] == 252
+
+
+def test_metrics_text_states_periods_and_dates(tmp_path, capsys):
+    path = tmp_path / "btc.csv"
+    dates = pd.date_range("2020-01-01", periods=6, freq="D")
+    pd.DataFrame({"date": dates, "value": [100.0, 101.0, 99.0, 103.0, 102.0, 104.0]}).to_csv(path, index=False)
+    rc, out, _ = _run(capsys, "metrics", str(path))
+    assert rc == 0
+    assert "periods per year: 252 (default: daily stocks; not inferred from dates)" in out
+    assert "2020-01-01 -> 2020-01-06" in out
+    rc, out365, _ = _run(capsys, "metrics", str(path), "--periods-per-year", "365")
+    m = compute_metrics([100.0, 101.0, 99.0, 103.0, 102.0, 104.0], periods_per_year=365)
+    assert f"sharpe             {m['sharpe']:.4f}" in out365
+    assert "periods per year: 365 (given)" in out365
+
+
+def test_metrics_parquet_with_column(tmp_path, capsys):
+    path = tmp_path / "v.parquet"
+    pd.DataFrame({"cash": [1.0, 2.0, 3.0], "total": [10.0, 12.0, 11.0]}).to_parquet(path)
+    rc, _, err = _run(capsys, "metrics", str(path))
+    assert rc == 2 and err.count("\n") == 1 and "--column" in err
+    rc, out, _ = _run(capsys, "metrics", str(path), "--column", "total", "--json")
+    assert rc == 0 and json.loads(out)["cumulative_return"] == pytest.approx(0.1)
+
+
+def test_metrics_constant_path_prints_nan_json_null(tmp_path, capsys):
+    path = tmp_path / "flat.csv"
+    pd.DataFrame({"account_value": [5.0] * 4}).to_csv(path, index=False)
+    rc, out, _ = _run(capsys, "metrics", str(path), "--json")
+    assert rc == 0 and json.loads(out)["sharpe"] is None
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (None, r"missing\.csv: file not found"),
+        ("a,b\nx,y\n", "no numeric column"),
+        ("account_value\n1.0\n", "at least 2 account values"),
+        ("account_value\n1.0\n2.0\n\n", None),  # blank trailing line is fine
+        ("account_value\n1.0\n2.0\nnan\n4.0\n", "NaN account value at row 2"),
+    ],
+)
+def test_metrics_user_errors_exit_2_with_one_line(tmp_path, capsys, content, pattern):
+    path = tmp_path / "missing.csv"
+    if content is not None:
+        path.write_text(content)
+    rc, _, err = _run(capsys, "metrics", str(path))
+    if pattern is None:
+        assert rc == 0
+        return
+    assert rc == 2
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert re.search(pattern, err), err
+
+
+def test_every_command_help_shows_an_example(capsys):
+    for cmd in ("metrics", "report"):
+        rc, out, _ = _run(capsys, cmd, "--help")
+        assert rc == 0 and f"Example: finmeta {cmd}" in out
+
+
+def test_report_command_rebuilds_a_run(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    for seed in range(2):
+        save_account_values(tmp_path, "ppo", 1e6 * np.cumprod(1 + rng.normal(0.001, 0.01, 50)), seed=seed)
+    save_account_values(tmp_path, "index", 1e6 * np.cumprod(1 + rng.normal(0.0, 0.01, 50)))
+    rc, out, err = _run(capsys, "report", str(tmp_path), "--no-tearsheets", "--periods-per-year", "365")
+    assert rc == 0, err
+    assert "periods per year: 365 (--periods-per-year)" in out and "| ppo |" in out
+    table = pd.read_csv(tmp_path / "table.csv")
+    assert list(table["agent"]) == ["index", "ppo"] and "sharpe_ci95" in table.columns
+    rc, _, err = _run(capsys, "report", str(tmp_path / "nope"))
+    assert rc == 2 and "run directory not found" in err

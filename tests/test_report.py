@@ -1,0 +1,197 @@
+"""benchmarks.report: value files, run directories, tables, plots, tearsheets, manifests."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import report as rp
+from benchmarks.metrics import FIGURES, InvalidValuesError, RunDirError, ValueFileError, compute_metrics
+from finmeta.errors import FinMetaError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _path(seed: int, n: int = 120, drift: float = 0.0004, dated: bool = True) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    v = 1e6 * np.cumprod(np.r_[1.0, 1.0 + rng.normal(drift, 0.01, n - 1)])
+    index = pd.bdate_range("2021-01-04", periods=n) if dated else pd.RangeIndex(n)
+    return pd.Series(v, index=index)
+
+
+# ---------------------------------------------------------------- reading value files
+
+
+def test_reads_the_icaif_window_file(shared_data):
+    f = shared_data / "fixtures" / "icaif2020_ensemble_account_values" / "account_value_trade_ensemble_126.csv"
+    frame = rp.read_account_values(f)  # unnamed index column + one value column "0"
+    assert list(frame.columns) == ["account_value"] and len(frame) == 63
+    assert frame["account_value"].iloc[0] == 1_000_000.0
+    assert isinstance(frame.index, pd.RangeIndex)
+
+
+def test_dated_csv_and_column_choice(tmp_path):
+    f = tmp_path / "v.csv"
+    pd.DataFrame({"date": ["2020-01-02", "2020-01-03", "2020-01-06"], "cash": [1.0, 2.0, 3.0],
+                  "total": [10.0, 11.0, 12.0]}).to_csv(f, index=False)
+    with pytest.raises(ValueFileError, match=r"several numeric columns \['cash', 'total'\].*--column"):
+        rp.read_account_values(f)
+    frame = rp.read_account_values(f, column="total")
+    assert isinstance(frame.index, pd.DatetimeIndex) and frame.index[-1] == pd.Timestamp("2020-01-06")
+    assert frame["account_value"].tolist() == [10.0, 11.0, 12.0]
+    with pytest.raises(ValueFileError, match="no column 'nope'"):
+        rp.read_account_values(f, column="nope")
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        ("name,label\na,b\nc,d\n", "no numeric column"),
+        ("", "cannot read as CSV"),
+        ("value\n", "no rows"),
+    ],
+)
+def test_bad_value_files(tmp_path, content, pattern):
+    f = tmp_path / "bad.csv"
+    f.write_text(content)
+    with pytest.raises(ValueFileError, match=pattern) as info:
+        rp.read_account_values(f)
+    assert isinstance(info.value, FinMetaError) and str(f) in str(info.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ValueFileError, match="file not found"):
+        rp.read_account_values(tmp_path / "nope.csv")
+    with pytest.raises(ValueFileError, match="is a directory"):
+        rp.read_account_values(tmp_path)
+
+
+def test_nan_in_file_names_file_and_row(tmp_path):
+    f = tmp_path / "ppo.csv"
+    pd.DataFrame({"account_value": [1.0, 2.0, np.nan, 4.0]}).to_csv(f, index=False)
+    frame = rp.read_account_values(f)
+    with pytest.raises(InvalidValuesError, match=rf"{f}: NaN account value at row 2"):
+        rp.metrics_of_frame(frame, 252, name=str(f))
+
+
+def test_save_and_load_roundtrip_csv_and_parquet(tmp_path):
+    s = _path(1)
+    p1 = rp.save_account_values(tmp_path, "ppo", s, seed=3, turnover=np.full(len(s), 5e3), costs=np.full(len(s), 2.0))
+    p2 = rp.save_account_values(tmp_path, "buy_and_hold", _path(2, dated=False), fmt="parquet")
+    assert p1.name == "ppo_seed3.csv" and p2.name == "buy_and_hold.parquet"
+    loaded = rp.load_run_values(tmp_path)
+    assert set(loaded) == {("ppo", 3), ("buy_and_hold", None)}
+    ppo = loaded[("ppo", 3)]
+    assert list(ppo.columns) == ["account_value", "turnover", "cost"]
+    assert isinstance(ppo.index, pd.DatetimeIndex)
+    np.testing.assert_allclose(ppo["account_value"].to_numpy(), s.to_numpy(), rtol=1e-15)
+    figs = rp.metrics_of_frame(ppo, 252)
+    assert figs["costs_paid"] == pytest.approx(2.0 * len(s))
+    assert figs["turnover"] > 0
+    with pytest.raises(RunDirError, match="must not end in _seed|not end in _seed"):
+        rp.save_account_values(tmp_path, "ppo_seed1", s)
+
+
+def test_load_run_errors(tmp_path):
+    with pytest.raises(RunDirError, match="run directory not found"):
+        rp.load_run_values(tmp_path / "missing")
+    with pytest.raises(RunDirError, match="no values/ folder"):
+        rp.load_run_values(tmp_path)
+    (tmp_path / "values").mkdir()
+    with pytest.raises(RunDirError, match="no account-value files"):
+        rp.load_run_values(tmp_path)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _seeded_run(tmp_path):
+    for seed in range(3):
+        rp.save_account_values(tmp_path, "ppo", _path(10 + seed), seed=seed)
+        rp.save_account_values(tmp_path, "a2c", _path(20 + seed, drift=0.0), seed=seed)
+    rp.save_account_values(tmp_path, "buy_and_hold", _path(30))
+    rp.write_manifest(tmp_path, rp.build_manifest(config={"market": "dow30"}, seeds=[0, 1, 2], periods_per_year=252))
+
+
+def test_build_report_tables_match_per_seed_metrics(tmp_path):
+    _seeded_run(tmp_path)
+    res = rp.build_report(tmp_path, tearsheets=False)
+    assert res["periods_source"] == "manifest.json"
+    table = pd.read_csv(tmp_path / "table.csv")
+    assert list(table["agent"]) == ["a2c", "buy_and_hold", "ppo"]
+    assert list(table.columns[: 1 + len(FIGURES)]) == ["agent", *FIGURES]
+    assert {f"{f}_std" for f in FIGURES} | {f"{f}_ci95" for f in FIGURES} <= set(table.columns)
+    ppo_sharpes = [compute_metrics(_path(10 + s))["sharpe"] for s in range(3)]
+    row = table.set_index("agent").loc["ppo"]
+    assert row["sharpe"] == pytest.approx(np.mean(ppo_sharpes), rel=1e-9)
+    assert row["sharpe_std"] == pytest.approx(np.std(ppo_sharpes, ddof=1), rel=1e-9)
+    assert row["n_seeds"] == 3
+    assert math.isnan(table.set_index("agent").loc["buy_and_hold", "sharpe_std"])
+    seeds = pd.read_csv(tmp_path / "table_seeds.csv")
+    assert len(seeds) == 7 and seeds.loc[seeds["agent"] == "ppo", "seed"].tolist() == [0, 1, 2]
+
+    md = (tmp_path / "table.md").read_text()
+    assert "| agent | Cumulative return |" in md
+    assert f"{row['sharpe']:.4f} ± {row['sharpe_std']:.4f}" in md
+    tex = (tmp_path / "table.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"buy\_and\_hold" in tex and r"$\pm$" in tex
+    for png in ("equity.png", "drawdown.png"):
+        assert (tmp_path / png).read_bytes()[:8] == PNG_MAGIC
+    assert not (tmp_path / "tearsheets").exists()
+    # the manifest written by the loop is left alone
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"] == {"market": "dow30"}
+
+
+def test_single_seed_tables_have_no_std(tmp_path):
+    table = pd.DataFrame([{"agent": "ppo", **compute_metrics(_path(1))}])
+    paths = rp.write_tables(tmp_path, table)
+    csv = pd.read_csv(paths["csv"])
+    assert not [c for c in csv.columns if c.endswith(("_std", "_ci95"))]
+    assert "±" not in paths["md"].read_text()
+    with pytest.raises(RunDirError, match="'agent' column"):
+        rp.write_tables(tmp_path, table.drop(columns=["agent"]))
+
+
+# ---------------------------------------------------------------- tearsheets
+
+
+def test_write_report_with_quantstats_tearsheet_offline(tmp_path):
+    curves = {"ppo": _path(1)}
+    table = pd.DataFrame([{"agent": k, **compute_metrics(v)} for k, v in curves.items()])
+    manifest = rp.build_manifest(config={"k": np.int64(3)}, dataset_hash="abc", seeds=[0], wall_time_s=1.25)
+    bench = _path(2, drift=0.0002).rename("dji_benchmark")  # a series: quantstats must not download one
+    res = rp.write_report(tmp_path, curves, table, manifest=manifest, benchmark=bench)
+    info = res["tearsheets"]["ppo"]
+    assert info["fallback"] is False, info
+    html = (tmp_path / "tearsheets" / "ppo.html").read_text()
+    assert "FinMeta: ppo" in html and "<table" in html and "dji_benchmark" in html
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert m["config"] == {"k": 3} and m["dataset_hash"] == "abc" and m["wall_time_s"] == 1.25
+    assert m["libraries"]["numpy"] == np.__version__ and "created_utc" in m
+    with pytest.raises(RunDirError, match="benchmark agent 'dji'"):
+        rp.write_report(tmp_path, curves, table, benchmark="dji", tearsheets=False)
+
+
+def test_tearsheet_falls_back_when_quantstats_fails(tmp_path, monkeypatch):
+    import quantstats as qs
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated quantstats failure")
+
+    monkeypatch.setattr(qs.reports, "html", boom)
+    info = rp.write_tearsheet(_path(3, dated=False).rename("sac"), tmp_path / "sac.html")
+    assert info["fallback"] is True and "simulated quantstats failure" in info["error"]
+    assert info["synthetic_dates"] is True
+    html = (tmp_path / "sac.html").read_text()
+    assert "quantstats failed" in html and "sharpe" in html
+
+
+def test_manifest_git_commit_and_versions():
+    m = rp.build_manifest(periods_per_year=365, note="x")
+    assert m["periods_per_year"] == 365 and m["note"] == "x"
+    assert m["git_commit"] is None or len(m["git_commit"]) == 40
+    assert set(rp.MANIFEST_LIBRARIES) == set(m["libraries"])
