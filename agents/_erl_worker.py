@@ -21,19 +21,24 @@ ALGOS = {
     "td3": ("AgentTD3", "Actor", True),
     "sac": ("AgentSAC", "ActorSAC", True),
 }
-_OWN = ("n_threads", "warmup_steps", "timeout_s")
+_OWN = ("n_threads", "warmup_steps", "timeout_s", "gpu_id")
 
 
 class _ERLEnv:
     """Our env as ElegantRL wants it, on top of an SB3 VecEnv (auto-reset) of E sub-envs.
 
+    Actions in ElegantRL's [-1, 1] are mapped linearly to the env's action bounds.
     E == 1: ``reset() -> (state_dim,)`` numpy, ``step(a (act_dim,)) -> (state, reward, done, info)``
     (ElegantRL then calls ``reset()``, which returns the auto-reset state without resetting twice).
     E > 1: torch tensors ``(E, state_dim)``, ``(E,)``, ``(E,)``; done sub-envs come back reset.
     """
 
-    def __init__(self, vec_env, state_dim: int, action_dim: int) -> None:
+    def __init__(self, vec_env, state_dim: int, action_dim: int, device="cpu") -> None:
         self.vec = vec_env
+        self.device = device
+        # ElegantRL acts in [-1, 1]; map to the env's bounds (the parent's act() does the same)
+        self.low = np.asarray(vec_env.action_space.low, dtype=np.float32).reshape(-1)
+        self.high = np.asarray(vec_env.action_space.high, dtype=np.float32).reshape(-1)
         self.num_envs = vec_env.num_envs
         self.state_dim, self.action_dim = state_dim, action_dim
         self.if_discrete = False
@@ -49,21 +54,24 @@ class _ERLEnv:
         else:
             obs = self.vec.reset()
         obs = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)
-        return obs[0] if self.num_envs == 1 else torch.as_tensor(obs)
+        return obs[0] if self.num_envs == 1 else torch.as_tensor(obs, device=self.device)
 
     def step(self, action):
         import torch
 
         a = action.detach().cpu().numpy() if hasattr(action, "detach") else np.asarray(action)
-        obs, rew, done, infos = self.vec.step(a.reshape(self.num_envs, self.action_dim))
+        a = a.reshape(self.num_envs, self.action_dim)
+        a = self.low + (a + 1.0) * 0.5 * (self.high - self.low)
+        obs, rew, done, infos = self.vec.step(a)
         obs = np.asarray(obs, dtype=np.float32).reshape(self.num_envs, -1)
         if self.num_envs == 1:
             d = bool(done[0])
             if d:
                 self._after_done = obs
             return obs[0], float(rew[0]), d, infos[0]
-        return (torch.as_tensor(obs), torch.as_tensor(np.asarray(rew, dtype=np.float32)),
-                torch.as_tensor(np.asarray(done, dtype=bool)), infos)
+        dev = self.device
+        return (torch.as_tensor(obs, device=dev), torch.as_tensor(np.asarray(rew, dtype=np.float32), device=dev),
+                torch.as_tensor(np.asarray(done, dtype=bool), device=dev), infos)
 
     def close(self) -> None:
         self.vec.close()
@@ -98,7 +106,9 @@ def _train_in_child(payload_file: str, out_file: str) -> None:
         E = int(vec.num_envs)
         state_dim = int(np.prod(vec.observation_space.shape))
         action_dim = int(np.prod(vec.action_space.shape))
-        erl_env = _ERLEnv(vec, state_dim, action_dim)
+        gpu_id = int(cfg.get("gpu_id", -1))
+        device = torch.device(f"cuda:{gpu_id}" if gpu_id >= 0 and torch.cuda.is_available() else "cpu")
+        erl_env = _ERLEnv(vec, state_dim, action_dim, device)
 
         agent_class = getattr(erl_agents, agent_cls_name)
         args = Config(agent_class=agent_class, env_class=None,
@@ -113,19 +123,19 @@ def _train_in_child(payload_file: str, out_file: str) -> None:
         args.batch_size = int(args.batch_size)
         args.horizon_len = int(args.horizon_len)
         args.random_seed = seed
-        args.gpu_id = -1
+        args.gpu_id = gpu_id
         torch.set_grad_enabled(False)
 
-        agent = agent_class(args.net_dims, state_dim, action_dim, gpu_id=-1, args=args)
+        agent = agent_class(args.net_dims, state_dim, action_dim, gpu_id=gpu_id, args=args)
         state = erl_env.reset()
-        state = torch.as_tensor(state, dtype=torch.float32).reshape(E, state_dim)
+        state = torch.as_tensor(state, dtype=torch.float32, device=device).reshape(E, state_dim)
         agent.last_state = state
 
         steps = 0
         h = args.horizon_len
         if off_policy:
             rows = max(2, int(math.ceil(int(cfg.get("buffer_size", 1_000_000)) / E)))
-            buffer = ReplayBuffer(gpu_id=-1, num_envs=E, max_size=rows, state_dim=state_dim,
+            buffer = ReplayBuffer(gpu_id=gpu_id, num_envs=E, max_size=rows, state_dim=state_dim,
                                   action_dim=action_dim, if_use_per=False, args=args)
             warm = int(cfg.get("warmup_steps") or h * E)
             warm_h = max(2, int(math.ceil(warm / E)))

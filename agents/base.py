@@ -303,6 +303,8 @@ class Agent(abc.ABC):
         """``obs`` as float32 ``(B, obs_dim)`` and whether it was a single observation."""
         if self.observation_space is None:
             raise AgentError(f"{self.name}: call learn(env, ...) or load(path, env) before act()")
+        if hasattr(obs, "detach"):  # a torch tensor (torch-backend vector env), maybe on a GPU
+            obs = obs.detach().cpu().numpy()
         a = np.asarray(obs, dtype=np.float32)
         shape = tuple(self.observation_space.shape)
         if a.shape == shape:
@@ -366,9 +368,10 @@ def make_agent(name: str, **overrides: Any) -> Agent:
             raise ConfigError(f"agent '{name}': backend must be 'sb3' or 'elegantrl', got {backend!r}")
         key = f"elegantrl_{key}"
     if key not in AGENT_REGISTRY:
+        broken = "".join(f"; {m} failed to import ({e})" for m, e in _OPTIONAL_ERRORS.items())
         if key in RESERVED_NAMES:
-            raise ConfigError(f"agent '{key}' is reserved but not implemented yet")
-        raise ConfigError(f"unknown agent '{name}'; known: {', '.join(sorted(AGENT_REGISTRY))}")
+            raise ConfigError(f"agent '{key}' is reserved but not implemented yet{broken}")
+        raise ConfigError(f"unknown agent '{name}'; known: {', '.join(sorted(AGENT_REGISTRY))}{broken}")
     return AGENT_REGISTRY[key](**overrides)
 
 
@@ -385,6 +388,11 @@ def load_agent(path: str | os.PathLike, env: Any = None, **overrides: Any) -> Ag
 
 
 _BUILTIN_LOADED = False
+_OPTIONAL_ERRORS: dict[str, str] = {}  # optional module -> why its import failed
+
+
+#: modules that register agents when present (added by later work; a missing one is skipped)
+OPTIONAL_MODULES: tuple[str, ...] = ("agents.moe", "agents.ensemble")
 
 
 def _import_builtin() -> None:
@@ -393,4 +401,16 @@ def _import_builtin() -> None:
     if _BUILTIN_LOADED:
         return
     _BUILTIN_LOADED = True
+    import importlib
+
     from agents import baselines, elegantrl_backend, sb3  # noqa: F401
+
+    for mod in OPTIONAL_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and mod.startswith(exc.name):
+                continue  # the module does not exist (yet)
+            _OPTIONAL_ERRORS[mod] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a broken optional module must not take the other agents down
+            _OPTIONAL_ERRORS[mod] = f"{type(exc).__name__}: {exc}"

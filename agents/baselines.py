@@ -18,7 +18,8 @@ Two ways to use a baseline
   share-based families (stock_trading, crypto, ...) it is the share trade that moves the holdings
   to the target, ``clip((w * V / p_t - h) / hmax, -1, 1)``, from ``info["portfolio_value"]``,
   ``info["holdings"]`` and ``close[t]``.
-* Stand-alone, vectorized in NumPy: :meth:`Baseline.account_values` gives the account-value path
+* Stand-alone, in NumPy (one vector operation over the assets per bar):
+  :meth:`Baseline.account_values` gives the account-value path
   ``(T - start,)`` when rebalancing at each bar's close to the weights decided at that close, with
   a proportional cost on the traded value. :class:`IndexBaseline` only has this form (an index
   is not tradable): ``initial_cash * index[t] / index[start]``.
@@ -144,6 +145,9 @@ class Baseline(Agent):
     def __init__(self, prices: np.ndarray | None = None, **overrides: Any) -> None:
         super().__init__(**overrides)
         self._close: np.ndarray | None = None
+        self._start = 0  # first bar of the current episode
+        self._episodes: dict[int, list[int]] = {}  # sub-env -> [episode start, last bar seen]
+        self._cache: dict[int, np.ndarray] = {}  # bar -> solved weights (depends on t only)
         if prices is not None:
             self.bind(prices)
 
@@ -161,6 +165,8 @@ class Baseline(Agent):
             raise ConfigError(f"{self.name}: non-positive or non-finite price at row {bad[0]}, asset {bad[1]}")
         self._close = p
         self._close.setflags(write=False)
+        self._cache = {}
+        self._episodes = {}
         return self
 
     def history(self, t: int) -> np.ndarray:
@@ -179,7 +185,17 @@ class Baseline(Agent):
         raise NotImplementedError
 
     def reset(self, start: int = 0) -> None:
-        """Start a new episode at bar ``start`` (buy-and-hold buys there)."""
+        """Start a new episode at bar ``start`` (buy-and-hold buys there; rebalancing counts from it)."""
+        self._start = int(start)
+
+    def _episode_start(self, env_index: int, t: int) -> int:
+        """Track episodes from the bars seen in ``act``: a bar that is neither the last one seen
+        nor the next one starts a new episode (the env moves one bar per step)."""
+        ep = self._episodes.get(env_index)
+        if ep is None or not ep[1] <= t <= ep[1] + 1:
+            ep = self._episodes[env_index] = [t, t]
+        ep[1] = t
+        return ep[0]
 
     # -- Agent interface ---------------------------------------------------------------------------
 
@@ -217,9 +233,11 @@ class Baseline(Agent):
         act_dim = int(np.prod(self.action_space.shape))
         rows = []
         for e, t in enumerate(t_arr):  # E sub-envs of a vector env (usually 1)
+            t = int(t)
             sub = info if t_arr.size == 1 else {k: (np.asarray(v)[e] if np.ndim(v) else v)
                                                  for k, v in info.items() if not k.startswith("_")}
-            w = self.target_weights(int(t))
+            self.reset(self._episode_start(e, t))
+            w = self.target_weights(t)
             rows.append(weights_to_action(
                 w, scheme=self.config.get("action_scheme") or "shares", action_dim=act_dim, info=sub,
                 price=self.history(int(t))[-1], hmax=self.config.get("hmax"),
@@ -234,6 +252,8 @@ class Baseline(Agent):
 
         Bar ``start``: buy the target weights with ``initial_cash`` (paying ``cost_pct`` of the
         traded value); each later bar: mark to market, then rebalance when the weights changed.
+        The fee is ``cost_pct`` times the traded value computed before the fee (a first-order
+        approximation of the exact post-cost rebalance).
         """
         close = self.history(self._close.shape[0] - 1)
         cost = float(self.config.get("cost_pct", 0.001) if cost_pct is None else cost_pct)
@@ -276,13 +296,8 @@ class BuyAndHold(Baseline):
 
     name = "buy_and_hold"
 
-    def reset(self, start: int = 0) -> None:
-        self._start = int(start)
-
     def target_weights(self, t: int) -> np.ndarray:
-        start = getattr(self, "_start", 0)
-        if t < start:  # a new episode began earlier than the stored one
-            self._start = start = int(t)
+        start = min(self._start, int(t))
         hist = self.history(t)
         n = hist.shape[1]
         grown = hist[-1] / hist[start] / n  # value of 1/N bought at `start`
@@ -296,16 +311,11 @@ class EqualWeight(Baseline):
     name = "equal_weight"
     defaults = {**Baseline.defaults, "rebalance_every": 1}
 
-    def reset(self, start: int = 0) -> None:
-        self._start = int(start)
-
     def target_weights(self, t: int) -> np.ndarray:
         k = int(self.config.get("rebalance_every", 1))
         if k < 1:
             raise ConfigError(f"equal_weight: rebalance_every must be >= 1, got {k}")
-        start = getattr(self, "_start", 0)
-        if t < start:
-            self._start = start = int(t)
+        start = min(self._start, int(t))
         hist = self.history(t)
         n = hist.shape[1]
         last = start + ((t - start) // k) * k  # the latest rebalancing bar <= t
@@ -326,14 +336,8 @@ class MinVariance(Baseline):
     name = "min_variance"
     defaults = {**Baseline.defaults, "window": 252, "min_history": 20, "rebalance_every": 1}
 
-    def reset(self, start: int = 0) -> None:
-        self._start = int(start)
-        self._cache: dict[int, np.ndarray] = {}
-
     def _solve(self, t: int) -> np.ndarray:
-        cache = getattr(self, "_cache", None)
-        if cache is None:
-            cache = self._cache = {}
+        cache = self._cache
         if t in cache:
             return cache[t]
         hist = self.history(t)
@@ -362,11 +366,10 @@ class MinVariance(Baseline):
 
     def target_weights(self, t: int) -> np.ndarray:
         k = int(self.config.get("rebalance_every", 1))
-        start = getattr(self, "_start", 0)
-        if t < start:
-            self.reset(int(t))
-            start = int(t)
-        last = start + ((t - start) // max(k, 1)) * max(k, 1)
+        if k < 1:
+            raise ConfigError(f"min_variance: rebalance_every must be >= 1, got {k}")
+        start = min(self._start, int(t))
+        last = start + ((t - start) // k) * k
         w0 = self._solve(last)
         hist = self.history(t)
         grown = w0 * hist[-1] / hist[last]

@@ -42,7 +42,8 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
-from agents.base import Agent, AgentError, AgentLoadError, num_envs_of, register_agent
+from agents._erl_worker import ALGOS as _ALGOS  # (imports no elegantrl)
+from agents.base import Agent, AgentError, AgentLoadError, register_agent
 from finmeta.errors import ConfigError
 
 __all__ = ["ElegantRLAgent", "elegantrl_available", "ERL_DEFAULTS"]
@@ -57,9 +58,7 @@ ERL_DEFAULTS: dict[str, Any] = {
 }
 _OFF_POLICY_DEFAULTS = {"buffer_size": 1_000_000, "repeat_times": 1.0}
 _ON_POLICY_DEFAULTS = {"repeat_times": 8.0}
-_COMMON = {"n_threads": 1, "warmup_steps": None, "timeout_s": 3600}
-
-from agents._erl_worker import ALGOS as _ALGOS  # noqa: E402  (no elegantrl import there)
+_COMMON = {"n_threads": 1, "warmup_steps": None, "timeout_s": 3600, "gpu_id": -1}
 
 
 def elegantrl_available() -> tuple[bool, str]:
@@ -158,7 +157,6 @@ class ElegantRLAgent(Agent):
         self._build_actor(result["actor_class"], result["state_dict"])
         self.trained_timesteps = int(result["steps"])
         self.seed = int(seed)
-        self._nenv = num_envs_of(env)
         return self
 
     def _build_actor(self, actor_class: str, state_dict: dict) -> None:

@@ -67,14 +67,16 @@ def build_env(arrays: MarketArrays, env_cfg: dict, **overrides):
     return make_env(arrays, family=family, **cfg)
 
 
-def rollout(agent, env, *, seed: int, start_state: dict | None = None) -> dict:
-    """Run ``agent`` deterministically through one episode of ``env``.
+def rollout(agent, env, *, seed: int, start: int = 0, start_state: dict | None = None) -> dict:
+    """Run ``agent`` deterministically through one episode of ``env`` from bar ``start`` to its end.
 
-    Returns arrays over the episode's bars (L = bars in the slice): ``values (L,)``,
-    ``actions (L, N)`` (row i = action after observing bar i; NaN on the last), ``costs (L,)``,
-    ``turnover (L,)``, and ``state`` (cash/holdings at the end, for carrying over).
+    Returns arrays over the episode's bars (L bars): ``values (L,)``, ``actions (L, N)`` (row i =
+    action after observing bar i; NaN on the last), ``costs (L,)``, ``turnover (L,)``, and
+    ``state`` (cash/holdings at the end, for carrying over).
     """
-    options = {"initial_state": start_state} if start_state is not None else None
+    options: dict[str, Any] = {"start": int(start)}
+    if start_state is not None:
+        options.update(cash=start_state["cash"], holdings=start_state["holdings"])
     obs, info = env.reset(seed=int(seed), options=options)
     values = [float(info["portfolio_value"])]
     costs = [0.0]
@@ -82,7 +84,7 @@ def rollout(agent, env, *, seed: int, start_state: dict | None = None) -> dict:
     actions: list[np.ndarray] = []
     done = False
     while not done:
-        action = agent.act(obs, info=info, deterministic=True)
+        action = agent.act(obs, deterministic=True, info=info)
         actions.append(np.asarray(action, dtype=np.float64).reshape(-1))
         obs, _reward, terminated, truncated, info = env.step(action)
         values.append(float(info["portfolio_value"]))
@@ -99,6 +101,30 @@ def rollout(agent, env, *, seed: int, start_state: dict | None = None) -> dict:
         "turnover": np.asarray(turnover),
         "state": state,
     }
+
+
+class _HoldCurrent:
+    """Acts so that the portfolio keeps its current (drifted) weights: no trades in share families.
+
+    Buy-and-hold buys equal weights at the first bar of the first trading window only; in later
+    windows of the chain it must hold what it carries over instead of buying equal weights again.
+    """
+
+    def __init__(self, baseline) -> None:
+        self.baseline = baseline
+
+    def act(self, obs, deterministic: bool = True, info: dict | None = None):
+        from agents.baselines import weights_to_action
+
+        b = self.baseline
+        price = b.history(int(info["t"]))[-1]
+        value = float(info["portfolio_value"])
+        hold = np.asarray(info["holdings"], dtype=np.float64)
+        w = hold * price / value if value > 0 else np.zeros_like(hold)
+        return weights_to_action(w, scheme=b.config.get("action_scheme") or "shares",
+                                 action_dim=int(np.prod(b.action_space.shape)), info=info, price=price,
+                                 hmax=b.config.get("hmax"), cash_slot=b.config.get("cash_slot", "last"),
+                                 temperature=float(b.config.get("temperature", 1.0)))
 
 
 def _sharpe(values: np.ndarray, periods_per_year: float) -> float:
@@ -216,32 +242,37 @@ class WalkForward:
         agent.learn(env, total_timesteps=steps, seed=window_seed(seed, w.index, name))
         return agent
 
-    def _baseline(self, name: str, w: Window, seed: int):
+    def _stage_env(self, w: Window, lo: int, hi: int):
+        """An env over bars ``[train_lo, hi)`` whose episodes start at ``lo``.
+
+        The bars before ``lo`` are the past (observation look-back, baselines' trailing
+        estimates); nothing at or after ``hi`` exists for the env.
+        """
+        base = w.train[0]
+        env = build_env(self._slice(base, hi), self._env_overrides(w))
+        return env, lo - base
+
+    def _baseline(self, name: str, w: Window, env):
         from agents import make_agent
 
         cfg = dict(self.agent_cfg.get(name, {}))
         cfg.pop("total_timesteps", None)
         agent = make_agent(name, **cfg)
-        # Baselines may estimate from the past (training range) but never from the trade range.
-        lo, hi = w.train
-        if hasattr(agent, "fit_history"):
-            agent.fit_history(self._slice(lo, hi))
+        agent.learn(env, total_timesteps=0, seed=0)  # binds spaces and the env's (past-only) prices
         return agent
 
     def _validate(self, agent, w: Window, seed: int) -> float:
         if w.validation is None:
             return float("nan")
-        lo, hi = w.validation
-        env = build_env(self._slice(lo, hi), self._env_overrides(w))
-        out = rollout(agent, env, seed=window_seed(seed, w.index, "validation"))
+        env, start = self._stage_env(w, *w.validation)
+        out = rollout(agent, env, seed=window_seed(seed, w.index, "validation"), start=start)
         return _sharpe(out["values"], self.periods_per_year)
 
-    def _trade(self, agent, w: Window, seed: int, state: dict | None) -> dict:
+    def _trade_env(self, w: Window, state: dict | None):
         lo, hi = w.trade
         if state is not None:
             lo -= 1  # start on the previous window's last bar (see module doc)
-        env = build_env(self._slice(lo, hi), self._env_overrides(w))
-        return rollout(agent, env, seed=window_seed(seed, w.index, "trade"), start_state=state)
+        return self._stage_env(w, lo, hi)
 
     # -- one chain -----------------------------------------------------------------------------
     def run_chain(self, name: str, seed: int) -> ChainResult:
@@ -282,9 +313,12 @@ class WalkForward:
         elif name in RL_AGENTS:
             agent = self._train(name, w, seed)
             record.update(validation_sharpe=self._validate(agent, w, seed))
-        else:
-            agent = self._baseline(name, w, seed)
-        part = self._trade(agent, w, seed, state)
+        env, start = self._trade_env(w, state)
+        if name not in RL_AGENTS and name != "ensemble":
+            agent = self._baseline(name, w, env)
+            if name == "buy_and_hold" and state is not None:
+                agent = _HoldCurrent(agent)  # bought in the first window; held ever since
+        part = rollout(agent, env, seed=window_seed(seed, w.index, "trade"), start=start, start_state=state)
         record["threshold"] = self._env_overrides(w).get("turbulence_threshold")
         record["seconds"] = round(time.perf_counter() - t0, 3)
         return part, record

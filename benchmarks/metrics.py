@@ -12,8 +12,8 @@ sharpe               ``mean(r) / std(r, ddof=1) * sqrt(P)`` (risk-free rate 0)
 sortino              ``mean(r) * P / (sqrt(mean(min(r, 0) ** 2)) * sqrt(P))``
 calmar               ``annual_return / |max_drawdown|`` (nan when there is no drawdown)
 max_drawdown         ``min(v / cummax(v) - 1)``, negative (drawdown on the value path)
-turnover             (only when traded notional is given) mean per-period traded notional
-                     divided by the account value at the start of the period
+turnover             (only when per-period turnover is given) mean per-period turnover, i.e.
+                     traded value / account value at the start of the period, averaged
 costs_paid           (only when costs are given) total transaction costs, in account currency
 ==================== ============================================================================
 
@@ -57,7 +57,7 @@ FIGURES: tuple[str, ...] = (
 """The core figures, in table order."""
 
 COST_FIGURES: tuple[str, ...] = ("turnover", "costs_paid")
-"""Figures present only when traded notional / costs are given."""
+"""Figures present only when turnover / costs are given."""
 
 ALL_FIGURES: tuple[str, ...] = FIGURES + COST_FIGURES
 
@@ -284,31 +284,43 @@ def _per_period(x: Any, n_values: int, name: str) -> np.ndarray:
     return a
 
 
-def turnover_ratio(values: Any, traded: Any) -> float:
-    """Mean per-period turnover: traded notional / account value at the start of the period.
+def turnover_from_traded(values: Any, traded: Any) -> np.ndarray:
+    """Per-period turnover ratios from traded notional: traded / account value at the period's start.
 
-    ``traded``: per-period traded notional (sum over assets of |shares traded| x fill price), either
-    one entry per return (T-1,) -- entry i traded during period i -> i+1 -- or one per value (T,) --
-    entry t traded during the period ending at value t (entry 0, trades before the first value,
-    is divided by ``v[0]``). A scalar is a total over the path, divided by the mean start-of-period
-    value. Returns a fraction per period (multiply by the periods a year for annual turnover).
+    ``traded``: per-period traded notional (sum over assets of |shares traded| x fill price), one
+    entry per return (T-1,) -- entry i traded during period i -> i+1 -- or one per value (T,) --
+    entry t traded during the period ending at value t (entry 0 is divided by ``v[0]``). Returns
+    ratios of the same shape (0 where the start value is 0), ready for ``compute_metrics(turnover=)``.
     """
     v = as_values(values)
     if v.ndim != 1:
         raise InvalidValuesError("turnover: one path at a time")
-    n = v.shape[0] - 1
-    if np.ndim(traded) == 0:
-        total = float(traded)
-        if not math.isfinite(total) or total < 0:
-            raise InvalidValuesError(f"turnover: total traded notional must be finite and >= 0, got {traded!r}")
-        return total / float(v[:-1].mean()) / n
-    t = _per_period(traded, v.shape[0], "turnover")
+    t = _per_period(traded, v.shape[0], "traded")
     if (t < 0).any():
-        raise InvalidValuesError(f"turnover: negative traded notional at row {int(np.argmax(t < 0))}")
-    base = v[:-1] if t.shape[0] == n else np.concatenate([v[:1], v[:-1]])
+        raise InvalidValuesError(f"traded: negative traded notional at row {int(np.argmax(t < 0))}")
+    base = v[:-1] if t.shape[0] == v.shape[0] - 1 else np.concatenate([v[:1], v[:-1]])
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(base > 0, t / np.where(base > 0, base, 1.0), 0.0)
-    return float(ratio.sum() / n)
+        return np.where(base > 0, t / np.where(base > 0, base, 1.0), 0.0)
+
+
+def mean_turnover(values: Any, turnover: Any) -> float:
+    """Mean per-period turnover: ``sum(turnover) / (T-1)``.
+
+    ``turnover``: per-period turnover ratios (traded value / account value at the period's start,
+    as the env kernel reports them), one per return (T-1,) or one per value (T,; entry 0 is the
+    trading before the first value, usually 0), or a scalar total over the path.
+    """
+    v = as_values(values)
+    n = v.shape[0] - 1
+    if np.ndim(turnover) == 0:
+        total = float(turnover)
+        if not math.isfinite(total) or total < 0:
+            raise InvalidValuesError(f"turnover: the total must be finite and >= 0, got {turnover!r}")
+        return total / n
+    t = _per_period(turnover, v.shape[0], "turnover")
+    if (t < 0).any():
+        raise InvalidValuesError(f"turnover: negative turnover at row {int(np.argmax(t < 0))}")
+    return float(t.sum() / n)
 
 
 def compute_metrics(
@@ -321,8 +333,10 @@ def compute_metrics(
 
     ``values``: account values, shape (T,), T >= 2 (Series, array, list or one-column frame).
     ``periods_per_year``: 252 daily stocks, 365 daily crypto, :func:`bars_per_year` intraday.
-    ``turnover``: optional traded notional, (T,) / (T-1,) or a scalar total (see
-    :func:`turnover_ratio`); adds ``turnover``. ``costs``: optional transaction costs paid, per
+    ``turnover``: optional per-period turnover ratios (traded value / account value at the
+    period's start), (T,) / (T-1,) or a scalar total (see :func:`mean_turnover`;
+    :func:`turnover_from_traded` converts traded notional); adds ``turnover``.
+    ``costs``: optional transaction costs paid, per
     period (T,) / (T-1,) or a scalar total; adds ``costs_paid`` (their sum, account currency).
 
     Returns ``{figure: float}`` with the keys of :data:`FIGURES` (+ ``turnover``/``costs_paid``).
@@ -335,7 +349,7 @@ def compute_metrics(
     figs = _figures(v[:, None], periods_per_year)
     out = {k: float(a[0]) for k, a in figs.items()}
     if turnover is not None:
-        out["turnover"] = turnover_ratio(v, turnover)
+        out["turnover"] = mean_turnover(v, turnover)
     if costs is not None:
         if np.ndim(costs) == 0:
             total = float(costs)

@@ -110,7 +110,9 @@ def read_account_values(path: str | Path, column: str | None = None) -> pd.DataF
     try:
         if _has_suffix(p, (".parquet", ".pq")):
             df = pd.read_parquet(p)
-            if not isinstance(df.index, pd.RangeIndex):
+            if isinstance(df.index, pd.DatetimeIndex):
+                df = df.rename_axis("date").reset_index()
+            elif not isinstance(df.index, pd.RangeIndex):
                 df = df.reset_index()
         else:
             df = pd.read_csv(p)
@@ -120,9 +122,21 @@ def read_account_values(path: str | Path, column: str | None = None) -> pd.DataF
         raise ValueFileError(f"{p}: the file has no rows")
     df.columns = [str(c) for c in df.columns]
     drop = [c for c in df.columns if c.startswith("Unnamed:") or c.strip() == "" or c.lower() in ("index", "level_0")]
+    date_col = next((c for c in df.columns if c.lower() in DATE_COLUMNS), None)
+    if date_col is None:  # an unnamed index column of dates (a dated Series saved with to_csv)
+        for c in drop:
+            if not pd.api.types.is_numeric_dtype(df[c]):
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        pd.to_datetime(df[c].iloc[:5])
+                except (ValueError, TypeError):
+                    continue
+                date_col = c
+                drop.remove(c)
+                break
     df = df.drop(columns=drop)
 
-    date_col = next((c for c in df.columns if c.lower() in DATE_COLUMNS), None)
     index: pd.Index = pd.RangeIndex(len(df))
     if date_col is not None and date_col != column:
         try:
@@ -142,6 +156,9 @@ def read_account_values(path: str | Path, column: str | None = None) -> pd.DataF
         numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
         if not numeric:
             raise ValueFileError(f"{p}: no numeric column of account values (columns: {list(df.columns)})")
+        if len(numeric) > 1:  # turnover / cost columns are never the values when others exist
+            rest = [c for c in numeric if c.lower() not in TURNOVER_COLUMNS + COST_COLUMNS]
+            numeric = rest if len(rest) == 1 else numeric
         if len(numeric) > 1:
             raise ValueFileError(
                 f"{p}: several numeric columns {numeric}; choose the account values with --column NAME"
@@ -546,35 +563,77 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------------------------
 
 
+def split_key(key: str) -> tuple[str, int | None]:
+    """``"ppo_seed3" -> ("ppo", 3)``, ``"index" -> ("index", None)``."""
+    m = _SEED_RE.match(str(key))
+    if m is None:  # pragma: no cover - the pattern matches every non-empty string
+        raise RunDirError(f"bad agent key {key!r}")
+    return m.group("agent"), (int(m.group("seed")) if m.group("seed") is not None else None)
+
+
 def write_report(
     run_dir: str | Path,
-    account_values: Mapping[str, pd.Series],
+    account_values: Mapping[str, pd.Series | np.ndarray],
     table: pd.DataFrame,
     manifest: Mapping[str, Any] | None = None,
+    *,
+    per_seed: pd.DataFrame | None = None,
+    actions: Mapping[str, pd.DataFrame] | None = None,
     periods_per_year: float = TRADING_DAYS_STOCK,
     benchmark: str | pd.Series | None = None,
     tearsheets: bool = True,
+    save_values: bool = True,
 ) -> dict[str, Any]:
-    """Write a run directory's tables, plots, tearsheets and manifest.
+    """Write a run directory: values, tables, plots, tearsheets, manifest (layout: module doc).
 
-    ``account_values``: ``{agent: Series (T,)}`` (one curve per agent, e.g. the seed mean).
-    ``table``: one row per agent (see :func:`benchmarks.metrics.aggregate_seeds`).
-    ``benchmark``: an agent name of ``account_values`` or a Series, used as the tearsheet benchmark.
-    Returns ``{"tables": {...}, "equity": path, "drawdown": path, "tearsheets": {agent: info},
-    "manifest": path | None}``.
+    ``account_values``: ``{key: Series (T,)}`` with key ``<agent>`` or ``<agent>_seed<k>``; dated
+    Series keep their dates. A DataFrame with columns ``account_value`` and optional ``turnover``
+    (per-period ratio) / ``cost`` (T,) also saves those, so a rebuild recomputes the cost figures. With ``save_values`` each is written to ``values/<key>.csv`` (so that
+    ``finmeta report`` can rebuild the run). Plots and tearsheets show one curve per agent: the
+    seed-mean path when an agent has several seeds.
+    ``table``: one row per agent (:func:`benchmarks.metrics.aggregate_seeds`).
+    ``per_seed``: optional per-(agent, seed) figures -> ``table_seeds.csv``.
+    ``actions``: optional ``{key: DataFrame (T, N)}`` -> ``actions/<key>.csv``.
+    ``benchmark``: an agent of ``account_values`` or a Series of account values, the tearsheets'
+    benchmark; None uses the agent ``index`` when present.
+    Returns ``{"tables", "values", "equity", "drawdown", "tearsheets", "manifest"}`` (paths/infos).
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"tables": write_tables(run, table)}
-    curves = {str(k): (v if isinstance(v, pd.Series) else pd.Series(np.asarray(v, dtype=np.float64)))
-              for k, v in account_values.items()}
-    for name, s in curves.items():
-        as_values(s, name=name)
+    result: dict[str, Any] = {"tables": write_tables(run, table), "values": {}}
+    if per_seed is not None:
+        per_seed.to_csv(run / "table_seeds.csv", index=False)
+        result["tables"]["seeds"] = run / "table_seeds.csv"
+
+    groups: dict[str, list[pd.DataFrame]] = {}
+    for key, v in account_values.items():
+        extra: dict[str, Any] = {}
+        if isinstance(v, pd.DataFrame):
+            if VALUE_COLUMN not in v.columns:
+                raise RunDirError(f"account values of {key!r}: a frame needs an {VALUE_COLUMN!r} column")
+            extra = {"turnover": v["turnover"].to_numpy() if "turnover" in v else None,
+                     "costs": v["cost"].to_numpy() if "cost" in v else None}
+            s = v[VALUE_COLUMN]
+        else:
+            s = v if isinstance(v, pd.Series) else pd.Series(np.asarray(v, dtype=np.float64))
+        as_values(s, name=str(key))
+        agent, seed = split_key(str(key))
+        if save_values:
+            result["values"][str(key)] = save_account_values(run, agent, s, seed=seed, **extra)
+        groups.setdefault(agent, []).append(pd.DataFrame({VALUE_COLUMN: s.to_numpy(dtype=np.float64)}, index=s.index))
+    curves = {agent: _mean_curve(frames) for agent, frames in groups.items()}
+    if actions:
+        folder = run / "actions"
+        folder.mkdir(exist_ok=True)
+        for key, frame in actions.items():
+            frame.to_csv(folder / f"{key}.csv", index=isinstance(frame.index, pd.DatetimeIndex), index_label="date")
     if curves:
         result["equity"] = plot_equity(curves, run / "equity.png")
         result["drawdown"] = plot_drawdown(curves, run / "drawdown.png")
     bench_series: pd.Series | None = None
     bench_name: str | None = None
+    if benchmark is None and "index" in curves:
+        benchmark = "index"
     if isinstance(benchmark, str):
         if benchmark not in curves:
             raise RunDirError(f"benchmark agent {benchmark!r} not among the agents {sorted(curves)}")
@@ -602,6 +661,36 @@ def _mean_curve(frames: Sequence[pd.DataFrame]) -> pd.Series:
         return joined.mean(axis=1)
     n = min(len(f) for f in frames)
     return pd.Series(np.mean([f[VALUE_COLUMN].to_numpy()[:n] for f in frames], axis=0))
+
+
+def _keep_cost_figures(seed_table: pd.DataFrame, previous: Path) -> pd.DataFrame:
+    """Carry ``turnover``/``costs_paid`` over from a previous ``table_seeds.csv`` for value files
+    without turnover/cost columns (matched on agent and seed; an agent's only row matches too)."""
+    if not previous.is_file():
+        return seed_table
+    try:
+        old = pd.read_csv(previous)
+    except (ValueError, OSError):
+        return seed_table
+    figs = [f for f in ("turnover", "costs_paid") if f in old.columns]
+    if not figs or "agent" not in old.columns:
+        return seed_table
+    out = seed_table.copy()
+    for f in figs:
+        if f not in out.columns:
+            out[f] = np.nan
+    for i, row in out.iterrows():
+        cand = old[old["agent"].astype(str) == str(row["agent"])]
+        if "seed" in cand.columns and len(cand) > 1:
+            cand = cand[cand["seed"] == (row["seed"] if not pd.isna(row["seed"]) else -1)]
+        if len(cand) != 1:
+            continue
+        for f in figs:
+            if pd.isna(out.at[i, f]) and not pd.isna(cand[f].iloc[0]):
+                out.at[i, f] = float(cand[f].iloc[0])
+    if all(out[f].isna().all() for f in figs):
+        return seed_table
+    return out
 
 
 def build_report(
@@ -636,17 +725,17 @@ def build_report(
         by_agent.setdefault(agent, []).append(frame)
     seed_table = pd.DataFrame(rows)
     seed_table["seed"] = seed_table["seed"].astype("Int64")
-    seed_table.to_csv(run / "table_seeds.csv", index=False)
+    seed_table = _keep_cost_figures(seed_table, run / "table_seeds.csv")
     table = aggregate_seeds(seed_table.drop(columns=["seed"]))
     curves = {a: _mean_curve(fs) for a, fs in by_agent.items()}
-    result = write_report(run, curves, table, manifest=None, periods_per_year=periods_per_year,
-                          benchmark=benchmark, tearsheets=tearsheets)
+    result = write_report(run, curves, table, manifest=None, per_seed=seed_table, periods_per_year=periods_per_year,
+                          benchmark=benchmark, tearsheets=tearsheets, save_values=False)
     result.update(table=table, seed_table=seed_table, periods_per_year=periods_per_year, periods_source=source)
     return result
 
 
 __all__ = [
-    "FIGURES", "read_account_values", "metrics_of_frame", "save_account_values", "load_run_values",
+    "FIGURES", "aggregate_seeds", "split_key", "read_account_values", "metrics_of_frame", "save_account_values", "load_run_values",
     "table_markdown", "table_latex", "write_tables", "plot_equity", "plot_drawdown", "write_tearsheet",
     "build_manifest", "write_manifest", "read_manifest", "library_versions", "write_report", "build_report",
 ]

@@ -9,6 +9,7 @@ the hot path); the torch backend wraps torch's where the signatures differ.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -39,10 +40,13 @@ class NumpyBackend:
         self.exp = np.exp
         self.sqrt = np.sqrt
         self.isfinite = np.isfinite
-        _add, _or = np.add.reduce, np.logical_or.reduce
-        self.rsum = lambda x: _add(x, 1)             # row sums of (E, N)
-        self.any = lambda x: bool(_or(x, axis=None))
-        self.rows = lambda x, t: x.take(t, 0)        # x[t] for an (E,) int index, fast
+        # C-level partials: no Python frame between the kernel and numpy on the hot path
+        self.rsum = partial(np.add.reduce, axis=1)            # row sums of (E, N)
+        self.any = partial(np.logical_or.reduce, axis=None)   # -> np.bool_
+        self.rows = partial(np.ndarray.take, axis=0)          # x[t] for an (E,) int index
+        self.nonzero = lambda x: x.nonzero()[0]              # 1-D
+        self.astype = np.ndarray.astype
+        self.copy = np.ndarray.copy
 
     # construction / conversion -------------------------------------------------------------
     def asarray(self, x: Any, dtype: Any = None) -> np.ndarray:
@@ -57,18 +61,16 @@ class NumpyBackend:
     def arange(self, n: int) -> np.ndarray:
         return np.arange(n, dtype=np.int64)
 
-    def astype(self, x: np.ndarray, dtype) -> np.ndarray:
-        return x.astype(dtype)
-
-    def copy(self, x: np.ndarray) -> np.ndarray:
-        return x.copy()
-
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x)
 
     # shape / ordering ------------------------------------------------------------------------
     def concat(self, parts, dtype=None) -> np.ndarray:
         return np.concatenate(parts, axis=1, dtype=dtype)
+
+    def stack(self, parts) -> np.ndarray:
+        """(E, len(parts), N) from (E, N) parts."""
+        return np.stack(parts, axis=1)
 
     def argsort(self, x: np.ndarray, stable: bool) -> np.ndarray:
         """Row-wise argsort of an (E, N) array. ``stable=False`` is numpy's default sort (FinRL's)."""
@@ -173,6 +175,9 @@ class TorchBackend:
         parts = [p if p.dtype == (dtype or p.dtype) else p.to(dtype) for p in parts]
         return self.torch.cat(parts, dim=1)
 
+    def stack(self, parts):
+        return self.torch.stack(parts, dim=1)
+
     def argsort(self, x, stable: bool):
         return self.torch.argsort(x, dim=1, stable=True)
 
@@ -190,6 +195,9 @@ class TorchBackend:
 
     def rows(self, x, t):
         return x[t]
+
+    def nonzero(self, x):
+        return self.torch.nonzero(x).flatten()
 
     def exp_softmax(self, x):
         return self.torch.softmax(x, dim=1)

@@ -72,16 +72,14 @@ class TradingEnv(gym.Env):
         cfg = config if config is not None else EnvConfig.for_family(overrides.pop("family", "stock_trading"), **overrides)
         if config is not None and overrides:
             from dataclasses import replace
-            cfg = replace(config, **overrides).validate()
-        self.config = cfg
+            cfg = replace(config, **overrides)
+        self.config = cfg = cfg.validate()
         self.arrays = arrays
         self.kernel = k = MarketKernel(arrays, cfg, num_envs=1, backend="numpy")
         self.observation_space, self.action_space = _spaces(k)
         self.metadata = {**TradingEnv.metadata, **k.metadata()}
         self._fill = cfg.fill_label
         self._times = arrays.times
-        self._clip = cfg.sizing != "weights" or cfg.action_scheme != "softmax"
-        self._lo = 0.0 if (cfg.sizing == "weights" and cfg.action_scheme == "weights") else -1.0
         self._done = True
         self._last = None
         self.asset_memory: list[float] = []
@@ -121,8 +119,6 @@ class TradingEnv(gym.Env):
         a = np.asarray(action)
         if a.dtype.kind != "f":
             a = a.astype(np.float32)
-        if self._clip:
-            a = np.minimum(np.maximum(a, self._lo), 1.0)
         k = self.kernel
         obs, r, kinfo = k.step(a.reshape(1, -1))
         t = int(kinfo["t"][0])
@@ -175,7 +171,7 @@ class VecTradingEnv(VectorEnv):
                  backend: str = "numpy", device: str = "cpu") -> None:
         if int(num_envs) < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs!r}")
-        self.config = config
+        self.config = config = config.validate()
         self.arrays = arrays
         self.num_envs = int(num_envs)
         self.kernel = k = MarketKernel(arrays, config, num_envs=num_envs, backend=backend, device=device)
@@ -187,8 +183,6 @@ class VecTradingEnv(VectorEnv):
         self._fill_arr = np.full(self.num_envs, config.fill_label, dtype=object)
         self._rngs: list[np.random.Generator] | None = None
         self._times = arrays.times
-        self._lo = 0.0 if (config.sizing == "weights" and config.action_scheme == "weights") else -1.0
-        self._clip = config.sizing != "weights" or config.action_scheme != "softmax"
 
     def _draw(self, idx) -> tuple[np.ndarray, np.ndarray]:
         T = self.kernel.T
@@ -223,8 +217,6 @@ class VecTradingEnv(VectorEnv):
         a = B.asarray(actions)
         if B.name == "numpy" and a.dtype.kind != "f":
             a = a.astype(np.float32)
-        if self._clip:
-            a = B.minimum(B.maximum(a, self._lo), 1.0)
         obs, r, info = k.step(a)
         term, trunc = k.flags()
         t_host = B.to_numpy(info["t"])

@@ -85,6 +85,13 @@ class MarketKernel:
                               (cfg.lot_size if cfg.sizing == "shares" else 0.0))
         self.hmax = cfg.hmax if float(cfg.hmax) != int(cfg.hmax) else int(cfg.hmax)
         self.stable_sort = cfg.sort_kind == "stable"
+        # portfolio fixed point: error shrinks by the cost rate per iteration; stop below 1e-13
+        top = float(np.max(np.concatenate([np.ravel(rb), np.ravel(rs)]))) + cfg.slippage_bps / 1e4 \
+            + (0.001 if cfg.stamp_duty is not None else 0.0)
+        self.fp_iters = 1 if top <= 0 else int(min(40, max(2, np.ceil(-13.0 / np.log10(min(top, 0.5))))))
+        # flat proportional costs: step sums instead of per-asset fee arrays (same arithmetic)
+        self.scalar_rates = (isinstance(self.rb, float) and isinstance(self.rs, float)
+                             and self.min_fee == 0 and self.stamp is None)
 
         self.obs_builder = ObservationBuilder(arrays, cfg, B)
         self.obs_dim = self.obs_builder.dim
@@ -175,7 +182,7 @@ class MarketKernel:
                 q = B.minimum(q, (R - self.min_fee) / bp)
         return B.maximum(q, 0.0)
 
-    def _greedy_buys(self, want, bp, full, prio, cash):
+    def _greedy_buys(self, want, bp, full, prio, cash, spend):
         """Fill buy requests in descending ``prio`` order, each limited by the cash left (FinRL).
 
         FinRL buys asset after asset: ``n = min(cash // (p (1 + c)), request)``. Vectorised: in
@@ -184,55 +191,127 @@ class MarketKernel:
         drop out; repeat on the rest (a few passes; each pass settles at least one asset).
 
         Args: want (E, N) >= 0 requested quantities; bp (E, N) buy prices; full (E, N) total cost
-        of each request; prio (E, N) priority keys; cash (E,). Returns (filled (E, N), spent (E,)).
+        of each request; prio (E, N) priority keys; cash (E,); spend (E,) total cost of all
+        requests. Returns (filled (E, N), spent (E,)).
         """
         B, lot, rb = self.B, self.lot, self.rb
+        if want.shape[0] == 1 and B.name == "numpy":
+            return self._greedy_one(want, bp, prio, cash)
+        rows_b = None
+        if want.shape[0] > 1:  # only the rows whose requests exceed their cash need rationing
+            rows_b = B.nonzero(spend > cash)
+            want0, spend0 = want, spend
+            want, bp, full, prio, cash = want[rows_b], bp[rows_b], full[rows_b], prio[rows_b], cash[rows_b]
         E, N = want.shape
         order = B.flip(B.argsort(prio, self.stable_sort))
         fi = (order + self.rowoff[:E]).reshape(-1)
         ws = want.reshape(-1)[fi].reshape(E, N)
         ps = bp.reshape(-1)[fi].reshape(E, N)
         fs = full.reshape(-1)[fi].reshape(E, N)
-        rbs = rb if isinstance(rb, float) else rb[order]
-        ro = self.rowoff1[:E]
-        col = self.colidx
+        scalar_rb = isinstance(rb, float)
+        rbs = rb if scalar_rb else rb[order]
         # cost of the smallest order of each asset (assets dearer than the cash left drop out)
-        us_min = self._buy_cost(ps * (lot if lot > 0 else 0.0), ws > 0, rbs)
-        R = cash
-        got = B.zeros((E, N))
-        fr = fs  # requested costs of the assets still in play (0 = settled / unaffordable)
+        if self.min_fee > 0:
+            us_min = self._buy_cost(ps * lot, ws > 0, rbs)
+        else:
+            us_min = ps * (lot * (1.0 + rbs))
+        # the per-row tables travel together: one gather per compaction
+        pack = B.stack([ws, ps, fs, us_min] + ([] if scalar_rb else [rbs]))
+        col = self.colidx
+        Rf = B.copy(cash)  # cash left per row
+        got = ws * 0.0
+        fr = fs            # requested costs still in play (0: settled or unaffordable)
         alive = None
+        idx = B.arange(E)  # rows still in play
+        R = Rf
+        ro = self.rowoff1
         for _ in range(N + 1):
             c = fr.cumsum(1)
-            ok = c <= R[:, None]           # a prefix of each row: these fill in full
-            got = B.where(ok if alive is None else (ok & alive), ws, got)
+            ok = c <= R[:, None]            # a prefix of each row: these fill in full
+            okm = ok if alive is None else (ok & alive)
             k = B.astype(B.rsum(ok), B.int)  # first column that does not fit (N: none)
             R = R - B.amax(c * ok)
+            got[idx] = B.where(okm, ws, got[idx])
+            Rf[idx] = R
             fail = k < N
             if not B.any(fail):
                 break
-            kk = B.minimum(k, N - 1) + ro
+            sel = B.nonzero(fail)  # rows with a partial fill to make
+            idx, k, R, pack = idx[sel], k[sel], R[sel], pack[sel]
+            ws, ps, fs, us_min = pack[:, 0], pack[:, 1], pack[:, 2], pack[:, 3]
+            kk = k + ro[:k.shape[0]]
             pk = ps.reshape(-1)[kk]
-            rk = rbs if isinstance(rbs, float) else rbs.reshape(-1)[kk]
+            rk = rbs if scalar_rb else pack[:, 4].reshape(-1)[kk]
             qk = B.minimum(self._affordable(R, pk, rk, lot), ws.reshape(-1)[kk])
             ck = self._buy_cost(pk * qk, qk, rk)
             over = ck > R  # rounding guard: never spend more than the cash left
             if B.any(over):
                 qk = B.where(over, B.maximum(qk - lot, 0.0) if lot > 0 else qk * (1.0 - 1e-12), qk)
                 ck = self._buy_cost(pk * qk, qk, rk)
-            qk = qk * fail
-            ck = ck * fail
-            gf = got.reshape(-1)
-            gf[kk] = B.where(fail, qk, gf[kk])
-            got = gf.reshape(E, N)
+            got[idx, k] = qk
             R = R - ck
+            Rf[idx] = R
             alive = (col > k[:, None]) & (us_min <= R[:, None]) & (ws > 0)
-            if not B.any(alive):
+            sel = B.nonzero(B.rsum(alive) > 0)  # rows that can still buy something
+            if sel.shape[0] == 0:
                 break
+            idx, R, alive, pack = idx[sel], R[sel], alive[sel], pack[sel]
+            ws, fs = pack[:, 0], pack[:, 2]
             fr = fs * alive
         out = B.zeros((E * N,))
         out[fi] = got.reshape(-1)
-        return out.reshape(E, N), cash - R
+        out = out.reshape(E, N)
+        if rows_b is None:
+            return out, cash - Rf
+        filled, spent = B.copy(want0), B.copy(spend0)
+        filled[rows_b] = out
+        spent[rows_b] = cash - Rf
+        return filled, spent
+
+    def _greedy_one(self, want, bp, prio, cash):
+        """E == 1 on numpy: the same rule as one plain loop over the buy requests.
+
+        A single env pays ~0.5 us per numpy call on (1, N) arrays, so the passes of
+        :meth:`_greedy_buys` cost more than walking the few buy requests with Python floats
+        (IEEE doubles: the same arithmetic as FinRL's loop, cash subtracted one order at a time).
+        Tested against the vectorised passes and a FinRL-rule reference.
+        """
+        B = self.B
+        N = want.shape[1]
+        order = B.flip(B.argsort(prio, self.stable_sort))[0].tolist()
+        w, p = want[0].tolist(), bp[0].tolist()
+        rb = self.rb
+        rates = [rb] * N if isinstance(rb, float) else rb.tolist()
+        lot, m = self.lot, self.min_fee
+        c0 = float(cash[0])
+        R = c0
+        got = [0.0] * N
+        for j in order:
+            q = w[j]
+            if q <= 0:
+                continue
+            r, pj = rates[j], p[j]
+            u = pj * (1.0 + r)
+            if lot > 0:
+                a = R // u if lot == 1 else (R // (u * lot)) * lot
+                if m > 0:
+                    a = min(a, ((R - m) // (pj * lot)) * lot)
+            else:
+                a = R / u
+                if m > 0:
+                    a = min(a, (R - m) / pj)
+            n = min(a, q)
+            if n <= 0:
+                continue
+            v = pj * n
+            cost = v * (1.0 + r) if m == 0 else v + max(v * r, m)
+            if cost > R:  # rounding guard: never spend more than the cash left
+                n = max(n - lot, 0.0) if lot > 0 else n * (1.0 - 1e-12)
+                v = pj * n
+                cost = 0.0 if n <= 0 else (v * (1.0 + r) if m == 0 else v + max(v * r, m))
+            got[j] = n
+            R -= cost
+        return B.asarray([got], B.float), B.asarray([c0 - R], B.float)
 
     def _lot_down(self, q, lot):
         return self.B.floor(q / lot) * lot if lot > 0 else q
@@ -287,8 +366,8 @@ class MarketKernel:
 
         # action scheme: requests ----------------------------------------------------------------
         if cfg.sizing == "shares":
-            q_int = B.astype(action * self.hmax, B.int)   # FinRL: (a * hmax).astype(int), in a's dtype
-            q = B.astype(q_int, B.float)
+            # FinRL: (a * hmax).astype(int), computed in the action's dtype; trunc == astype(int)
+            q = B.astype(B.trunc(action * self.hmax), B.float)
             sell_req = B.maximum(-q, 0.0)
             buy_req = B.maximum(q, 0.0)
         else:  # fraction of the position (sells) / of the cash after sells (buys)
@@ -338,9 +417,12 @@ class MarketKernel:
             sv = B.where(keep, sv, 0.0)
             fee_s = B.where(keep, fee_s, 0.0)
             cash = cash + B.rsum(sv - fee_s)
+        elif self.scalar_rates:  # the same sums, fewer (E, N) passes
+            sv_sum = B.rsum(sv)
+            cash = cash + sv_sum * (1.0 - self.rs)   # FinRL: price * n * (1 - sell_cost_pct)
         else:
             rs = self.rs if self.stamp is None else self.rs + rows(self.stamp, f)
-            cash = cash + B.rsum(sv * (1.0 - rs))   # FinRL: price * n * (1 - sell_cost_pct)
+            cash = cash + B.rsum(sv * (1.0 - rs))
             fee_s = sv * rs
         h = h - sell_n
 
@@ -357,25 +439,36 @@ class MarketKernel:
         if vol is not None and cfg.max_participation is not None:
             buy_req = B.minimum(buy_req, self._lot_down(cfg.max_participation * vol, self.lot))
         bv = bp * buy_req
-        full = self._buy_cost(bv, buy_req, self.rb)
-        spend = B.rsum(full)
+        if self.scalar_rates:
+            bv_sum = B.rsum(bv)
+            spend = bv_sum * (1.0 + self.rb)
+            full = None
+        else:
+            full = self._buy_cost(bv, buy_req, self.rb)
+            spend = B.rsum(full)
         if cfg.sizing == "shares" and B.any(spend > cash):  # cash-limited: FinRL's greedy order
-            buy_n, spend = self._greedy_buys(buy_req, bp, full, q_int, cash)
+            if full is None:
+                full = bv * (1.0 + self.rb)
+            # priority: FinRL argsorts the int64 share requests (same ties as FinRL's sort)
+            buy_n, spend = self._greedy_buys(buy_req, bp, full, B.astype(q, B.int), cash, spend)
             bv = bp * buy_n
+            if self.scalar_rates:
+                bv_sum = B.rsum(bv)
         else:  # every request fits (fraction budgets always fit)
             buy_n = buy_req
         cash = cash - spend
         h = h + buy_n
+        if day is not None:
+            self.locked = self.locked + buy_n
+            self.lock_day = day
+        self.h = h
+        self.cash = cash
+        if self.scalar_rates:
+            return self._finish(buy_n - sell_n, sv_sum * self.rs + bv_sum * self.rb, sv_sum + bv_sum, f)
         if self.min_fee > 0:
             fee = fee_s + B.where(buy_n > 0, B.maximum(bv * self.rb, self.min_fee), 0.0)
         else:
             fee = fee_s + bv * self.rb
-        if day is not None:
-            self.locked = self.locked + buy_n
-            self.lock_day = day
-
-        self.h = h
-        self.cash = cash
         return self._finish(buy_n - sell_n, B.rsum(fee), B.rsum(sv + bv), f)
 
     # ------------------------------------------------------------------------------------------
@@ -425,7 +518,7 @@ class MarketKernel:
         if self.stamp is not None:
             rs = rs + B.rows(self.stamp, f)
         Vp = V
-        for _ in range(8):
+        for _ in range(self.fp_iters):
             d = w * (Vp - fixed)[:, None] - cur
             if free is not None:
                 d = B.where(free, d, 0.0)
@@ -445,7 +538,7 @@ class MarketKernel:
     def _finish(self, trades, costs, traded, f):
         """Advance the day, value the books at the new close, reward, observation, info."""
         B = self.B
-        tn = self.t + 1
+        tn = f if self.fill_offset else self.t + 1
         pn = B.rows(self.close, tn)
         h, cash = self.h, self.cash
         hv = h * pn

@@ -60,7 +60,10 @@ class ObservationBuilder:
             feats = np.asarray(arrays.features, dtype=np.float64)
         feat_km = feats.transpose(0, 2, 1).reshape(T, K * N)  # feature-major: f1 for all N, f2 ...
         M = np.concatenate([price, feat_km], axis=1).astype(np.float32)
-        if self.L > 1:
+        if self.L == 1:  # the full FinRL row with 0 where cash / holdings go (filled per step)
+            M = np.concatenate([np.zeros((T, 1), np.float32), price.astype(np.float32),
+                                np.zeros((T, N), np.float32), feat_km.astype(np.float32)], axis=1)
+        else:
             M = np.vstack([np.repeat(M[:1], self.L - 1, axis=0), M])
         self.M = B.asarray(np.ascontiguousarray(M))
         self.Dm = M.shape[1]
@@ -74,8 +77,10 @@ class ObservationBuilder:
             cash = cash / value
             h = h * close_t / value[:, None]
         if self.L == 1:
-            m = B.rows(self.M, t)
-            return B.concat([cash[:, None], m[:, :N], h, m[:, N:]], dtype=B.f32)
+            obs = B.rows(self.M, t)  # a fresh (E, D) copy of the market part
+            obs[:, 0] = cash
+            obs[:, 1 + N:1 + 2 * N] = h
+            return obs
         win = self.M[t[:, None] + self.offsets].reshape(t.shape[0], self.L * self.Dm)
         return B.concat([cash[:, None], h, win], dtype=B.f32)
 
@@ -99,8 +104,12 @@ class RewardScheme:
 class AssetChange(RewardScheme):
     """FinRL: (V_t - V_{t-1}) * reward_scaling."""
 
+    def __init__(self, cfg, B, E):
+        super().__init__(cfg, B, E)
+        self.scale = cfg.reward_scaling
+
     def __call__(self, v_prev, v_new):
-        return (v_new - v_prev) * self.cfg.reward_scaling
+        return (v_new - v_prev) * self.scale
 
 
 class LogReturn(RewardScheme):
@@ -180,7 +189,7 @@ class Slippage:
     def __init__(self, cfg: EnvConfig, B) -> None:
         self.kind = cfg.slippage
         self.B = B
-        self.bps = float(cfg.slippage_bps) / 1e4
+        self.bps = float(cfg.slippage_bps) / 1e4 if cfg.slippage != "none" else 0.0
         self.coef = float(cfg.impact_coef)
 
     def prices(self, px, q_buy, q_sell, vol):

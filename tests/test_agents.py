@@ -9,7 +9,6 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from data_processors.arrays import MarketArrays
@@ -17,7 +16,7 @@ from meta import make_env, make_vec_env
 
 from agents import AgentError, AgentLoadError, agent_names, load_agent, make_agent
 from agents.base import AGENT_REGISTRY, Agent, register_agent
-from agents.baselines import BuyAndHold, EqualWeight, IndexBaseline, MinVariance, weights_to_action
+from agents.baselines import BuyAndHold, EqualWeight, MinVariance, weights_to_action
 from agents.sb3 import FINRL_DEFAULTS
 from agents.vec_env import GymnasiumVecEnvAdapter
 from finmeta.errors import ConfigError, FinMetaError
@@ -91,8 +90,17 @@ def test_registry_has_the_required_names():
     names = set(agent_names())
     for n in ["a2c", "ppo", "ddpg", "td3", "sac", "buy_and_hold", "equal_weight", "min_variance", "index"]:
         assert n in names
-    with pytest.raises(ConfigError, match="reserved"):
-        make_agent("moe")
+    import agents.base as base
+
+    assert "moe" in base.RESERVED_NAMES and "ensemble" in base.RESERVED_NAMES
+
+
+def test_reserved_but_unregistered_name_is_a_clear_error(monkeypatch):
+    import agents.base as base
+
+    monkeypatch.setattr(base, "RESERVED_NAMES", base.RESERVED_NAMES + ("future_agent_test",))
+    with pytest.raises(ConfigError, match="'future_agent_test' is reserved but not implemented"):
+        make_agent("future_agent_test")
     with pytest.raises(ConfigError, match="unknown agent 'nope'"):
         make_agent("nope")
 
@@ -220,6 +228,7 @@ def test_adapter_matches_the_vector_env_and_marks_terminal_obs():
             for i in np.flatnonzero(done):
                 np.testing.assert_array_equal(infos[i]["terminal_observation"], r_info["final_obs"][i])
                 assert infos[i]["TimeLimit.truncated"] is False
+                assert infos[i]["t"] == r_info["t"][i] == 39
             assert (obs[done, 0] == 1e6).all() and (obs[done, 4:7] == 0).all()  # reset: all cash
     assert dones_seen == 1
 
@@ -248,6 +257,23 @@ def test_sb3_trains_on_the_vector_env_through_the_adapter():
     np.testing.assert_array_equal(a.act(obs), b.act(obs))
     sac = make_agent("sac", **SMALL["sac"], **NET).learn(toy_vec_env(4), 80, seed=0)
     assert sac.act(obs).shape == (4, 3)
+    # episodes of different lengths end at different steps: SAME_STEP resets them one by one
+    mixed = toy_vec_env(4, random_start=True, episode_length=(3, 9))
+    a2c = make_agent("a2c", **NET).learn(mixed, 100, seed=0)
+    ep = a2c.model.ep_info_buffer
+    assert len(ep) >= 10 and {e["l"] for e in ep} - {3, 4, 5, 6, 7, 8, 9} == set()
+    assert len({e["l"] for e in ep}) > 1
+
+
+def test_sb3_and_baselines_on_the_torch_backend_vector_env():
+    venv = toy_vec_env(4, backend="torch")
+    a = make_agent("a2c", **NET).learn(venv, 60, seed=0)
+    b = make_agent("a2c", **NET).learn(toy_vec_env(4), 60, seed=0)  # numpy kernel, same seed
+    obs, info = venv.reset(seed=2)
+    assert a.act(obs).shape == (4, 3)  # a torch tensor is accepted
+    np.testing.assert_allclose(a.act(obs), b.act(np.asarray(obs)), atol=1e-6)
+    ew = make_agent("equal_weight").learn(venv)
+    assert ew.act(obs, info=info).shape == (4, 3)
 
 
 # -------------------------------------------------------------------------------------- baselines
@@ -317,6 +343,7 @@ def test_baseline_acts_in_a_share_env_and_reaches_its_weights(tmp_path):
     bh = make_agent("buy_and_hold").learn(env)
     assert bh.config["action_scheme"] == "shares" and bh.config["hmax"] == 1e6
     obs, info = env.reset(seed=0)
+    obs0, info0 = obs, info
     a0 = bh.act(obs, info=info)
     assert a0.shape == (3,) and (a0 > 0).all()
     obs, _, _, _, info = env.step(a0)
@@ -328,7 +355,7 @@ def test_baseline_acts_in_a_share_env_and_reaches_its_weights(tmp_path):
         bh.act(obs)
     path = bh.save(tmp_path / "bh.zip")
     again = load_agent(path, env)
-    np.testing.assert_array_equal(again.act(obs, info=info), nxt)
+    np.testing.assert_array_equal(again.act(obs0, info=info0), a0)
 
 
 @pytest.mark.parametrize("scheme", ["weights", "softmax"])
@@ -359,9 +386,57 @@ def test_baseline_acts_on_a_vector_env_info():
     assert (np.asarray(info["holdings"]) > 0).all()
 
 
+def test_buy_and_hold_restarts_with_each_random_start_episode():
+    env = toy_env(hmax=1e6, random_start=True, episode_length=8)
+    bh = make_agent("buy_and_hold").learn(env)
+    starts = []
+    for seed in (1, 2, 3):
+        obs, info = env.reset(seed=seed)
+        starts.append(info["t"])
+        done = False
+        while not done:
+            obs, _, done, _, info = env.step(bh.act(obs, info=info))
+            w = info["holdings"] * env.arrays.close[info["t"]] / info["portfolio_value"]
+            assert w.sum() > 0.95  # invested from the first step of every episode
+        # held, not rebalanced: the weights drifted with the prices since the episode's start
+        close = env.arrays.close.astype(np.float64)
+        drift = close[info["t"]] / close[starts[-1]]
+        np.testing.assert_allclose(w / w.sum(), drift / drift.sum(), atol=0.01)
+    assert len(set(starts)) > 1
+
+
 def test_weights_to_action_weights_scheme():
     w = np.array([0.2, 0.3, 0.5])
     np.testing.assert_allclose(weights_to_action(w, scheme="weights", action_dim=3), w)
     np.testing.assert_allclose(weights_to_action(w, scheme="weights", action_dim=4), [0.2, 0.3, 0.5, 0.0])
     with pytest.raises(AgentError):
         weights_to_action(w, scheme="weights", action_dim=7)
+
+
+def test_real_dow30_min_variance_is_calmer_than_equal_weight(shared_data):
+    """Dow 30 adjusted closes 2018-2021: after a 252-day warm-up, the min-variance path (monthly
+    rebalancing) has a lower realised volatility than 1/N, and 1/N buy-and-hold moves with ^DJI."""
+    import pandas as pd
+
+    df = pd.read_csv(shared_data / "us_equities" / "dow30_daily.csv.gz")
+    df = df[(df["date"] >= "2018-01-01") & (df["date"] < "2022-01-01")]
+    px = df.pivot(index="date", columns="tic", values="adjcp").dropna(axis=1)
+    assert px.shape[1] >= 25
+    p, start = px.to_numpy(), 252
+    mv = make_agent("min_variance", prices=p, rebalance_every=21).account_values(1e6, start=start)
+    ew = make_agent("equal_weight", prices=p).account_values(1e6, start=start)
+    bh = make_agent("buy_and_hold", prices=p).account_values(1e6, start=start)
+
+    def vol(v):
+        return float(np.std(np.diff(np.log(v))) * np.sqrt(252))
+
+    assert mv.shape == ew.shape == (len(px) - start,)
+    assert vol(mv) < 0.9 * vol(ew)
+
+    idx = pd.read_csv(shared_data / "us_equities" / "indices_dji_vix_daily.csv.gz")
+    dji = idx[idx["tic"] == "^DJI"].set_index("date")["close"].reindex(px.index)
+    assert dji.notna().all()
+    ix = make_agent("index", index_prices=dji.to_numpy()).account_values(1e6, start=start)
+    assert ix[0] == 1e6 and ix[-1] == pytest.approx(1e6 * dji.iloc[-1] / dji.iloc[start])
+    r_ix, r_bh = np.diff(np.log(ix)), np.diff(np.log(bh))
+    assert np.corrcoef(r_ix, r_bh)[0, 1] > 0.9

@@ -56,6 +56,15 @@ def test_metrics_text_states_periods_and_dates(tmp_path, capsys):
     assert "periods per year: 365 (given)" in out365
 
 
+def test_metrics_reads_dated_series_files(tmp_path, capsys):
+    s = pd.Series([100.0, 102.0, 101.0], index=pd.bdate_range("2021-01-04", periods=3), name="equity")
+    s.to_csv(tmp_path / "s.csv.gz")  # unnamed index column of dates
+    s.to_frame().to_parquet(tmp_path / "s.parquet")  # DatetimeIndex stored as the parquet index
+    for name in ("s.csv.gz", "s.parquet"):
+        rc, out, _ = _run(capsys, "metrics", str(tmp_path / name))
+        assert rc == 0 and "3 values, 2021-01-04 -> 2021-01-06" in out, out
+
+
 def test_metrics_parquet_with_column(tmp_path, capsys):
     path = tmp_path / "v.parquet"
     pd.DataFrame({"cash": [1.0, 2.0, 3.0], "total": [10.0, 12.0, 11.0]}).to_parquet(path)

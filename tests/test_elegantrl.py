@@ -13,7 +13,8 @@ import torch
 from agents import AgentError, AgentLoadError, load_agent, make_agent
 from agents.elegantrl_backend import ERL_DEFAULTS, elegantrl_available
 from finmeta.errors import ConfigError
-from test_agents import toy_env, toy_vec_env
+from meta import make_env
+from test_agents import small_arrays, toy_env, toy_vec_env
 
 _OK, _WHY = elegantrl_available()
 pytestmark = pytest.mark.skipif(not _OK, reason=f"elegantrl is not importable: {_WHY}")
@@ -91,3 +92,29 @@ def test_failures_in_the_subprocess_are_one_clear_error():
     env.blocker = Unpicklable()
     with pytest.raises(AgentError, match="cannot be pickled"):
         make_agent("elegantrl_td3", **TINY).learn(env, 32, seed=0)
+
+
+@pytest.mark.parametrize("algo", ["a2c", "ppo", "ddpg", "td3", "sac"])
+def test_every_actor_class_saves_and_loads_identically(algo, tmp_path):
+    """Save/load for each algorithm's actor class (ActorPPO, Actor, ActorSAC) without training:
+    an actor with ElegantRL's initial weights (seeded), as a subprocess would return it."""
+    from elegantrl.agents import net as erl_net
+
+    from agents._erl_worker import ALGOS
+
+    env = toy_env(normalize_obs=True)
+    agent = make_agent(f"elegantrl_{algo}", **TINY)
+    agent._set_spaces(env)
+    torch.manual_seed(0)
+    actor_cls = ALGOS[algo][1]
+    fresh = getattr(erl_net, actor_cls)((16, 16), 13, 3).state_dict()
+    agent._build_actor(actor_cls, fresh)
+    obs = np.stack([env.reset(seed=s)[0] for s in range(3)]) + np.linspace(0, 1, 13, dtype=np.float32)
+    path = agent.save(tmp_path / f"{algo}.zip")
+    again = load_agent(path, env)
+    assert type(again) is type(agent) and again._actor_class == actor_cls
+    np.testing.assert_array_equal(again.act(obs), agent.act(obs))
+    with pytest.raises(AgentLoadError, match="action space"):
+        load_agent(path, make_env(small_arrays(), family="portfolio", action_scheme="weights",
+                                  normalize_obs=True))
+    assert torch.is_grad_enabled()

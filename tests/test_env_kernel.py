@@ -50,12 +50,16 @@ def test_greedy_buys_equal_finrl_sequential_rule(lot, min_fee):
         prio = rng.permutation(np.arange(E * N)).reshape(E, N).astype(np.int64)
         cash = rng.uniform(0, 1.2, E) * (price * want).sum(1)
         full = k._buy_cost(price * want, want, 0.001)
-        got, spent = k._greedy_buys(want, price, full, prio, cash)
+        got, spent = k._greedy_buys(want, price, full, prio, cash, full.sum(1))  # vectorised passes
         for e in range(E):
             ref, left = _reference_greedy(want[e], price[e], prio[e], cash[e], 0.001, lot, min_fee)
             np.testing.assert_array_equal(got[e], ref)
             assert spent[e] == pytest.approx(cash[e] - left, rel=1e-12, abs=1e-9)
             assert cash[e] - spent[e] >= 0
+            r = slice(e, e + 1)  # E == 1: the plain loop
+            got1, spent1 = k._greedy_buys(want[r], price[r], full[r], prio[r], cash[r], full[r].sum(1))
+            np.testing.assert_array_equal(got1[0], ref)
+            assert spent1[0] == cash[e] - left
 
 
 def _two_asset_arrays():

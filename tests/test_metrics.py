@@ -26,7 +26,8 @@ from benchmarks.metrics import (
     compute_metrics_many,
     drawdown_series,
     simple_returns,
-    turnover_ratio,
+    mean_turnover,
+    turnover_from_traded,
     values_from_returns,
 )
 from finmeta.errors import FinMetaError
@@ -228,16 +229,22 @@ def test_bars_per_year():
 
 def test_turnover_and_costs():
     values = np.array([100.0, 200.0, 100.0])
-    per_return = np.array([50.0, 100.0])  # traded in period 0->1 and 1->2
-    assert turnover_ratio(values, per_return) == pytest.approx((0.5 + 0.5) / 2)
-    per_value = np.array([10.0, 50.0, 100.0])  # entry 0 divided by v[0]
-    assert turnover_ratio(values, per_value) == pytest.approx((0.1 + 0.5 + 0.5) / 2)
-    assert turnover_ratio(values, 150.0) == pytest.approx(150.0 / 150.0 / 2)
-    m = compute_metrics(values, turnover=per_return, costs=[0.0, 1.5, 2.5])
-    assert m["turnover"] == pytest.approx(0.5) and m["costs_paid"] == pytest.approx(4.0)
+    traded_per_return = np.array([50.0, 100.0])  # traded in period 0->1 and 1->2
+    np.testing.assert_allclose(turnover_from_traded(values, traded_per_return), [0.5, 0.5])
+    traded_per_value = np.array([10.0, 50.0, 100.0])  # entry 0 divided by v[0]
+    np.testing.assert_allclose(turnover_from_traded(values, traded_per_value), [0.1, 0.5, 0.5])
+    # the env reports per-step ratios with a leading 0 (no trade before the first value)
+    assert mean_turnover(values, [0.0, 0.5, 0.25]) == pytest.approx(0.375)
+    assert mean_turnover(values, [0.5, 0.25]) == pytest.approx(0.375)
+    assert mean_turnover(values, 0.75) == pytest.approx(0.375)  # scalar: total over the path
+    m = compute_metrics(values, turnover=[0.0, 0.5, 0.25], costs=[0.0, 1.5, 2.5])
+    assert m["turnover"] == pytest.approx(0.375) and m["costs_paid"] == pytest.approx(4.0)
+    assert compute_metrics(values, costs=4.0)["costs_paid"] == 4.0
     assert "turnover" not in compute_metrics(values)
     with pytest.raises(InvalidValuesError, match=r"turnover: expected one entry per value \(3\)"):
         compute_metrics(values, turnover=[1.0])
+    with pytest.raises(InvalidValuesError, match="turnover: negative turnover at row 1"):
+        compute_metrics(values, turnover=[0.0, -1.0])
     with pytest.raises(InvalidValuesError, match="costs: NaN/inf at row 1"):
         compute_metrics(values, costs=[0.0, np.nan])
 

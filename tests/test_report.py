@@ -45,6 +45,10 @@ def test_dated_csv_and_column_choice(tmp_path):
     assert frame["account_value"].tolist() == [10.0, 11.0, 12.0]
     with pytest.raises(ValueFileError, match="no column 'nope'"):
         rp.read_account_values(f, column="nope")
+    g = tmp_path / "w.csv"
+    pd.DataFrame({"equity": [10.0, 11.0, 12.0], "turnover": [0.0, 0.1, 0.2], "cost": [0.0, 1.0, 1.0]}).to_csv(g)
+    frame = rp.read_account_values(g)  # turnover/cost are recognised, "equity" is the only candidate
+    assert list(frame.columns) == ["account_value", "turnover", "cost"] and frame["account_value"].iloc[-1] == 12.0
 
 
 @pytest.mark.parametrize(
@@ -80,7 +84,7 @@ def test_nan_in_file_names_file_and_row(tmp_path):
 
 def test_save_and_load_roundtrip_csv_and_parquet(tmp_path):
     s = _path(1)
-    p1 = rp.save_account_values(tmp_path, "ppo", s, seed=3, turnover=np.full(len(s), 5e3), costs=np.full(len(s), 2.0))
+    p1 = rp.save_account_values(tmp_path, "ppo", s, seed=3, turnover=np.r_[0.0, np.full(len(s) - 1, 0.02)], costs=np.full(len(s), 2.0))
     p2 = rp.save_account_values(tmp_path, "buy_and_hold", _path(2, dated=False), fmt="parquet")
     assert p1.name == "ppo_seed3.csv" and p2.name == "buy_and_hold.parquet"
     loaded = rp.load_run_values(tmp_path)
@@ -91,7 +95,7 @@ def test_save_and_load_roundtrip_csv_and_parquet(tmp_path):
     np.testing.assert_allclose(ppo["account_value"].to_numpy(), s.to_numpy(), rtol=1e-15)
     figs = rp.metrics_of_frame(ppo, 252)
     assert figs["costs_paid"] == pytest.approx(2.0 * len(s))
-    assert figs["turnover"] > 0
+    assert figs["turnover"] == pytest.approx(0.02)
     with pytest.raises(RunDirError, match="must not end in _seed|not end in _seed"):
         rp.save_account_values(tmp_path, "ppo_seed1", s)
 
@@ -195,3 +199,38 @@ def test_manifest_git_commit_and_versions():
     assert m["periods_per_year"] == 365 and m["note"] == "x"
     assert m["git_commit"] is None or len(m["git_commit"]) == 40
     assert set(rp.MANIFEST_LIBRARIES) == set(m["libraries"])
+
+
+def test_write_report_from_the_loop_then_rebuild_gives_the_same_table(tmp_path):
+    """The loop's call: keys <agent>_seed<k>, per-seed table, actions; `report` rebuilds it."""
+    from benchmarks.metrics import aggregate_seeds
+
+    p0, p1 = _path(40), _path(41)
+    turn0, cost0 = np.r_[0.0, np.full(119, 0.01)], np.r_[0.0, np.full(119, 3.0)]
+    values = {
+        # a frame saves turnover/cost next to the values ...
+        "ppo_seed0": pd.DataFrame({"account_value": p0, "turnover": turn0, "cost": cost0}),
+        "ppo_seed1": p1,  # ... a bare series does not: a rebuild carries them over from table_seeds.csv
+        "index": _path(50, drift=0.0001),
+    }
+    per_seed = pd.DataFrame([
+        {"agent": "ppo", "seed": 0, **compute_metrics(p0, turnover=turn0, costs=cost0)},
+        {"agent": "ppo", "seed": 1, **compute_metrics(p1, turnover=0.03 * 119, costs=7.0)},
+        {"agent": "index", "seed": 0, **compute_metrics(values["index"])},
+    ])
+    table = aggregate_seeds(per_seed)
+    assert table.set_index("agent").loc["ppo", "turnover"] == pytest.approx(0.02)
+    acts = {"ppo_seed0": pd.DataFrame(np.zeros((120, 2)), index=p0.index, columns=["AAPL", "MSFT"])}
+    res = rp.write_report(tmp_path, values, table, {"seeds": [0, 1]}, per_seed=per_seed, actions=acts,
+                          periods_per_year=252, tearsheets=False)
+    assert sorted(p.name for p in (tmp_path / "values").iterdir()) == ["index.csv", "ppo_seed0.csv", "ppo_seed1.csv"]
+    assert (tmp_path / "actions" / "ppo_seed0.csv").read_text().startswith("date,AAPL,MSFT")
+    assert len(pd.read_csv(tmp_path / "table_seeds.csv")) == 3
+    assert res["manifest"] is not None and res["equity"].is_file()
+    before = pd.read_csv(tmp_path / "table.csv").set_index("agent").sort_index()
+    rebuilt = rp.build_report(tmp_path, tearsheets=False)["table"].set_index("agent").sort_index()
+    assert "turnover" in before.columns and "costs_paid_ci95" in before.columns
+    pd.testing.assert_frame_equal(before, rebuilt[before.columns], rtol=1e-12, check_dtype=False)
+    assert pd.read_csv(tmp_path / "values" / "ppo_seed0.csv").columns.tolist() == ["date", "account_value",
+                                                                                  "turnover", "cost"]
+    assert rp.split_key("buy_and_hold_seed12") == ("buy_and_hold", 12) and rp.split_key("index") == ("index", None)

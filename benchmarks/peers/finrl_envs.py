@@ -25,7 +25,7 @@ import importlib.util
 import sys
 import types
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,7 @@ __all__ = [
     "finrl_np_config",
     "run_finrl_pandas",
     "run_finrl_numpy",
+    "seeded_actions",
 ]
 
 DOW30_FILE = "us_equities/dow30_daily.csv.gz"
@@ -197,7 +198,7 @@ def turbulence_index(close: pd.DataFrame, lookback: int = 252) -> pd.Series:
     """FinRL's turbulence: Mahalanobis distance of day t's returns from the previous ``lookback`` days.
 
     ``turb_t = (r_t - mu) pinv(Sigma) (r_t - mu)'`` with ``mu, Sigma`` the mean and covariance of the
-    (N,) daily returns over rows ``t - lookback .. t - 1``; 0 for the first ``lookback`` rows.
+    (N,) daily returns over rows ``t - lookback .. t - 1``; 0 for the first ``lookback + 1`` rows.
     Args: close (T, N). Returns: (T,) series on close's index.
     """
     r = close.pct_change().to_numpy()
@@ -353,16 +354,20 @@ def run_finrl_pandas(env, actions: np.ndarray) -> dict[str, np.ndarray]:
 
     Returns ``account_value (S+1,)`` (FinRL's ``asset_memory``: initial, then after each step),
     ``reward (S,)`` (scaled), ``cash (S,)``, ``holdings (S, N)`` after each step, ``trades (S, N)``
-    (FinRL's executed, signed share counts), ``cost_total`` (final). Stops at FinRL's terminal step
+    (FinRL's executed, signed share counts), ``cost_total`` (final), ``states (S, 1 + 2N + KN)`` (the
+    observation after each step). Stops at FinRL's terminal step
     (which trades nothing).
     """
     env.reset()
     N = env.stock_dim
-    rewards, cash, hold = [], [], []
+    rewards, cash, hold, states = [], [], [], []
+    last_day = len(env.df.index.unique()) - 1
     for a in actions:
-        if env.day >= len(env.df.index.unique()) - 1:
+        if env.day >= last_day:
             break
-        _, r, term, _, _ = env.step(np.asarray(a))
+        state, r, term, _, _ = env.step(np.asarray(a))
+        # copy now: FinRL mutates the returned list in place on the next step (state_memory aliases it)
+        states.append(np.array(state, dtype=np.float64))
         rewards.append(r)
         cash.append(env.state[0])
         hold.append(np.asarray(env.state[N + 1:2 * N + 1], dtype=np.float64))
@@ -373,6 +378,7 @@ def run_finrl_pandas(env, actions: np.ndarray) -> dict[str, np.ndarray]:
         "holdings": np.asarray(hold),
         "trades": np.asarray(env.actions_memory, dtype=np.float64),
         "cost_total": np.float64(env.cost),
+        "states": np.asarray(states, dtype=np.float64),
     }
 
 
@@ -417,7 +423,3 @@ def seeded_actions(num_steps: int, num_assets: int, seed: int = 0, strong: float
         u = rng.uniform(0.05, 0.95, size=num_assets)
         a[s] = (k + np.where(k < 0, -u, u)) / hmax
     return np.clip(a, -1.0, 1.0).astype(np.float32)
-
-
-def as_list(x: Sequence[float]) -> list[float]:
-    return [float(v) for v in x]

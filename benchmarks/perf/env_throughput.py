@@ -8,15 +8,16 @@ Measured (env-steps per second = num_envs x vector steps per second):
 
 * ``finmeta`` single env (``make_env``, a gymnasium.Env, E = 1);
 * ``finmeta`` vector env (``make_vec_env``, numpy backend) for E in 64, 1024, 4096;
-* ``finmeta`` vector env, torch backend on CUDA (``device`` = GPU name) when a GPU is present, and on
-  CPU for E = 1024 (``--torch-cpu``, default on);
+* ``finmeta`` vector env, torch backend on CUDA (``device`` = GPU name) for E in 64, 1024, 4096,
+  16384 when a GPU is present, and on CPU for E = 1024 (skip with ``--no-torch-cpu``);
 * ``finrl_pandas`` (FinRL 0.3.7 ``env_stocktrading.StockTradingEnv``) and ``finrl_numpy``
   (``env_stocktrading_np.StockTradingEnv``), E = 1.
 
-Random actions in [-1, 1] are generated before timing (a pool cycled through), each measurement warms
-up first and then runs whole batches until at least ``--min-seconds`` have passed (time.perf_counter);
-episodes are reset when they end (inside the timed loop, as in training). The whole run stays well
-under 3 minutes on 2 cores. The LAST line printed is a JSON list of records::
+Random actions in [-1, 1] are generated before timing (a pool cycled through); each measurement warms
+up first, then runs batches of 1, 2, 4, ... steps until at least ``--min-seconds`` (>= 1) have passed
+(time.perf_counter); episodes are reset when they end (inside the timed loop, as in training).
+Measurements past ``--budget`` seconds (default 120) are skipped and reported as such, so the whole
+run stays under 3 minutes on 2 cores. The LAST line printed is a JSON list of records::
 
     {"impl": "finmeta"|"finrl_pandas"|"finrl_numpy", "backend": ..., "num_envs": E,
      "steps_per_s": x, "device": "cpu"|<GPU name>, "seconds": t, "steps": n}
@@ -49,27 +50,30 @@ ENV_KW: dict[str, Any] = dict(initial_cash=1_000_000, hmax=100, buy_cost_pct=0.0
                               reward_scaling=1e-4)
 
 
-def _measure(step_batch: Callable[[], int], min_seconds: float, warmup_batches: int = 3,
+def _measure(run: Callable[[int], int], min_seconds: float, warmup: int = 3,
              sync: Callable[[], None] | None = None) -> tuple[float, int, float]:
-    """Run ``step_batch`` (returns env-steps done) until ``min_seconds`` of wall time pass.
+    """Time ``run(n)`` (takes n steps, returns env-steps done) until ``min_seconds`` of wall time pass.
 
-    Returns (wall seconds, env-steps, process CPU seconds). The CPU seconds make figures taken on a
-    shared, loaded machine comparable (steps per CPU-second); the headline is wall-clock.
+    ``warmup`` untimed steps first; then batches of 1, 2, 4, ... steps (so a slow env is timed over
+    a few steps and a fast one over many, without a per-step clock read). Returns (wall seconds,
+    env-steps, process CPU seconds). The CPU seconds make figures taken on a shared, loaded machine
+    comparable (steps per CPU-second); the headline is wall-clock.
     """
-    for _ in range(warmup_batches):
-        step_batch()
+    if warmup:
+        run(warmup)
     if sync:
         sync()
-    steps = 0
+    steps, batch = 0, 1
     c0 = time.process_time()
     t0 = time.perf_counter()
     while True:
-        steps += step_batch()
+        steps += run(batch)
         if sync:
             sync()
         dt = time.perf_counter() - t0
         if dt >= min_seconds:
             return dt, steps, time.process_time() - c0
+        batch = min(batch * 2, 100_000)
 
 
 def _record(impl: str, backend: str, num_envs: int, device: str, m: tuple[float, int, float], **extra) -> dict:
@@ -82,14 +86,14 @@ def _record(impl: str, backend: str, num_envs: int, device: str, m: tuple[float,
     return rec
 
 
-def bench_single(make_env, arrays, actions: np.ndarray, min_seconds: float, batch: int = 200) -> tuple[float, int, float]:
-    """FinMeta gymnasium.Env (E = 1): ``batch`` steps per timed batch, reset at episode end."""
+def bench_single(make_env, arrays, actions: np.ndarray, min_seconds: float) -> tuple[float, int, float]:
+    """FinMeta gymnasium.Env (E = 1), reset at episode end (inside the timed loop)."""
     env = make_env(arrays, family="stock_trading", **ENV_KW)
     env.reset(seed=0)
     state = {"i": 0}
     n = len(actions)
 
-    def run() -> int:
+    def run(batch: int) -> int:
         i = state["i"]
         for _ in range(batch):
             _, _, term, trunc, _ = env.step(actions[i % n])
@@ -99,7 +103,7 @@ def bench_single(make_env, arrays, actions: np.ndarray, min_seconds: float, batc
         state["i"] = i
         return batch
 
-    return _measure(run, min_seconds)
+    return _measure(run, min_seconds, warmup=200)
 
 
 def bench_vector(make_vec_env, arrays, num_envs: int, backend: str, device: str, min_seconds: float,
@@ -117,10 +121,9 @@ def bench_vector(make_vec_env, arrays, num_envs: int, backend: str, device: str,
         pool = torch.as_tensor(pool, device=device)
         if device.startswith("cuda"):
             sync = torch.cuda.synchronize
-    batch = max(1, min(200, 200_000 // num_envs))
     state = {"i": 0}
 
-    def run() -> int:
+    def run(batch: int) -> int:
         i = state["i"]
         for _ in range(batch):
             venv.step(pool[i % pool_size])
@@ -128,7 +131,7 @@ def bench_vector(make_vec_env, arrays, num_envs: int, backend: str, device: str,
         state["i"] = i
         return batch * num_envs
 
-    out = _measure(run, min_seconds, sync=sync)
+    out = _measure(run, min_seconds, warmup=3, sync=sync)
     venv.close()
     return out
 
@@ -139,16 +142,14 @@ def bench_finrl(kind: str, arrays, actions: np.ndarray, min_seconds: float) -> t
         frame = F.finrl_frame(arrays)
         env = F.make_finrl_pandas_env(arrays, frame=frame)
         last_day = arrays.num_times - 1
-        batch = 50
     else:
         env = F.make_finrl_numpy_env(arrays, min_stock_rate=0.1)  # FinRL's default min_stock_rate
         last_day = None
-        batch = 500
     env.reset()
     state = {"i": 0}
     n = len(actions)
 
-    def run() -> int:
+    def run(batch: int) -> int:
         i = state["i"]
         for _ in range(batch):
             if last_day is not None and env.day >= last_day:  # FinRL's terminal no-op step: reset instead
@@ -160,7 +161,7 @@ def bench_finrl(kind: str, arrays, actions: np.ndarray, min_seconds: float) -> t
         state["i"] = i
         return batch
 
-    return _measure(run, min_seconds, warmup_batches=1)
+    return _measure(run, min_seconds, warmup=20)
 
 
 def _gpu_name() -> str | None:
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--num-envs", type=int, nargs="+", default=[64, 1024, 4096])
     p.add_argument("--no-torch-cpu", action="store_true", help="skip the torch-backend CPU figure")
     p.add_argument("--no-finrl", action="store_true", help="skip the FinRL peers")
+    p.add_argument("--budget", type=float, default=120.0,
+                   help="seconds after which the remaining measurements are skipped (run stays < 3 min)")
     args = p.parse_args(argv)
 
     data_dir = os.environ.get("FINMETA_DATA_DIR")
@@ -195,39 +198,47 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ms = max(1.0, args.min_seconds)
     records: list[dict] = []
     meta_common = {"T": T, "N": N, "K": K}
-
-    m = bench_single(make_env, arrays, actions, ms)
-    records.append(_record("finmeta", "gymnasium.Env", 1, "cpu", m, **meta_common))
-    for E in args.num_envs:
-        m = bench_vector(make_vec_env, arrays, E, "numpy", "cpu", ms)
-        records.append(_record("finmeta", "numpy", E, "cpu", m, **meta_common))
-    if not args.no_torch_cpu:
-        try:
-            m = bench_vector(make_vec_env, arrays, 1024, "torch", "cpu", ms)
-            records.append(_record("finmeta", "torch", 1024, "cpu", m, **meta_common))
-        except Exception as exc:  # noqa: BLE001 - report, keep the other figures
-            print(f"torch CPU backend skipped: {exc!r}", file=sys.stderr)
     gpu = _gpu_name()
-    if gpu:
-        for E in sorted(set(args.num_envs) | {16384}):
-            m = bench_vector(make_vec_env, arrays, E, "torch", "cuda", ms)
-            records.append(_record("finmeta", "torch", E, gpu, m, **meta_common))
+    t_start = time.perf_counter()
+
+    # (impl, backend, E, device, thunk), most important first; later ones are skipped past the budget
+    jobs: list[tuple[str, str, int, str, Callable[[], tuple[float, int, float]]]] = [
+        ("finmeta", "gymnasium.Env", 1, "cpu", lambda: bench_single(make_env, arrays, actions, ms))]
+    for E in args.num_envs:
+        jobs.append(("finmeta", "numpy", E, "cpu",
+                     lambda E=E: bench_vector(make_vec_env, arrays, E, "numpy", "cpu", ms)))
     if not args.no_finrl:
         for kind in ("pandas", "numpy"):
-            m = bench_finrl(kind, arrays, actions, ms)
-            records.append(_record(f"finrl_{kind}", kind, 1, "cpu", m, **meta_common))
+            jobs.append((f"finrl_{kind}", kind, 1, "cpu", lambda kind=kind: bench_finrl(kind, arrays, actions, ms)))
+    if gpu:
+        for E in sorted(set(args.num_envs) | {16384}):
+            jobs.append(("finmeta", "torch", E, gpu,
+                         lambda E=E: bench_vector(make_vec_env, arrays, E, "torch", "cuda", ms)))
+    if not args.no_torch_cpu:
+        jobs.append(("finmeta", "torch", 1024, "cpu",
+                     lambda: bench_vector(make_vec_env, arrays, 1024, "torch", "cpu", ms)))
+    for impl, backend, E, device, thunk in jobs:
+        if time.perf_counter() - t_start > args.budget:
+            records.append({"impl": impl, "backend": backend, "num_envs": E, "device": device,
+                            "steps_per_s": None, "skipped": f"time budget {args.budget:.0f} s spent"})
+            continue
+        try:
+            records.append(_record(impl, backend, E, device, thunk(), **meta_common))
+        except Exception as exc:  # noqa: BLE001 - report it, keep the other figures
+            records.append({"impl": impl, "backend": backend, "num_envs": E, "device": device,
+                            "steps_per_s": None, "error": repr(exc)[:300]})
+            print(f"{impl}/{backend}/E={E} failed: {exc!r}", file=sys.stderr)
 
     by = {(r["impl"], r["backend"], r["num_envs"], r["device"]): r["steps_per_s"] for r in records}
-    single = by[("finmeta", "gymnasium.Env", 1, "cpu")]
     ratios = []
     for peer in ("finrl_pandas", "finrl_numpy"):
-        key = (peer, peer.split("_")[1], 1, "cpu")
-        if key in by:
-            ratios.append({"ratio": f"finmeta_E1/{peer}", "value": round(single / by[key], 2)})
-            for E in args.num_envs:
-                v = by.get(("finmeta", "numpy", E, "cpu"))
-                if v:
-                    ratios.append({"ratio": f"finmeta_numpy_E{E}/{peer}", "value": round(v / by[key], 1)})
+        ref = by.get((peer, peer.split("_")[1], 1, "cpu"))
+        if not ref:
+            continue
+        for (impl, backend, E, device), v in by.items():
+            if impl == "finmeta" and v:
+                label = "E1" if backend == "gymnasium.Env" else f"{backend}_E{E}" + ("" if device == "cpu" else "_gpu")
+                ratios.append({"ratio": f"finmeta_{label}/{peer}", "value": round(v / ref, 2)})
     context = {"context": {"data": f"dow30 {START}..{END}", "T": T, "N": N, "K": K, "cpus": os.cpu_count(),
                            "loadavg_1m": round(os.getloadavg()[0], 2), "gpu": gpu}}
     out = records + ratios + [context]

@@ -36,6 +36,8 @@ How the engines differ, and why (measured on Dow 30 data in ``tests/test_feature
   (2.6 % of the band width for ``n = 20``), so the ``talib`` engine calls BBANDS with
   ``nbdev = 2*sqrt(n/(n-1))``: both engines then compute the same (sample-std) band.
 * **CCI** uses the mean absolute deviation in both (not the std): identical after ``n - 1`` bars.
+  The typical price is ``(high + low + close) / 3`` in both: stockstats would switch to
+  ``amount / volume`` when an ``amount`` column is present, so only OHLCV is handed to it.
 
 Every indicator is computed per ticker on that ticker's own rows in time order, so nothing leaks
 across tickers; each value at bar t depends on bars ``<= t`` only.

@@ -6,9 +6,9 @@ day's simple returns and ``mu_t``, ``Sigma_t`` are the mean and sample covarianc
 t, so day t's value uses prices up to day t only.
 
 Vectorised: rolling sums come from prefix sums of ``r`` and of the outer products ``r r'``
-(``(T, N, N)``), and the distances of all days are solved at once with a batched Cholesky
-factorisation (``pinv = inv`` for a positive-definite covariance); a day whose covariance is
-singular falls back to ``pinv`` (eigendecomposition, numpy's ``rcond = 1e-15`` cut-off).
+(``(T, N, N)``), and the distances of all days are solved at once with a batched LU solve
+(``pinv = inv`` for a non-singular covariance); a day whose covariance is singular falls back to
+``pinv`` (eigendecomposition, numpy's ``rcond = 1e-15`` cut-off).
 
 Assets with missing history (late listings: NaN closes before their first bar) are handled like
 FinRL's ``calculate_turbulence``: on day t an asset takes part only if it has a return on t and
@@ -48,11 +48,10 @@ def _pinv_distance(dev: np.ndarray, cov: np.ndarray, rcond: float = PINV_RCOND) 
 def _batched_mahalanobis(dev: np.ndarray, cov: np.ndarray, rcond: float = PINV_RCOND) -> np.ndarray:
     """``dev[m]' pinv(cov[m]) dev[m]`` for every m.
 
-    Fast path: a batched Cholesky factorisation ``cov = L L'`` and ``|L^-1 dev|^2`` (for a
-    positive-definite matrix ``pinv = inv``). Days whose matrix is not numerically positive
-    definite (fewer returns than assets, a constant price, collinear assets) fall back, one
-    matrix at a time, to ``pinv`` through ``eigh``. Each matrix is factorised on its own, so a
-    day's value never depends on other days in the batch.
+    Fast path: one batched LU solve ``cov[m] y = dev[m]`` and ``dev[m] . y`` (``pinv = inv`` for
+    a non-singular matrix). Days whose matrix is exactly singular (fewer returns than assets, a
+    constant price, duplicated assets) fall back, one matrix at a time, to ``pinv`` through
+    ``eigh``. Each matrix is solved on its own, so a day's value never depends on other days.
 
     Args:
         dev: (M, K) deviations.
@@ -63,19 +62,16 @@ def _batched_mahalanobis(dev: np.ndarray, cov: np.ndarray, rcond: float = PINV_R
     """
     M = dev.shape[0]
     out = np.empty(M)
-    chunk = 256
+    chunk = 1024
     for lo in range(0, M, chunk):
         sl = slice(lo, min(lo + chunk, M))
         try:
-            L = np.linalg.cholesky(cov[sl])
-            y = np.linalg.solve(L, dev[sl][:, :, None])[:, :, 0]
-            out[sl] = np.einsum("mk,mk->m", y, y)
+            y = np.linalg.solve(cov[sl], dev[sl][:, :, None])[:, :, 0]
+            out[sl] = np.einsum("mk,mk->m", dev[sl], y)
         except np.linalg.LinAlgError:
             for m in range(sl.start, sl.stop):
                 try:
-                    L = np.linalg.cholesky(cov[m])
-                    y = np.linalg.solve(L, dev[m])
-                    out[m] = float(y @ y)
+                    out[m] = float(dev[m] @ np.linalg.solve(cov[m], dev[m]))
                 except np.linalg.LinAlgError:
                     out[m] = _pinv_distance(dev[m], cov[m], rcond)
     return out
@@ -114,7 +110,8 @@ def turbulence_from_returns(returns: np.ndarray, window: int = 252) -> np.ndarra
     # prefix sums (sequential, so a value at t never depends on rows after t)
     s1 = np.concatenate([np.zeros((1, N)), np.cumsum(x, axis=0)])                        # (T+1, N)
     s2 = np.zeros((T + 1, N, N))
-    np.cumsum(x[:, :, None] * x[:, None, :], axis=0, out=s2[1:])
+    np.multiply(x[:, :, None], x[:, None, :], out=s2[1:])
+    np.cumsum(s2[1:], axis=0, out=s2[1:])                                                 # (T+1, N, N)
     # one pass per distinct set of eligible assets (few: they change only at listings)
     days = t_idx[has_any]
     if eligible[has_any].all():  # the usual full panel: one set of assets
@@ -124,14 +121,18 @@ def turbulence_from_returns(returns: np.ndarray, window: int = 252) -> np.ndarra
     for k, mask in enumerate(masks):
         cols = np.flatnonzero(mask)
         t = days[inverse.ravel() == k]
-        if len(cols) == N:  # every asset (the usual case): no gather of the (T, N, N) sums
-            sum1 = s1[t] - s1[t - window]                                                 # (M, K)
-            sum2 = s2[t] - s2[t - window]                                                 # (M, K, K)
+        if len(cols) == N and t[-1] - t[0] + 1 == len(t):
+            # every asset on consecutive days (the usual case): slices, no gather
+            a, b = t[0], t[-1] + 1
+            sum1 = s1[a:b] - s1[a - window:b - window]                                    # (M, K)
+            sum2 = s2[a:b] - s2[a - window:b - window]                                    # (M, K, K)
         else:
             sum1 = s1[np.ix_(t, cols)] - s1[np.ix_(t - window, cols)]
             sum2 = s2[np.ix_(t, cols, cols)] - s2[np.ix_(t - window, cols, cols)]
         mu = sum1 / window
-        cov = (sum2 - window * mu[:, :, None] * mu[:, None, :]) / (window - 1)
+        sum2 -= np.einsum("mi,mj->mij", sum1, mu)      # window * mu mu'
+        sum2 /= window - 1                              # the covariance, in place
+        cov = sum2
         dev = r[np.ix_(t, cols)] - mu
         out[t] = _batched_mahalanobis(dev, cov)
     return out

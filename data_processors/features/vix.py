@@ -30,7 +30,7 @@ def vix_series(vix: pd.DataFrame | pd.Series, *, where: str = "vix") -> pd.Serie
     Args:
         vix: a Series (index = dates, values = VIX close); a frame with ``time``/``date`` and
             ``close`` (or ``vix``) columns; or a canonical long frame containing tic ``^VIX``
-            (other tickers are ignored).
+            (or ``VIX``; other tickers are ignored; a single-ticker frame is used as is).
         where: name used in error messages.
 
     Returns:
@@ -42,9 +42,14 @@ def vix_series(vix: pd.DataFrame | pd.Series, *, where: str = "vix") -> pd.Serie
     elif isinstance(vix, pd.DataFrame):
         d = vix
         if "tic" in d.columns:
-            d = d[d["tic"].astype(str) == VIX_TICKER]
-            if d.empty:
-                raise DataValidationError(f"{where}: no rows with tic {VIX_TICKER!r}")
+            tic = d["tic"].astype(str)
+            tics = set(tic.unique())
+            pick = next((t for t in (VIX_TICKER, "VIX") if t in tics), None)
+            if pick is None and len(tics) == 1:
+                pick = tics.pop()  # a single-series frame: whatever its ticker is called
+            if pick is None:
+                raise DataValidationError(f"{where}: no rows with tic {VIX_TICKER!r} among {sorted(tics)[:10]}")
+            d = d[tic == pick]
         tcol = next((c for c in ("time", "date", "Date", "datadate") if c in d.columns), None)
         vcol = next((c for c in ("close", "vix", "Close", "adjcp") if c in d.columns), None)
         if tcol is None or vcol is None:

@@ -1,0 +1,260 @@
+"""Run walk-forward chains as Ray tasks (``finmeta bench --executor ray``).
+
+One Ray task = one chain = one ``(agent, seed)`` walked over every window by
+:meth:`benchmarks.loop.WalkForward.run_chain` -- the very code the local executor runs, so the
+results are identical for the same seeds (tested). The dataset is put in the object store once
+(``ray.put``) and every task reads it from there (zero-copy on the node).
+
+Cluster: ``address`` argument, else ``config["ray"]["address"]``, else the ``RAY_ADDRESS``
+environment variable, connects to an existing cluster (``"auto"`` = the one started on this
+machine with ``ray start``). Without any, a private local Ray is started with ``num_cpus`` limited
+(``config["ray"]["num_cpus"]``, default ``min(jobs, cpu count)``), no dashboard and no worker log
+forwarding, and shut down afterwards.
+
+Determinism: every task runs with one torch thread (``torch.set_num_threads(1)`` and
+``OMP_NUM_THREADS=1``), the thread count the SB3 agents also fix while learning; each window's
+randomness depends only on ``(seed, window, agent)`` (see :mod:`benchmarks.windows`), so neither
+the node nor the order in which tasks run can change a result.
+
+Checkpoints: the tasks write ``<run_dir>/checkpoints/...`` themselves. On a multi-machine cluster
+``run_dir`` must be on a filesystem every node sees (NFS, ...) for resume to work; results are
+returned to the driver either way.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from data_processors.arrays import MarketArrays
+from finmeta.errors import ConfigError, FinMetaError
+
+from .loop import ChainResult
+
+__all__ = ["DistributedError", "TaskInfo", "ray_address", "run_chains_ray", "run_chains_ray_with_info",
+           "ray_session"]
+
+
+#: keys of a config's optional ``ray`` section
+RAY_CONFIG_KEYS = ("address", "num_cpus", "cpus_per_task", "runtime_env", "node_ip_address")
+
+
+class DistributedError(FinMetaError):
+    """Ray is missing, the cluster cannot be reached, or a chain failed on a worker."""
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """Where one chain ran."""
+
+    agent: str
+    seed: int
+    node_id: str  # Ray node id (hex)
+    node_ip: str
+    pid: int
+    seconds: float
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise DistributedError(
+            "--executor ray needs Ray: pip install 'finmeta[distributed]' (or pip install ray)"
+        ) from exc
+    return ray
+
+
+def ray_address(config: dict | None = None, address: str | None = None) -> str | None:
+    """The cluster to join: ``address``, else ``config['ray']['address']``, else ``$RAY_ADDRESS``."""
+    if address:
+        return str(address)
+    rcfg = dict((config or {}).get("ray") or {})
+    if rcfg.get("address"):
+        return str(rcfg["address"])
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+class ray_session:
+    """Context manager: join the cluster at ``address`` or start a private local Ray.
+
+    Leaves an already-initialised Ray (the caller's) alone; shuts down only what it started.
+
+    Args:
+        address: cluster address (``host:port`` of the GCS, ``"auto"``, or ``ray://...``), or
+            None for a local Ray.
+        num_cpus: CPUs of the local Ray (ignored when joining a cluster).
+        runtime_env: passed to ``ray.init`` (e.g. ``{"working_dir": "."}`` for a remote cluster
+            whose nodes do not have the project installed).
+        node_ip_address: this (driver) node's IP as the cluster knows it (``ray.init``'s
+            ``_node_ip_address``). Ray replaces ``127.0.0.1``/``localhost`` with the machine's
+            primary IP; a loopback-only setup (the tests) uses another loopback address such
+            as ``127.0.0.2`` for the nodes and the driver.
+    """
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
+                 runtime_env: dict | None = None, node_ip_address: str | None = None) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+        self.runtime_env = runtime_env
+        self.node_ip_address = node_ip_address
+        self._started = False
+
+    def __enter__(self):
+        ray = _import_ray()
+        if ray.is_initialized():
+            return ray
+        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "configure_logging": False}
+        # Workers must be able to import the project: put its root on their path.
+        env = dict(self.runtime_env or {})
+        root = str(Path(__file__).resolve().parent.parent)
+        env_vars = dict(env.get("env_vars") or {})
+        env_vars.setdefault("OMP_NUM_THREADS", "1")
+        env_vars.setdefault("MKL_NUM_THREADS", "1")
+        if "working_dir" not in env:
+            pp = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            env_vars.setdefault("PYTHONPATH", os.pathsep.join(dict.fromkeys(pp)))
+        env["env_vars"] = env_vars
+        kw["runtime_env"] = env
+        if self.node_ip_address:
+            kw["_node_ip_address"] = str(self.node_ip_address)
+        if self.address:
+            kw["address"] = self.address
+        else:
+            # a private local Ray even if RAY_ADDRESS is set in the environment would be surprising:
+            # ray_address() has already turned RAY_ADDRESS into ``address``.
+            kw["address"] = "local"
+            kw["num_cpus"] = int(self.num_cpus or os.cpu_count() or 1)
+        try:
+            ray.init(**kw)
+        except ConnectionError as exc:
+            raise DistributedError(f"cannot reach the Ray cluster at {self.address!r}: {exc}") from exc
+        self._started = True
+        return ray
+
+    def __exit__(self, *exc) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+
+def _chain_task(arrays: MarketArrays, config: dict, run_dir: str, agent: str, seed: int,
+                torch_threads: int) -> tuple[ChainResult, dict]:
+    """Body of the Ray task: one chain, plus where it ran."""
+    t0 = time.perf_counter()
+    os.environ["OMP_NUM_THREADS"] = str(torch_threads)
+    try:
+        import torch
+
+        torch.set_num_threads(int(torch_threads))
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
+    import ray
+
+    from .loop import WalkForward
+
+    wf = WalkForward(arrays, config, run_dir)
+    result = wf.run_chain(agent, int(seed))
+    ctx = ray.get_runtime_context()
+    info = {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
+            "seconds": round(time.perf_counter() - t0, 3)}
+    return result, info
+
+
+def run_chains_ray_with_info(
+    arrays: MarketArrays,
+    config: dict,
+    run_dir: str | Path,
+    jobs: Sequence[tuple[str, int]],
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    torch_threads: int = 1,
+    on_done: Callable[[str, int, int, int], None] | None = None,
+) -> tuple[list[ChainResult], list[TaskInfo]]:
+    """Like :func:`run_chains_ray`, also returning where each chain ran (same order as ``jobs``).
+
+    Args:
+        arrays: the full dataset (put in the object store once).
+        config: the run config (as for :class:`benchmarks.loop.WalkForward`); its optional
+            ``ray`` section holds ``address``, ``num_cpus`` (local Ray), ``cpus_per_task``
+            (default 1), ``runtime_env`` and ``node_ip_address`` (see :class:`ray_session`).
+        run_dir: the run directory (checkpoints are written there by the tasks).
+        jobs: ``(agent, seed)`` pairs.
+        address: cluster to join (overrides the config and ``$RAY_ADDRESS``).
+        num_cpus: CPUs of a local Ray (default ``min(len(jobs), cpu count)``).
+        torch_threads: torch intra-op threads per task (1 for reproducibility).
+        on_done: callback ``(agent, seed, done, total)`` as chains finish (any order).
+    """
+    jobs = [(str(a), int(s)) for a, s in jobs]
+    if not jobs:
+        return [], []
+    rcfg = dict(config.get("ray") or {})
+    unknown = set(rcfg) - set(RAY_CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"config.ray: unknown keys {sorted(unknown)}; known: {', '.join(RAY_CONFIG_KEYS)}")
+    addr = ray_address(config, address)
+    n_local = int(num_cpus or rcfg.get("num_cpus") or min(len(jobs), os.cpu_count() or 1))
+    cpus_per_task = float(rcfg.get("cpus_per_task", 1))
+    run_dir = str(Path(run_dir).resolve())
+    cfg = {k: v for k, v in config.items() if k != "ray"}
+
+    with ray_session(addr, num_cpus=n_local, runtime_env=rcfg.get("runtime_env"),
+                     node_ip_address=rcfg.get("node_ip_address")) as ray:
+        task = ray.remote(num_cpus=cpus_per_task, max_retries=0)(_chain_task)
+        arrays_ref = ray.put(arrays)
+        refs = [task.remote(arrays_ref, cfg, run_dir, a, s, int(torch_threads)) for a, s in jobs]
+        position = {ref: i for i, ref in enumerate(refs)}
+        out: list[Any] = [None] * len(refs)
+        pending = list(refs)
+        done = 0
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for ref in ready:
+                    i = position[ref]
+                    try:
+                        out[i] = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") else exc
+                        if isinstance(cause, FinMetaError):
+                            raise cause from None
+                        a, s = jobs[i]
+                        raise DistributedError(f"chain {a} seed {s} failed on a Ray worker: {exc}") from exc
+                    done += 1
+                    if on_done:
+                        on_done(jobs[i][0], jobs[i][1], done, len(jobs))
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+    results = [r for r, _ in out]
+    infos = [TaskInfo(agent=a, seed=s, **info) for (a, s), (_, info) in zip(jobs, out)]
+    return results, infos
+
+
+def run_chains_ray(
+    arrays: MarketArrays,
+    config: dict,
+    run_dir: str | Path,
+    jobs: Sequence[tuple[str, int]],
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    torch_threads: int = 1,
+) -> list[ChainResult]:
+    """Run every ``(agent, seed)`` chain as one Ray task; results in the order of ``jobs``.
+
+    Identical to ``[WalkForward(arrays, config, run_dir).run_chain(a, s) for a, s in jobs]``
+    (the local executor), only spread over the cluster. See :func:`run_chains_ray_with_info`
+    for the arguments.
+    """
+    results, _ = run_chains_ray_with_info(arrays, config, run_dir, jobs, address=address,
+                                          num_cpus=num_cpus, torch_threads=torch_threads)
+    return results

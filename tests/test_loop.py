@@ -1,0 +1,203 @@
+"""The walk-forward loop: windows, no peeking past a window, determinism, resume."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import loop as loop_mod
+from benchmarks.loop import WalkForward
+from benchmarks.run import build_arrays, run_benchmark
+from benchmarks.windows import make_windows, window_seed
+from finmeta.errors import ConfigError
+
+CONFIG = {
+    "name": "tiny",
+    "data": {"source": "synthetic", "tickers": 4, "start": "2016-01-01", "end": "2019-07-01", "seed": 3},
+    "features": {"engine": "stockstats", "indicators": ["macd", "rsi_30"], "turbulence": True},
+    "env": {"family": "stock_trading", "initial_cash": 100_000, "hmax": 50, "turbulence_quantile": 0.99},
+    "windows": {"train_start": "2016-01-01", "trade_start": "2018-07-02", "trade_end": "2019-07-01",
+                "rebalance": 63, "validation": 42},
+    "agents": {"a2c": {"total_timesteps": 120, "n_steps": 5}, "buy_and_hold": {}, "equal_weight": {},
+               "min_variance": {"window": 60}},
+    "index": {"price_weighted": True},
+    "seeds": [0],
+}
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    a, _ = build_arrays(copy.deepcopy(CONFIG))
+    return a
+
+
+# ------------------------------------------------------------------------------------- windows
+
+
+def test_windows_follow_the_icaif_scheme():
+    t = pd.bdate_range("2009-01-01", "2017-01-01")
+    ws = make_windows(t, train_start="2009-01-01", trade_start="2016-01-04", rebalance=63, validation=63)
+    first = ws[0]
+    assert t[first.trade[0]] == pd.Timestamp("2016-01-04")
+    assert first.validation == (first.trade[0] - 63, first.trade[0])
+    assert first.train == (0, first.trade[0] - 63)
+    for a, b in zip(ws, ws[1:]):
+        assert b.trade[0] == a.trade[1]  # contiguous trading
+        assert b.train[0] == 0 and b.train[1] == b.validation[0]  # expanding
+        assert b.trade[1] - b.trade[0] <= 63
+    assert ws[-1].trade[1] == len(t)
+
+
+def test_rolling_windows_keep_their_length_and_bad_configs_raise():
+    t = pd.bdate_range("2010-01-01", "2014-01-01")
+    ws = make_windows(t, train_start="2010-01-01", trade_start="2013-01-02", mode="rolling", train_length=250)
+    assert all(w.train[1] - w.train[0] == 250 for w in ws)
+    with pytest.raises(ConfigError, match="train_length"):
+        make_windows(t, train_start="2010-01-01", trade_start="2013-01-02", mode="rolling")
+    with pytest.raises(ConfigError, match="after the last bar"):
+        make_windows(t, train_start="2010-01-01", trade_start="2030-01-02")
+    with pytest.raises(ConfigError, match="training bars"):
+        make_windows(t, train_start="2012-12-20", trade_start="2013-01-02", validation=63)
+
+
+def test_window_seed_depends_only_on_its_inputs():
+    assert window_seed(1, 2, "a2c") == window_seed(1, 2, "a2c")
+    assert len({window_seed(s, w, a) for s in range(3) for w in range(5) for a in ("a2c", "ppo")}) == 30
+
+
+# ------------------------------------------------------------------------------------ the walk
+
+
+def test_chain_covers_the_trading_range_without_gaps(arrays, tmp_path):
+    wf = WalkForward(arrays, copy.deepcopy(CONFIG), tmp_path)
+    ch = wf.run_chain("equal_weight", 0)
+    lo, hi = wf.windows[0].trade[0], wf.windows[-1].trade[1]
+    assert np.array_equal(ch.times, arrays.times[lo:hi])
+    assert ch.values.shape == (hi - lo,) and np.all(np.isfinite(ch.values))
+    assert ch.values[0] == pytest.approx(100_000)
+    assert ch.actions.shape == (hi - lo, arrays.num_assets)
+    assert np.isnan(ch.actions[-1]).all() and np.isfinite(ch.actions[:-1]).all()
+
+
+def test_buy_and_hold_trades_only_at_the_start(arrays, tmp_path):
+    wf = WalkForward(arrays, copy.deepcopy(CONFIG), tmp_path)
+    ch = wf.run_chain("buy_and_hold", 0)
+    traded = ch.costs > 0
+    first = wf.windows[0].trade[1] - wf.windows[0].trade[0]
+    # buys during the first window (hmax caps shares per step), holds in every later window
+    assert traded[1] and not traded[first:].any()
+    held = np.abs(np.diff(ch.values[first - 1:]))
+    assert held.max() > 0  # the value still moves with prices
+
+
+def _spy_envs(monkeypatch):
+    built = []
+    real = loop_mod.build_env
+
+    def spy(arrays, env_cfg, **kw):
+        built.append(arrays.times[-1])
+        return real(arrays, env_cfg, **kw)
+
+    monkeypatch.setattr(loop_mod, "build_env", spy)
+    return built
+
+
+def test_no_stage_builds_an_env_past_its_range(arrays, tmp_path, monkeypatch):
+    built = _spy_envs(monkeypatch)
+    wf = WalkForward(arrays, copy.deepcopy(CONFIG), tmp_path)
+    w = wf.windows[1]
+    part, record = wf._run_window("a2c", w, 0, {"cash": 100_000.0, "holdings": [0.0] * arrays.num_assets})
+    # train env, validation env, trade env -- in that order, each ending where its stage ends
+    assert built == [arrays.times[w.train[1] - 1], arrays.times[w.validation[1] - 1], arrays.times[w.trade[1] - 1]]
+    assert np.isfinite(record["validation_sharpe"]) or np.isnan(record["validation_sharpe"])
+
+
+def _perturb_after(a, cut: int, seed: int = 9):
+    """A copy of the arrays whose bars from ``cut`` on are replaced by random values."""
+    rng = np.random.default_rng(seed)
+
+    def noisy(x):
+        if x is None:
+            return None
+        y = np.array(x, copy=True)
+        if y.dtype == bool:
+            return y
+        y[cut:] = rng.uniform(1.0, 500.0, size=y[cut:].shape).astype(y.dtype)
+        return y
+
+    return replace(a, close=noisy(a.close), open=noisy(a.open), high=noisy(a.high), low=noisy(a.low),
+                   volume=noisy(a.volume), features=noisy(a.features), turbulence=noisy(a.turbulence))
+
+
+@pytest.mark.parametrize("agent", ["a2c", "min_variance"])
+def test_results_of_a_window_ignore_every_bar_after_it(arrays, tmp_path, agent):
+    """Training, validation and trading of windows 0..1 never read a bar after window 1's end."""
+    cfg = copy.deepcopy(CONFIG)
+    wf = WalkForward(arrays, cfg, tmp_path / "a")
+    cut = wf.windows[1].trade[1]
+    wf_p = WalkForward(_perturb_after(arrays, cut), cfg, tmp_path / "b")
+    state_a = state_b = None
+    for w in wf.windows[:2]:
+        pa, ra = wf._run_window(agent, w, 0, state_a)
+        pb, rb = wf_p._run_window(agent, w, 0, state_b)
+        assert np.array_equal(pa["values"], pb["values"])
+        assert np.array_equal(pa["actions"], pb["actions"], equal_nan=True)
+        assert ra.get("validation_sharpe") == rb.get("validation_sharpe")
+        state_a, state_b = pa["state"], pb["state"]
+    # and the perturbation is real: a later window does see it
+    w2 = wf.windows[2]
+    pa, _ = wf._run_window(agent, w2, 0, state_a)
+    pb, _ = wf_p._run_window(agent, w2, 0, state_b)
+    assert not np.array_equal(pa["values"], pb["values"])
+
+
+# ------------------------------------------------------------------------ determinism, resume
+
+
+def test_same_config_and_seed_give_the_same_table_byte_for_byte(tmp_path):
+    cfg = copy.deepcopy(CONFIG)
+    t1, d1 = run_benchmark(cfg, agents=["a2c", "buy_and_hold", "index"], seeds=[0, 1], out=tmp_path / "r1",
+                           progress=False)
+    t2, d2 = run_benchmark(cfg, agents=["a2c", "buy_and_hold", "index"], seeds=[0, 1], out=tmp_path / "r2",
+                           progress=False)
+    assert (d1 / "table.csv").read_bytes() == (d2 / "table.csv").read_bytes()
+    for name in ("a2c_seed0", "a2c_seed1", "buy_and_hold_seed0"):
+        assert (d1 / "values" / f"{name}.csv").read_bytes() == (d2 / "values" / f"{name}.csv").read_bytes()
+    table = pd.read_csv(d1 / "table.csv")
+    assert set(table["agent"]) == {"a2c", "buy_and_hold", "index"}
+    for col in ("cumulative_return", "annual_return", "annual_volatility", "sharpe", "sortino", "calmar",
+                "max_drawdown", "sharpe_std", "sharpe_ci95"):
+        assert col in table.columns
+    # different seeds really differ for the learning agent
+    v0 = pd.read_csv(d1 / "values" / "a2c_seed0.csv").iloc[:, -1].to_numpy()
+    v1 = pd.read_csv(d1 / "values" / "a2c_seed1.csv").iloc[:, -1].to_numpy()
+    assert not np.array_equal(v0, v1)
+
+
+def test_an_interrupted_run_resumes_and_ends_with_the_same_result(arrays, tmp_path, monkeypatch):
+    cfg = copy.deepcopy(CONFIG)
+    full = WalkForward(arrays, cfg, tmp_path / "full").run_chain("a2c", 0)
+
+    calls = []
+    real = WalkForward._run_window
+
+    def flaky(self, name, w, seed, state):
+        calls.append(w.index)
+        if w.index == 2 and calls.count(2) == 1:
+            raise KeyboardInterrupt("simulated interruption")
+        return real(self, name, w, seed, state)
+
+    monkeypatch.setattr(WalkForward, "_run_window", flaky)
+    wf = WalkForward(arrays, cfg, tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        wf.run_chain("a2c", 0)
+    assert calls == [0, 1, 2]
+    calls.clear()
+    resumed = WalkForward(arrays, cfg, tmp_path / "resumed").run_chain("a2c", 0)
+    assert calls == list(range(2, len(wf.windows)))  # finished windows are not redone
+    assert np.array_equal(resumed.values, full.values)
+    assert np.array_equal(resumed.actions, full.actions, equal_nan=True)

@@ -1,0 +1,205 @@
+"""``finmeta tune``: validation-Sharpe search that never reads a bar at or after trade_start."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytest.importorskip("optuna")
+
+from benchmarks.tune import (  # noqa: E402
+    TuneError,
+    apply_tuned,
+    build_pretrade_arrays,
+    load_tuned,
+    pretrade_window,
+    tune_agent,
+    tuned_path,
+    write_tuned,
+)
+from finmeta.errors import ConfigError, FinMetaError  # noqa: E402
+
+TRADE_START = "2019-07-01"
+
+
+def _config(path) -> dict:
+    return {
+        "name": "tiny_tune",
+        "data": {"file": str(path), "format": "canonical"},
+        "features": {"engine": "stockstats", "indicators": ["macd", "rsi_30"], "turbulence": True},
+        "env": {"family": "stock_trading", "initial_cash": 1_000_000, "hmax": 100, "buy_cost_pct": 0.001,
+                "sell_cost_pct": 0.001, "reward_scaling": 1e-4, "turbulence_quantile": 0.99, "fill": "open"},
+        "windows": {"train_start": "2018-01-01", "trade_start": TRADE_START, "rebalance": 32, "validation": 40},
+        "agents": {"a2c": {"total_timesteps": 150}, "buy_and_hold": {}},
+    }
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A small canonical file, and a copy whose every bar from trade_start on is garbage."""
+    from data_processors.sources import get_source
+
+    d = tmp_path_factory.mktemp("tune_data")
+    df = get_source("synthetic").download(3, "2018-01-01", "2019-10-01", seed=11)
+    clean_path = d / "bars.csv"
+    df.to_csv(clean_path, index=False)
+    bad = df.copy()
+    after = bad["time"] >= pd.Timestamp(TRADE_START)
+    assert after.sum() > 100
+    rng = np.random.default_rng(0)
+    cols = ["open", "high", "low", "close", "volume"]
+    bad.loc[after, cols] = rng.uniform(-1e6, 1e6, size=(int(after.sum()), len(cols)))
+    bad.loc[after & (rng.random(len(bad)) < 0.3), ["close", "open"]] = np.nan
+    bad_path = d / "bars_perturbed.csv"
+    bad.to_csv(bad_path, index=False)
+    return clean_path, bad_path
+
+
+def _strip(result) -> dict:
+    d = result.to_dict()
+    d.pop("seconds")
+    return d
+
+
+def test_tuning_never_reads_trade_bars(files, monkeypatch):
+    """Garbage from trade_start on changes nothing; every env built ends before trade_start."""
+    import meta
+
+    clean_path, bad_path = files
+    built: list[tuple[pd.Timestamp, int]] = []
+    real = meta.make_env
+
+    def spy(arrays, *args, **kw):
+        built.append((pd.Timestamp(arrays.times[-1]), len(arrays.times)))
+        return real(arrays, *args, **kw)
+
+    monkeypatch.setattr(meta, "make_env", spy)
+    a = tune_agent(_config(clean_path), "a2c", trials=3, seed=0)
+    n_clean = len(built)
+    b = tune_agent(_config(bad_path), "a2c", trials=3, seed=0)
+
+    # bitwise identical: trials, sampled params, validation Sharpes, best, ranges, data hash
+    assert _strip(a) == _strip(b)
+    assert [t["value"] for t in a.trials] == [t["value"] for t in b.trials]
+    assert all(t["state"] == "complete" for t in a.trials)
+    assert len({json.dumps(t["params"], sort_keys=True) for t in a.trials}) == 3  # really searched
+    assert a.best_value == max(t["value"] for t in a.trials)
+
+    # the spy: a train and a validation env per trial, none reaching trade_start ...
+    assert n_clean >= 6 and len(built) == 2 * n_clean
+    assert all(last < pd.Timestamp(TRADE_START) for last, _ in built)
+    # ... and the validation env does reach the last bar before it (the spy saw the real ranges)
+    assert max(last for last, _ in built) == pd.Timestamp(a.validation["end"])
+    assert pd.Timestamp(a.validation["end"]) == pd.Timestamp("2019-06-28")
+
+    # the perturbation is real: the full pipeline sees it (or rejects the garbage outright)
+    from benchmarks.run import build_arrays
+
+    full, _ = build_arrays(_config(clean_path))
+    try:
+        full_bad, _ = build_arrays(_config(bad_path))
+    except FinMetaError:
+        pass
+    else:
+        k = int(pd.DatetimeIndex(full.times).searchsorted(pd.Timestamp(TRADE_START)))
+        assert not np.array_equal(full.close[k:], full_bad.close[k:], equal_nan=True)
+
+
+def test_pretrade_window_is_the_loops_first_window(files):
+    from benchmarks.run import build_arrays
+    from benchmarks.windows import make_windows
+
+    cfg = _config(files[0])
+    full, _ = build_arrays(cfg)
+    pre, _ = build_pretrade_arrays(cfg)
+    w_full = make_windows(full.times, **cfg["windows"])[0]
+    w_pre = pretrade_window(pre.times, cfg["windows"])
+    assert (w_pre.train, w_pre.validation) == (w_full.train, w_full.validation)
+    assert len(pre.times) == w_full.trade[0]
+    # same bars, same values up to trade_start (indicators are causal)
+    np.testing.assert_array_equal(pre.close, full.close[: len(pre.times)])
+    # bad input: one clear error each
+    with pytest.raises(ConfigError, match="at or after trade_start"):
+        pretrade_window(full.times, cfg["windows"])
+    with pytest.raises(TuneError, match="validation"):
+        pretrade_window(pre.times, {**cfg["windows"], "validation": 0})
+    with pytest.raises(ConfigError, match="agent must be one of"):
+        tune_agent(cfg, "buy_and_hold", trials=1, arrays=pre)
+    with pytest.raises(ConfigError, match="search space 'learning_rate'"):
+        tune_agent(cfg, "a2c", trials=1, arrays=pre, search_space={"learning_rate": {"type": "float"}})
+
+
+def test_tuned_file_roundtrip_and_apply(files, tmp_path):
+    cfg_path = tmp_path / "mycfg.yaml"
+    cfg = _config(files[0])
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    from benchmarks.run import load_config
+
+    loaded = load_config(cfg_path)
+    res = tune_agent(loaded, "a2c", trials=2, seed=3, timesteps=100,
+                     search_space={"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                                   "n_steps": {"type": "categorical", "choices": [5, 10]}})
+    assert set(res.best_params) == {"learning_rate", "n_steps"} and res.timesteps == 100
+    p = write_tuned(res, tuned_path(loaded, "a2c"))
+    assert p == tmp_path / "mycfg.best_a2c.yaml"
+    assert load_tuned(loaded, "a2c") == res.best_params  # floats round-trip exactly
+    assert load_tuned(loaded, "ppo") is None
+
+    applied = apply_tuned({**loaded, "use_tuned": True})
+    assert applied["agents"]["a2c"] == {"total_timesteps": 150, **res.best_params}
+    assert applied["agents"]["buy_and_hold"] == {}
+    assert "ppo" not in applied["agents"]  # never adds an agent to the run
+    assert applied["tuned"]["a2c"]["file"] == str(p)
+    assert loaded["agents"]["a2c"] == {"total_timesteps": 150}  # the input is not modified
+    # an explicit mapping, relative to the config's folder
+    (tmp_path / "other.yaml").write_text(p.read_text())
+    assert apply_tuned({**loaded, "use_tuned": {"a2c": "other.yaml"}})["agents"]["a2c"]["n_steps"] == \
+        res.best_params["n_steps"]
+    with pytest.raises(ConfigError, match="no tuned parameters for 'a2c'"):
+        apply_tuned({**loaded, "agents": {"a2c": {}}, "_path": str(tmp_path / "x.yaml")}, required=True)
+    with pytest.raises(ConfigError, match="holds parameters for 'a2c'"):
+        load_tuned(loaded, "ppo", path=p)
+
+
+def test_cli_tune_writes_next_to_the_config(files, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from benchmarks.cli_tune import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app)
+    cfg_path = tmp_path / "clicfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config(files[0])))
+    r = CliRunner().invoke(app, ["tune", str(cfg_path), "--agent", "a2c", "--trials", "2", "--timesteps", "100",
+                                 "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    written = tmp_path / "clicfg.best_a2c.yaml"
+    assert out["written"] == str(written) and written.is_file()
+    doc = yaml.safe_load(written.read_text())
+    assert doc["params"] == out["best_params"] and len(doc["trials"]) == 2
+    assert doc["validation"]["end"].startswith("2019-06-28")
+
+
+def test_ray_backend_matches_optuna_backend(files, tmp_path, monkeypatch):
+    """The first trials of TPE are seeded random draws: batched on Ray they are the same trials."""
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    cfg = {**_config(files[0]), "ray": {"node_ip_address": "127.0.0.2"}}
+    pre, _ = build_pretrade_arrays(cfg)
+    a = tune_agent(cfg, "a2c", trials=2, seed=5, timesteps=100, arrays=pre)
+    b = tune_agent(cfg, "a2c", trials=2, seed=5, timesteps=100, arrays=pre, backend="ray", parallel=2)
+    assert b.backend == "ray" and b.extra == {"parallel": 2}
+    assert a.trials == b.trials
+    assert (a.best_params, a.best_value) == (b.best_params, b.best_value)
