@@ -88,7 +88,7 @@ class ray_session:
             None for a local Ray.
         num_cpus: CPUs of the local Ray (ignored when joining a cluster).
         runtime_env: passed to ``ray.init`` (e.g. ``{"working_dir": "."}`` for a remote cluster
-            whose nodes do not have the project installed).
+            whose nodes do not have the project installed; needs ``ray[default]``).
         node_ip_address: this (driver) node's IP as the cluster knows it (``ray.init``'s
             ``_node_ip_address``). Ray replaces ``127.0.0.1``/``localhost`` with the machine's
             primary IP; a loopback-only setup (the tests) uses another loopback address such
@@ -109,24 +109,18 @@ class ray_session:
             return ray
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "configure_logging": False}
-        # Workers must be able to import the project: put its root on their path.
-        env = dict(self.runtime_env or {})
-        root = str(Path(__file__).resolve().parent.parent)
-        env_vars = dict(env.get("env_vars") or {})
-        env_vars.setdefault("OMP_NUM_THREADS", "1")
-        env_vars.setdefault("MKL_NUM_THREADS", "1")
-        if "working_dir" not in env:
-            pp = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-            env_vars.setdefault("PYTHONPATH", os.pathsep.join(dict.fromkeys(pp)))
-        env["env_vars"] = env_vars
-        kw["runtime_env"] = env
+        # No runtime_env unless asked for: it needs the ray[default] extra (plain `ray` suffices
+        # otherwise). Workers import the project from the installed package (pip install -e .);
+        # torch threads are fixed inside each task.
+        if self.runtime_env:
+            kw["runtime_env"] = dict(self.runtime_env)
         if self.node_ip_address:
             kw["_node_ip_address"] = str(self.node_ip_address)
         if self.address:
             kw["address"] = self.address
         else:
-            # a private local Ray even if RAY_ADDRESS is set in the environment would be surprising:
-            # ray_address() has already turned RAY_ADDRESS into ``address``.
+            # "local" starts a new private Ray even when RAY_ADDRESS is set (ray_address() has
+            # already turned an explicit or environment address into ``self.address``).
             kw["address"] = "local"
             kw["num_cpus"] = int(self.num_cpus or os.cpu_count() or 1)
         try:

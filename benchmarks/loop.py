@@ -35,7 +35,7 @@ from finmeta.errors import ConfigError
 
 from .windows import Window, make_windows, window_seed
 
-#: Agents that learn (trained per window); every other name is a rule-based baseline.
+#: Stable-Baselines3 / ElegantRL agents (trained per window); see :func:`learns` for the rest.
 RL_AGENTS = ("a2c", "ppo", "ddpg", "td3", "sac")
 ENSEMBLE_MEMBERS_DEFAULT = ("a2c", "ppo", "ddpg")
 
@@ -125,6 +125,19 @@ class _HoldCurrent:
                                  action_dim=int(np.prod(b.action_space.shape)), info=info, price=price,
                                  hmax=b.config.get("hmax"), cash_slot=b.config.get("cash_slot", "last"),
                                  temperature=float(b.config.get("temperature", 1.0)))
+
+
+def learns(name: str) -> bool:
+    """Whether agent ``name`` is trained per window (RL agents, moe) or is a rule (baselines)."""
+    if name in RL_AGENTS or name == "ensemble":
+        return True
+    from agents.base import AGENT_REGISTRY, agent_names
+    from agents.baselines import Baseline
+
+    if name not in agent_names():
+        return False  # make_agent will raise the clear "unknown agent" error
+    factory = AGENT_REGISTRY[name]
+    return not (isinstance(factory, type) and issubclass(factory, Baseline))
 
 
 def _sharpe(values: np.ndarray, periods_per_year: float) -> float:
@@ -310,15 +323,18 @@ class WalkForward:
                     best, best_sharpe, chosen = ag, s, m
             agent = best
             record.update(chosen=chosen, validation_sharpe=sharpes)
-        elif name in RL_AGENTS:
+        elif learns(name):
             agent = self._train(name, w, seed)
             record.update(validation_sharpe=self._validate(agent, w, seed))
         env, start = self._trade_env(w, state)
-        if name not in RL_AGENTS and name != "ensemble":
+        if not learns(name):
             agent = self._baseline(name, w, env)
             if name == "buy_and_hold" and state is not None:
                 agent = _HoldCurrent(agent)  # bought in the first window; held ever since
         part = rollout(agent, env, seed=window_seed(seed, w.index, "trade"), start=start, start_state=state)
+        if hasattr(agent, "diversity_report"):  # the moe agent: measured on this trade window
+            rep = agent.diversity_report(env, seed=window_seed(seed, w.index, "diversity"), start=start)
+            record["diversity"] = {k: rep[k] for k in ("diversity", "router_entropy") if k in rep}
         record["threshold"] = self._env_overrides(w).get("turbulence_threshold")
         record["seconds"] = round(time.perf_counter() - t0, 3)
         return part, record

@@ -59,7 +59,10 @@ FIGURES: tuple[str, ...] = (
 COST_FIGURES: tuple[str, ...] = ("turnover", "costs_paid")
 """Figures present only when turnover / costs are given."""
 
-ALL_FIGURES: tuple[str, ...] = FIGURES + COST_FIGURES
+AGENT_FIGURES: tuple[str, ...] = ("diversity", "router_entropy")
+"""Figures only some agents report (the moe agent's expert diversity and router usage entropy)."""
+
+ALL_FIGURES: tuple[str, ...] = FIGURES + COST_FIGURES + AGENT_FIGURES
 
 TRADING_DAYS_STOCK = 252
 DAYS_CRYPTO = 365

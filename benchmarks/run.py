@@ -238,6 +238,10 @@ def run_benchmark(
         key = f"{ch.agent}_seed{ch.seed}"
         values[key] = pd.Series(ch.values, index=pd.DatetimeIndex(ch.times), name=key)
         m = compute_metrics(ch.values, periods_per_year=ppy, turnover=ch.turnover, costs=ch.costs)
+        div = [r["diversity"] for r in ch.windows if "diversity" in r]
+        if div:  # moe rows: diversity and router usage entropy, averaged over the trade windows
+            m["diversity"] = float(np.mean([d["diversity"] for d in div]))
+            m["router_entropy"] = float(np.mean([d.get("router_entropy", np.nan) for d in div]))
         rows.append({"agent": ch.agent, "seed": ch.seed, **m})
     initial = float(wf.env_cfg.get("initial_cash", 1_000_000))
     if chains and ("index" in agents or config.get("index")):

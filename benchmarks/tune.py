@@ -27,6 +27,7 @@ The best parameters are written next to the config, ``<config stem>.best_<agent>
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,10 @@ from .windows import Window
 
 __all__ = ["DEFAULT_SEARCH_SPACES", "TuneError", "TuneResult", "build_pretrade_arrays", "tune_agent",
            "tuned_path", "write_tuned", "load_tuned", "apply_tuned", "pretrade_window"]
+
+
+#: keys of a config's optional ``tune`` section
+TUNE_CONFIG_KEYS = ("trials", "timesteps", "parallel", "validation", "search_space")
 
 
 class TuneError(FinMetaError):
@@ -162,8 +167,6 @@ def build_pretrade_arrays(config: dict) -> tuple[MarketArrays, dict]:
     cols = fcfg.get("columns")
     if cols is None and "indicators" in fcfg:
         cols = list(fcfg["indicators"])
-    import hashlib
-
     h = hashlib.sha256(pd.util.hash_pandas_object(feat, index=False).values.tobytes()).hexdigest()
     arrays = to_arrays(feat, cols, meta={"dataset_hash": h, "calendar": cal, "cut_before": str(trade_start)})
     return arrays, {"dataset_hash": h, "rows": int(len(feat)), "tickers": list(arrays.tickers)}
@@ -219,15 +222,14 @@ class _PretradeWalk(WalkForward):
 def evaluate_params(arrays: MarketArrays, config: dict, agent: str, params: dict, timesteps: int,
                     seed: int, torch_threads: int | None = None) -> float:
     """Train ``agent`` with ``params`` on window 0's training range; its validation Sharpe."""
-    if torch_threads is not None:
-        import torch
+    from agents.base import torch_threads as _threads
 
-        torch.set_num_threads(int(torch_threads))
     walk = _PretradeWalk(arrays, config)
     walk.agent_cfg[agent] = {**walk.agent_cfg.get(agent, {}), **params, "total_timesteps": int(timesteps)}
     w = walk.windows[0]
-    model = walk._train(agent, w, seed)
-    return float(walk._validate(model, w, seed))
+    with _threads(torch_threads):  # restored afterwards
+        model = walk._train(agent, w, seed)
+        return float(walk._validate(model, w, seed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,7 +295,9 @@ def tune_agent(
 
     Args:
         config: a run config (``load_config``); its optional ``tune`` section may set
-            ``trials``, ``timesteps``, ``parallel`` and ``search_space: {agent: {param: spec}}``.
+            ``trials``, ``timesteps``, ``parallel``, ``validation`` (bars; replaces
+            ``windows.validation`` for tuning, e.g. for a run without validation windows) and
+            ``search_space: {agent: {param: spec}}``.
         agent: one of ``a2c, ppo, ddpg, td3, sac``.
         trials: number of trials (default: ``tune.trials`` or 20).
         backend: ``"optuna"`` (sequential) or ``"ray"`` (batches of ``parallel`` trials as Ray tasks).
@@ -313,6 +317,9 @@ def tune_agent(
     if backend not in ("optuna", "ray"):
         raise ConfigError(f"--backend must be 'optuna' or 'ray', not {backend!r}")
     tcfg = dict(config.get("tune") or {})
+    unknown = set(tcfg) - set(TUNE_CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"config.tune: unknown keys {sorted(unknown)}; known: {', '.join(TUNE_CONFIG_KEYS)}")
     n_trials = int(trials or tcfg.get("trials", 20))
     if n_trials < 1:
         raise ConfigError("--trials must be >= 1")
@@ -323,6 +330,8 @@ def tune_agent(
     t0 = time.perf_counter()
 
     cfg = {k: v for k, v in copy.deepcopy(config).items() if not k.startswith("_")}
+    if "validation" in tcfg:  # a run without validation windows can still be tuned
+        cfg["windows"] = {**(cfg.get("windows") or {}), "validation": int(tcfg["validation"])}
     if arrays is None:
         arrays, prov = build_pretrade_arrays(cfg)
     else:
@@ -338,7 +347,8 @@ def tune_agent(
     records: list[dict] = []
 
     def tell(trial, params: dict, value: float | None, error: str | None) -> None:
-        ok = value is not None and math.isfinite(value)
+        # -inf is a real (worst) score: the loop's Sharpe of a flat account path; NaN/None fail
+        ok = value is not None and not math.isnan(value)
         if ok:
             study.tell(trial, value)
         else:

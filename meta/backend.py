@@ -40,10 +40,11 @@ class NumpyBackend:
         self.exp = np.exp
         self.sqrt = np.sqrt
         self.isfinite = np.isfinite
-        # C-level partials: no Python frame between the kernel and numpy on the hot path
+        # C-level partials / one-line lambdas: the cheapest calls numpy offers for tiny arrays
         self.rsum = partial(np.add.reduce, axis=1)            # row sums of (E, N)
-        self.any = partial(np.logical_or.reduce, axis=None)   # -> np.bool_
-        self.rows = partial(np.ndarray.take, axis=0)          # x[t] for an (E,) int index
+        _or = np.logical_or.reduce
+        self.any = lambda x: bool(x[0]) if x.size == 1 else bool(_or(x, axis=None))
+        self.rows = lambda x, t: x.take(t, 0)                 # x[t] for an (E,) int index
         self.nonzero = lambda x: x.nonzero()[0]              # 1-D
         self.astype = np.ndarray.astype
         self.copy = np.ndarray.copy
@@ -68,9 +69,9 @@ class NumpyBackend:
     def concat(self, parts, dtype=None) -> np.ndarray:
         return np.concatenate(parts, axis=1, dtype=dtype)
 
-    def stack(self, parts) -> np.ndarray:
-        """(E, len(parts), N) from (E, N) parts."""
-        return np.stack(parts, axis=1)
+    def tcopy(self, x: np.ndarray) -> np.ndarray:
+        """Contiguous transpose of a 2-D array."""
+        return np.ascontiguousarray(x.T)
 
     def argsort(self, x: np.ndarray, stable: bool) -> np.ndarray:
         """Row-wise argsort of an (E, N) array. ``stable=False`` is numpy's default sort (FinRL's)."""
@@ -175,8 +176,8 @@ class TorchBackend:
         parts = [p if p.dtype == (dtype or p.dtype) else p.to(dtype) for p in parts]
         return self.torch.cat(parts, dim=1)
 
-    def stack(self, parts):
-        return self.torch.stack(parts, dim=1)
+    def tcopy(self, x):
+        return x.T.contiguous()
 
     def argsort(self, x, stable: bool):
         return self.torch.argsort(x, dim=1, stable=True)

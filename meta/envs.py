@@ -102,6 +102,7 @@ class TradingEnv(gym.Env):
         hold = None if "holdings" not in opts else np.asarray(opts["holdings"], np.float64).reshape(1, k.N)
         obs = k.reset(None, np.array([start]), np.array([end]), cash, hold)
         self._done = False
+        self._end = end
         v = float(k.value[0])
         self.asset_memory = [v]
         self.date_memory = [self._times[start]]
@@ -140,7 +141,7 @@ class TradingEnv(gym.Env):
         self.asset_memory.append(v)
         self.date_memory.append(date)
         term = t >= k.T - 1 or v <= 0
-        trunc = not term and t >= int(k.t_end[0])
+        trunc = not term and t >= self._end
         o = obs[0]
         if term or trunc:
             self._done = True

@@ -11,7 +11,7 @@ One ``step(action)``:
 2. the action scheme turns actions into sell requests and buy requests (or target weights);
 3. sells first (holdings / T+1 / lots / limit-down / suspension / margin rules), proceeds to cash;
 4. buys in priority order (largest action first, FinRL's order), each limited by the cash left
-   (greedy, exactly FinRL's sequential rule, vectorised over E with a prefix-sum pass);
+   (FinRL's sequential rule, one vectorised step per priority rank over the cash-limited envs);
 5. the day advances to ``t + 1``; value = cash + holdings . close[t + 1]; the reward scheme turns
    (previous value, new value) into the reward; the observation builder reads bars <= t + 1.
 
@@ -100,8 +100,6 @@ class MarketKernel:
         self.action_dim = N + (1 if (cfg.sizing == "weights" and cfg.include_cash) else 0)
 
         self.rowoff = B.arange(E)[:, None] * N          # (E, 1) flat offsets of the rows
-        self.rowoff1 = B.arange(E) * N                   # (E,)
-        self.colidx = B.arange(N)[None, :]               # (1, N)
         init_h = np.zeros(N) if cfg.initial_holdings is None else np.asarray(cfg.initial_holdings, np.float64)
         if init_h.shape != (N,):
             from finmeta.errors import ConfigError
@@ -185,96 +183,98 @@ class MarketKernel:
     def _greedy_buys(self, want, bp, full, prio, cash, spend):
         """Fill buy requests in descending ``prio`` order, each limited by the cash left (FinRL).
 
-        FinRL buys asset after asset: ``n = min(cash // (p (1 + c)), request)``. Vectorised: in
-        priority order, the requests whose running total cost fits the cash fill in full; the
-        first that does not gets the affordable part; assets whose smallest order no longer fits
-        drop out; repeat on the rest (a few passes; each pass settles at least one asset).
+        FinRL buys asset after asset: ``n = min(cash // (p (1 + c)), request)``, then
+        ``cash -= p n (1 + c)``. Here: only the rows whose requests exceed their cash (the others
+        fill in full), sorted by priority once, then one vectorised step per priority rank (over
+        all those rows at once), up to the largest number of buy requests in a row. The arithmetic
+        is FinRL's, in FinRL's order. E == 1 on numpy runs the same rule as a plain loop
+        (:meth:`_greedy_one`).
 
         Args: want (E, N) >= 0 requested quantities; bp (E, N) buy prices; full (E, N) total cost
         of each request; prio (E, N) priority keys; cash (E,); spend (E,) total cost of all
         requests. Returns (filled (E, N), spent (E,)).
         """
-        B, lot, rb = self.B, self.lot, self.rb
+        B, rb = self.B, self.rb
         if want.shape[0] == 1 and B.name == "numpy":
             return self._greedy_one(want, bp, prio, cash)
         rows_b = None
         if want.shape[0] > 1:  # only the rows whose requests exceed their cash need rationing
             rows_b = B.nonzero(spend > cash)
             want0, spend0 = want, spend
-            want, bp, full, prio, cash = want[rows_b], bp[rows_b], full[rows_b], prio[rows_b], cash[rows_b]
+            want, bp, prio, cash = want[rows_b], bp[rows_b], prio[rows_b], cash[rows_b]
         E, N = want.shape
         order = B.flip(B.argsort(prio, self.stable_sort))
         fi = (order + self.rowoff[:E]).reshape(-1)
-        ws = want.reshape(-1)[fi].reshape(E, N)
-        ps = bp.reshape(-1)[fi].reshape(E, N)
-        fs = full.reshape(-1)[fi].reshape(E, N)
-        scalar_rb = isinstance(rb, float)
-        rbs = rb if scalar_rb else rb[order]
-        # cost of the smallest order of each asset (assets dearer than the cash left drop out)
-        if self.min_fee > 0:
-            us_min = self._buy_cost(ps * lot, ws > 0, rbs)
-        else:
-            us_min = ps * (lot * (1.0 + rbs))
-        # the per-row tables travel together: one gather per compaction
-        pack = B.stack([ws, ps, fs, us_min] + ([] if scalar_rb else [rbs]))
-        col = self.colidx
-        Rf = B.copy(cash)  # cash left per row
-        got = ws * 0.0
-        fr = fs            # requested costs still in play (0: settled or unaffordable)
-        alive = None
-        idx = B.arange(E)  # rows still in play
-        R = Rf
-        ro = self.rowoff1
-        for _ in range(N + 1):
-            c = fr.cumsum(1)
-            ok = c <= R[:, None]            # a prefix of each row: these fill in full
-            okm = ok if alive is None else (ok & alive)
-            k = B.astype(B.rsum(ok), B.int)  # first column that does not fit (N: none)
-            R = R - B.amax(c * ok)
-            got[idx] = B.where(okm, ws, got[idx])
-            Rf[idx] = R
-            fail = k < N
-            if not B.any(fail):
-                break
-            sel = B.nonzero(fail)  # rows with a partial fill to make
-            idx, k, R, pack = idx[sel], k[sel], R[sel], pack[sel]
-            ws, ps, fs, us_min = pack[:, 0], pack[:, 1], pack[:, 2], pack[:, 3]
-            kk = k + ro[:k.shape[0]]
-            pk = ps.reshape(-1)[kk]
-            rk = rbs if scalar_rb else pack[:, 4].reshape(-1)[kk]
-            qk = B.minimum(self._affordable(R, pk, rk, lot), ws.reshape(-1)[kk])
-            ck = self._buy_cost(pk * qk, qk, rk)
-            over = ck > R  # rounding guard: never spend more than the cash left
-            if B.any(over):
-                qk = B.where(over, B.maximum(qk - lot, 0.0) if lot > 0 else qk * (1.0 - 1e-12), qk)
-                ck = self._buy_cost(pk * qk, qk, rk)
-            got[idx, k] = qk
-            R = R - ck
-            Rf[idx] = R
-            alive = (col > k[:, None]) & (us_min <= R[:, None]) & (ws > 0)
-            sel = B.nonzero(B.rsum(alive) > 0)  # rows that can still buy something
-            if sel.shape[0] == 0:
-                break
-            idx, R, alive, pack = idx[sel], R[sel], alive[sel], pack[sel]
-            ws, fs = pack[:, 0], pack[:, 2]
-            fr = fs * alive
+        # rank-major (N, E) tables: rank j of every row is one contiguous vector
+        wsT = B.tcopy(want.reshape(-1)[fi].reshape(E, N))
+        psT = B.tcopy(bp.reshape(-1)[fi].reshape(E, N))
+        rbT = None if isinstance(rb, float) else B.tcopy(rb[order])
+        ranks = B.to_numpy(B.nonzero(B.rsum(wsT > 0) > 0)).tolist()  # ranks with a request somewhere
+        gotT, R = self._ration(wsT, psT, rbT, cash, ranks, guard=False)
+        bad = R < 0  # a last-ulp overshoot (cost rounding): redo those rows with the guarded rule
+        if B.any(bad):
+            rb_rows = B.nonzero(bad)
+            g2, R2 = self._ration(wsT[:, rb_rows], psT[:, rb_rows], None if rbT is None else rbT[:, rb_rows],
+                                  cash[rb_rows], ranks, guard=True)
+            gotT[:, rb_rows] = g2
+            R[rb_rows] = R2
         out = B.zeros((E * N,))
-        out[fi] = got.reshape(-1)
+        out[fi] = B.tcopy(gotT).reshape(-1)
         out = out.reshape(E, N)
         if rows_b is None:
-            return out, cash - Rf
+            return out, cash - R
         filled, spent = B.copy(want0), B.copy(spend0)
         filled[rows_b] = out
-        spent[rows_b] = cash - Rf
+        spent[rows_b] = cash - R
         return filled, spent
+
+    def _ration(self, wsT, psT, rbT, cash, ranks, guard):
+        """The rank loop of :meth:`_greedy_buys` on (N, E') rank-major tables -> (filled (N, E'), cash left).
+
+        FinRL's case (lot 1, no minimum fee): ``n = min(R // u, request)``, cost ``p n (1 + c)``;
+        ``R // u`` is computed as ``floor(R / u)``, exact unless ``R`` lies within an ulp of a
+        multiple of ``u`` (then numpy's slower exact floor division is used for those rows).
+        ``guard=False`` skips the per-rank "cost <= cash" check (the caller re-runs the few rows that
+        end below 0 with ``guard=True``).
+        """
+        B, lot, rb = self.B, self.lot, self.rb
+        N, E = wsT.shape
+        R = cash
+        gotT = B.zeros((N, E))
+        finrl = lot == 1 and self.min_fee == 0
+        if finrl:
+            g = 1.0 + (rb if rbT is None else rbT)
+            uT = psT * g
+        for j in ranks:
+            w, p = wsT[j], psT[j]
+            r = rb if rbT is None else rbT[j]
+            if finrl:
+                u = uT[j]
+                n = B.floor(R / u)  # == R // u except within an ulp of a multiple of u: redo those
+                near = R - n * u <= R * 2.3e-16
+                if B.any(near):
+                    n = B.where(near, B.floordiv(R, u), n)  # exact (and 8x slower) floor division
+                n = B.maximum(B.minimum(n, w), 0.0)
+                cost = p * n * (g if rbT is None else g[j])
+            else:
+                n = B.minimum(self._affordable(R, p, r, lot), w)
+                cost = self._buy_cost(p * n, n, r)
+            if guard:
+                over = cost > R  # never spend more than the cash left
+                if B.any(over):
+                    n = B.where(over, B.maximum(n - lot, 0.0) if lot > 0 else n * (1.0 - 1e-12), n)
+                    cost = self._buy_cost(p * n, n, r)
+            gotT[j] = n
+            R = R - cost
+        return gotT, R
 
     def _greedy_one(self, want, bp, prio, cash):
         """E == 1 on numpy: the same rule as one plain loop over the buy requests.
 
-        A single env pays ~0.5 us per numpy call on (1, N) arrays, so the passes of
-        :meth:`_greedy_buys` cost more than walking the few buy requests with Python floats
+        A single env pays ~0.5 us per numpy call on (1, N) arrays, so the rank loop of
+        :meth:`_greedy_buys` costs more than walking the few buy requests with Python floats
         (IEEE doubles: the same arithmetic as FinRL's loop, cash subtracted one order at a time).
-        Tested against the vectorised passes and a FinRL-rule reference.
+        Tested against the vectorised rank loop and a FinRL-rule reference.
         """
         B = self.B
         N = want.shape[1]

@@ -15,7 +15,8 @@ FAMILIES = ("stock_trading", "portfolio", "crypto", "forex", "ashare")
 
 
 def _reference_greedy(want, price, prio, cash, rate, lot, min_fee):
-    """FinRL's sequential rule, one asset at a time in descending priority (plain Python)."""
+    """FinRL's sequential rule, one asset at a time in descending priority (plain Python), plus the
+    documented guard: an order whose cost rounds above the cash left is one lot smaller."""
     got = np.zeros_like(want)
     order = np.argsort(prio, kind="stable")[::-1]
     for j in order:
@@ -31,6 +32,10 @@ def _reference_greedy(want, price, prio, cash, rate, lot, min_fee):
         q = max(min(q, want[j]), 0.0)
         v = price[j] * q
         cost = v * (1 + rate) if min_fee == 0 else v + (max(v * rate, min_fee) if q > 0 else 0.0)
+        if cost > cash:  # documented difference: never below 0 cash by rounding (FinRL: -1e-13)
+            q = max(q - max(lot, 1.0), 0.0)
+            v = price[j] * q
+            cost = v * (1 + rate) if min_fee == 0 else v + (max(v * rate, min_fee) if q > 0 else 0.0)
         got[j] = q
         cash -= cost
     return got, cash
@@ -44,13 +49,17 @@ def test_greedy_buys_equal_finrl_sequential_rule(lot, min_fee):
     cfg = EnvConfig.for_family("stock_trading", lot_size=lot, min_fee=min_fee, buy_cost_pct=0.001,
                                sort_kind="stable")
     k = MarketKernel(arrays, cfg, num_envs=E)
-    for _ in range(60):
+    for _ in range(100):
         want = np.floor(rng.uniform(0, 3, (E, N)) * (rng.random((E, N)) < 0.7)) * max(lot, 1) * 10
         price = np.round(rng.uniform(1, 300, (E, N)), 2)
         prio = rng.permutation(np.arange(E * N)).reshape(E, N).astype(np.int64)
         cash = rng.uniform(0, 1.2, E) * (price * want).sum(1)
+        # boundary cases: cash an exact multiple of one asset's unit cost (floor division edge)
+        j = rng.integers(0, N, E)
+        edge = price[np.arange(E), j] * (1 + 0.001) * rng.integers(1, 50, E) * max(lot, 1)
+        cash = np.where(rng.random(E) < 0.3, edge, cash)
         full = k._buy_cost(price * want, want, 0.001)
-        got, spent = k._greedy_buys(want, price, full, prio, cash, full.sum(1))  # vectorised passes
+        got, spent = k._greedy_buys(want, price, full, prio, cash, full.sum(1))  # vectorised rank loop
         for e in range(E):
             ref, left = _reference_greedy(want[e], price[e], prio[e], cash[e], 0.001, lot, min_fee)
             np.testing.assert_array_equal(got[e], ref)

@@ -246,26 +246,38 @@ def test_equal_orders_follow_finrl_buy_order_on_this_machine(meta_api, finrl_ava
     np.testing.assert_allclose(ours["value"], ref["account_value"][1:], rtol=RTOL, atol=0)
 
 
-def test_vector_env_rows_match_finrl_pandas(meta_api, finrl_available, dow, actions, finrl_pandas):
-    """The vector env (numpy backend, E = 2) in parity mode: each sub-env, fed its own action
-    sequence, follows its own FinRL run (no cross-talk between rows)."""
+@pytest.fixture(scope="module")
+def finrl_pandas_other(finrl_available, dow):
     arrays, thr = dow
     other = F.seeded_actions(arrays.num_times, arrays.num_assets, seed=8)
     env = F.make_finrl_pandas_env(arrays, hmax=HMAX, initial_amount=CASH, buy_cost_pct=COST,
                                   sell_cost_pct=COST, reward_scaling=SCALE, turbulence_threshold=thr)
-    ref1 = F.run_finrl_pandas(env, other)
-    venv = meta_api.make_vec_env(arrays, family="stock_trading", num_envs=2, backend="numpy", fill="close",
+    return other, F.run_finrl_pandas(env, other)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_vector_env_rows_match_finrl_pandas(meta_api, dow, actions, finrl_pandas, finrl_pandas_other, backend):
+    """The vector env (E = 2, numpy and torch-on-CPU backends) in parity mode: each sub-env, fed its
+    own action sequence, follows its own FinRL run (no cross-talk between rows)."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    arrays, thr = dow
+    other, ref1 = finrl_pandas_other
+    venv = meta_api.make_vec_env(arrays, family="stock_trading", num_envs=2, backend=backend, fill="close",
                                  hmax=HMAX, buy_cost_pct=COST, sell_cost_pct=COST, reward_scaling=SCALE,
                                  initial_cash=CASH, turbulence_threshold=thr)
     venv.reset(seed=0)
     S = arrays.num_times - 1
     values, rewards, trades = [], [], []
+    def host(x) -> np.ndarray:
+        return np.asarray(x.cpu() if hasattr(x, "cpu") else x, dtype=np.float64)
+
     for k in range(S):
         _, r, term, trunc, info = venv.step(np.stack([actions[k], other[k]]))
-        values.append(np.asarray(info["portfolio_value"], dtype=np.float64))
-        rewards.append(np.asarray(r, dtype=np.float64))
-        trades.append(np.asarray(info["trades"], dtype=np.float64))
-        assert bool(np.all(term)) == (k == S - 1), f"termination at step {k}"
+        values.append(host(info["portfolio_value"]))
+        rewards.append(host(r))
+        trades.append(host(info["trades"]))
+        assert bool(np.all(host(term))) == (k == S - 1), f"termination at step {k}"
     values, rewards, trades = np.array(values), np.array(rewards), np.array(trades)
     for j, ref in enumerate((finrl_pandas, ref1)):
         np.testing.assert_array_equal(trades[:, j], ref["trades"], err_msg=f"sub-env {j}")

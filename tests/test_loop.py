@@ -201,3 +201,13 @@ def test_an_interrupted_run_resumes_and_ends_with_the_same_result(arrays, tmp_pa
     assert calls == list(range(2, len(wf.windows)))  # finished windows are not redone
     assert np.array_equal(resumed.values, full.values)
     assert np.array_equal(resumed.actions, full.actions, equal_nan=True)
+
+
+def test_moe_runs_in_the_loop_and_reports_diversity(arrays, tmp_path):
+    cfg = copy.deepcopy(CONFIG)
+    cfg["agents"]["moe"] = {"total_timesteps": 100}
+    wf = WalkForward(arrays, cfg, tmp_path)
+    part, record = wf._run_window("moe", wf.windows[0], 0, None)
+    assert np.all(np.isfinite(part["values"]))
+    assert 0.0 <= record["diversity"]["diversity"] <= 1.0
+    assert record["diversity"]["router_entropy"] >= 0.0

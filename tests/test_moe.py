@@ -267,6 +267,9 @@ def test_save_load_round_trip_acts_identically(trained, market, tmp_path):
         np.testing.assert_array_equal(a, b)
         oa, *_, ia = env_a.step(a)
         ob, *_, ib = env_b.step(b)
+    batch = np.stack([oa, oa])
+    same.reset_state()
+    assert same.act(batch).shape == (2, env_a.action_space.shape[0])
     other = _env(_market().slice(0, 100), lookback=2)  # other observation layout
     if other.observation_space.shape != env_a.observation_space.shape:
         with pytest.raises(AgentLoadError):
@@ -304,3 +307,29 @@ def test_lora_retrain_keeps_base_weights(trained, market, tmp_path):
     before, after = ag.core.encoder.state_dict(), warm.core.encoder.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.endswith(("lora_A", "lora_B")) for k in changed)
+
+
+def test_same_seed_same_weights(market):
+    train, _ = market
+    kw = {**TINY, "learning_starts": 40}
+    a = make_agent("moe", **kw).learn(_env(train.slice(0, 80)), 100, seed=4)
+    b = make_agent("moe", **kw).learn(_env(train.slice(0, 80)), 100, seed=4)
+    sa, sb = a.core.state_dict(), b.core.state_dict()
+    for k, v in sa["encoder"].items():
+        assert torch.equal(v, sb["encoder"][k])
+    for ea, eb in zip(sa["experts"], sb["experts"]):
+        assert ea["hyper"] == eb["hyper"]
+        for k, v in ea["state"].items():
+            assert torch.equal(v, eb["state"][k])
+
+
+def test_alternate_freezing_schedule(market):
+    train, _ = market
+    ag = make_agent("moe", freeze="alternate", freeze_period=3, **TINY)
+    assert [ag._router_frozen(i) for i in range(7)] == [True, True, True, False, False, False, True]
+    assert [ag._experts_frozen(i) for i in range(7)] == [False, False, False, True, True, True, False]
+    # the whole run inside the first phase: PPO's optimiser runs with learning rate 0
+    ag = make_agent("moe", freeze="alternate", freeze_period=10_000, router_every=4, router_warmup=0.0,
+                    **{**TINY, "learning_starts": 40})
+    ag.learn(_env(train.slice(0, 80)), 60, seed=0)
+    assert ag.router_model.policy.optimizer.param_groups[0]["lr"] == 0.0

@@ -203,3 +203,83 @@ def test_ray_backend_matches_optuna_backend(files, tmp_path, monkeypatch):
     assert b.backend == "ray" and b.extra == {"parallel": 2}
     assert a.trials == b.trials
     assert (a.best_params, a.best_value) == (b.best_params, b.best_value)
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark configs (benchmarks/configs/*.yaml)
+# --------------------------------------------------------------------------------------------
+def _data_files(cfg: dict) -> list[dict]:
+    """Every {file, format, tickers/tic} a config reads (data, index rows, VIX)."""
+    data = cfg.get("data") or {}
+    out = []
+    if "file" in data:
+        out.append({"file": data["file"], "format": data.get("format", "canonical"), "tickers": data.get("tickers")})
+    for f in data.get("files") or []:
+        out.append({"file": f["file"], "format": f.get("format", data.get("format", "canonical")), "union": True})
+    for row in [cfg.get("index")] + list(cfg.get("more_indices") or []):
+        if isinstance(row, dict) and "file" in row:
+            out.append({"file": row["file"], "format": row.get("format", "canonical"), "tickers": [row["tic"]]})
+    vix = (cfg.get("features") or {}).get("vix")
+    if isinstance(vix, dict) and "file" in vix:
+        out.append({"file": vix["file"], "format": vix.get("format", "canonical"), "tickers": vix.get("tickers")})
+    return out
+
+
+def test_benchmark_configs_parse_and_reference_existing_files(shared_data, monkeypatch):
+    import os
+    from pathlib import Path
+
+    from agents import agent_names
+    from benchmarks.run import CONFIG_DIR, load_config
+    from benchmarks.windows import make_windows
+    from data_processors.sources import get_source
+    from meta.config import EnvConfig
+
+    monkeypatch.setenv("FINMETA_DATA_DIR", str(shared_data))
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    assert {"quickstart", "icaif2020_dow30", "finrl2023_dow30", "sse50_ashare", "crypto_btc_eth"} <= set(names)
+    known_agents = set(agent_names()) | {"ensemble"}
+    frames: dict[tuple[str, str], pd.DataFrame] = {}
+    for name in names:
+        cfg = load_config(name)
+        for key in ("data", "env", "windows", "agents"):
+            assert isinstance(cfg.get(key), dict), f"{name}: no {key} section"
+        assert set(cfg["agents"]) <= known_agents, f"{name}: unknown agents {set(cfg['agents']) - known_agents}"
+        env = {k: v for k, v in cfg["env"].items() if k not in ("family", "turbulence_quantile")}
+        EnvConfig.for_family(cfg["env"].get("family", "stock_trading"), **env)  # unknown/bad keys raise
+        assert set(cfg.get("tune") or {}) <= {"trials", "timesteps", "parallel", "validation", "search_space"}
+        members = (cfg["agents"].get("ensemble") or {}).get("members", [])
+        assert set(members) <= set(cfg["agents"]), f"{name}: ensemble members must be listed agents"
+        universe: set[str] = set()
+        for k, ref in enumerate(_data_files(cfg)):
+            path = Path(os.path.expandvars(ref["file"]))
+            assert path.is_file(), f"{name}: {ref['file']} -> {path} does not exist"
+            key = (str(path), ref["format"])
+            if key not in frames:
+                frames[key] = get_source(ref["format"]).read_file(str(path))
+            df = frames[key]
+            if ref.get("union"):
+                universe |= set(df["tic"].unique())
+            elif ref.get("tickers"):
+                missing = set(ref["tickers"]) - set(df["tic"].unique())
+                assert not missing, f"{name}: {sorted(missing)} not in {path.name}"
+            if k == 0 or ref.get("union"):  # the market data itself (not an index row)
+                times = pd.DatetimeIndex(df["time"])
+                if times.tz is not None:
+                    times = times.tz_convert("UTC").tz_localize(None)
+                last = times.max()
+                assert pd.Timestamp(cfg["windows"]["trade_start"]) < last, f"{name}: trade_start after the data"
+        if universe:  # several files: the tickers must be in their union
+            missing = set(cfg["data"]["tickers"]) - universe
+            assert not missing, f"{name}: {sorted(missing)} in none of data.files"
+
+    # the ICAIF config reproduces the paper's 18 quarterly windows on the real calendar
+    icaif = load_config("icaif2020_dow30")
+    dji = frames[(str(shared_data / "us_equities/indices_dji_vix_daily.csv.gz"), "yahoo")]
+    t = pd.DatetimeIndex(sorted(dji.loc[(dji["tic"] == "^DJI") & (dji["time"] >= "2009-01-01")
+                                        & (dji["time"] < icaif["data"]["end"]), "time"].unique()))
+    ws = make_windows(t.values, **icaif["windows"])
+    assert len(ws) == 18
+    assert t[ws[0].trade[0]] == pd.Timestamp("2016-01-04") and t[ws[-1].trade[1] - 1] == pd.Timestamp("2020-05-08")
+    assert len(icaif["data"]["tickers"]) == 28 and not {"DD", "GE"} & set(icaif["data"]["tickers"])
+    assert load_config("crypto_btc_eth")["periods_per_year"] == 8760

@@ -31,7 +31,7 @@ CELL_TIMEOUT = 240
 EXPECTED: dict[str, list[str]] = {
     "01_data_layer": ["same seed, same frame: True", "forward-filled 5 bars (not tradable)",
                       "integrity': 'ok'", "NaN in features: False", "DataValidationError:"],
-    "02_env_layer": ["ConfigError:", "ashare", "first sell filled at"],
+    "02_env_layer": ["ConfigError:", "ashare", "first sell filled at", "max abs difference:"],
     "03_agents": ["reloaded acts identically: True", "AgentLoadError:", "table.md", "tearsheets/sac.html"],
     "04_icaif2020_small": ["walked 2 chains", "ensemble (this run)"],
     "05_moe_agent": ["trained 200 steps", "router usage", "equal_weight"],
@@ -136,5 +136,8 @@ def test_notebook_runs(path: Path, monkeypatch):
         stock = next(line for line in text.splitlines() if line.startswith("stock_trading "))
         assert " 0." in ashare.split("trades")[1], ashare
         assert " 0." not in stock.split("trades")[1].split("costs")[0], stock
+        # numpy and torch backends: the same trajectory
+        diff = next(line for line in text.splitlines() if line.startswith("max abs difference:"))
+        assert float(diff.split(":")[1]) <= 1e-3, diff
     if path.stem == "06_distributed_ray":
         assert "identical to Ray: False" not in text

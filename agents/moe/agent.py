@@ -315,6 +315,7 @@ class MoEAgent(Agent):
         self.core: MoECore | None = None
         self.router_model = None
         self._fits = 0
+        self._it = 0  # iterations (router decisions) of the current learn()
         self._act_states: list[RouterState] = []
         self._act_rng = np.random.default_rng(0)
         self.history: dict[str, list] = {"iteration": [], "router_reward": []}
@@ -382,7 +383,7 @@ class MoEAgent(Agent):
 
         def on_iteration(reward: float) -> None:
             counters["it"] += 1
-            it = counters["it"]
+            it = self._it = counters["it"]
             self.history["iteration"].append(it)
             self.history["router_reward"].append(float(reward))
             core = self.core
@@ -424,18 +425,16 @@ class MoEAgent(Agent):
 
         agent = self
         cfg = self.config
-        state = {"it": 0}
 
         class _Hook(BaseCallback):
             def _on_step(self) -> bool:
-                state["it"] += 1
                 on_iteration(float(self.locals["rewards"][0]))
                 return True
 
         lr = float(cfg["router_lr"])
 
         def lr_schedule(_progress: float) -> float:  # 0 while the router is frozen (alternate)
-            return 0.0 if agent._router_frozen(state["it"]) else lr
+            return 0.0 if agent._router_frozen(agent._it) else lr
 
         n_steps = int(cfg["router_every"])
         if self.router_model is None:
@@ -484,7 +483,8 @@ class MoEAgent(Agent):
 
         The agent keeps its own window of the last L observations per batch row. A new episode
         starts (window = L copies of ``obs``) on the first call, after :meth:`reset_state`, when
-        the batch size changes, or when ``info["t"]`` is not the previous ``t + 1``. With ``info``
+        the batch size changes, when ``info`` is a reset info (it has ``"episode_end"``), or when
+        ``info["t"]`` is not the previous ``t + 1``. With ``info``
         the trailing per-expert returns (for masks and the Sharpe router) come from
         ``info["portfolio_value"]``.
         """
@@ -508,7 +508,8 @@ class MoEAgent(Agent):
     def _act_one(self, i: int, obs: np.ndarray, info: dict | None, deterministic: bool) -> np.ndarray:
         st = self._act_states[i]
         t = None if info is None or "t" not in info else int(np.asarray(info["t"]))
-        new = st is None or (t is not None and st.last_t is not None and t != st.last_t + 1)
+        reset_info = info is not None and "episode_end" in info  # meta's reset() info; step() info lacks it
+        new = st is None or reset_info or (t is not None and st.last_t is not None and t != st.last_t + 1)
         if new:
             st = RouterState(self.core.K, self.core.lookback, self.config)
             st.start_episode(obs)
@@ -531,8 +532,9 @@ class MoEAgent(Agent):
         return a
 
     # -- diagnostics ---------------------------------------------------------------------------
-    def diversity_report(self, env: gym.Env, seed: int = 0) -> dict:
-        """Measured diversity on ``env`` (an evaluation window).
+    def diversity_report(self, env: gym.Env, seed: int = 0, start: int | None = None) -> dict:
+        """Measured diversity on ``env`` (an evaluation window; episodes start at bar ``start``
+        when given, via ``reset(options={"start": start})``).
 
         * ``diversity``: mean pairwise half-L1 distance between the experts' portfolio weights
           (assets + cash), each expert run alone and deterministically through one episode;
@@ -542,10 +544,11 @@ class MoEAgent(Agent):
         if self.core is None:
             raise AgentError("moe: call learn(env, ...) before diversity_report()")
         n_assets = self.core.n_assets
+        opts = None if start is None else {"start": int(start)}
         paths = []
         with torch_threads(self.config.get("n_threads", 1)):
             for k in range(self.core.K):
-                obs, info = env.reset(seed=seed)
+                obs, info = env.reset(seed=seed, options=opts)
                 st = RouterState(self.core.K, self.core.lookback, self.config)
                 st.start_episode(obs)
                 w, done = [], False
@@ -559,7 +562,7 @@ class MoEAgent(Agent):
         score, pair = half_l1_diversity(np.stack(paths))
         saved = self._act_states
         self._act_states = []
-        obs, info = env.reset(seed=seed)
+        obs, info = env.reset(seed=seed, options=opts)
         done = False
         while not done:
             a = self.act(obs, deterministic=True, info=info)
