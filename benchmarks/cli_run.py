@@ -47,6 +47,7 @@ def bench(
     executor: str = typer.Option("local", "--executor", help="local or ray."),
     out: Path = typer.Option(None, "--out", help="Run directory (default: runs/<config name>). Resumes if it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON instead of a table."),
+    tearsheets: bool = typer.Option(True, "--tearsheets/--no-tearsheets", help="Write quantstats HTML tearsheets."),
 ) -> None:
     """Run a benchmark config end to end and print its table.
 
@@ -56,7 +57,7 @@ def bench(
 
     cfg = load_config(config)
     table, run_dir = run_benchmark(cfg, agents=_csv_list(agents), seeds=_csv_list(seeds, int), out=out,
-                                   executor=executor)
+                                   executor=executor, tearsheets=tearsheets)
     if as_json:
         typer.echo(table.to_json(orient="records"))
     else:
@@ -77,7 +78,7 @@ def train(
     """
     from agents import make_agent
 
-    from .loop import build_env
+    from .loop import build_env, stage_env_config
     from .run import build_arrays, load_config
     from .windows import make_windows
 
@@ -87,7 +88,7 @@ def train(
     acfg = dict((cfg.get("agents") or {}).get(agent, {}))
     steps = int(timesteps or acfg.pop("total_timesteps", 10_000))
     acfg.pop("total_timesteps", None)
-    env = build_env(arrays.slice(*w.train), cfg.get("env") or {})
+    env = build_env(arrays.slice(*w.train), stage_env_config(cfg.get("env") or {}, arrays, w.train))
     ag = make_agent(agent, **acfg)
     ag.learn(env, total_timesteps=steps, seed=seed)
     ag.save(out)
@@ -109,7 +110,7 @@ def backtest(
 
     from agents import load_agent, make_agent
 
-    from .loop import build_env, rollout
+    from .loop import build_env, rollout, stage_env_config
     from .metrics import compute_metrics
     from .report import aggregate_seeds, write_report
     from .run import build_arrays, load_config
@@ -118,12 +119,15 @@ def backtest(
     cfg = load_config(config)
     arrays, prov = build_arrays(cfg)
     ws = make_windows(arrays.times, **cfg["windows"])
-    lo, hi = ws[0].trade[0], ws[-1].trade[1]
-    env = build_env(arrays.slice(lo, hi), cfg.get("env") or {})
-    ag = load_agent(model, env) if model else make_agent(agent)
-    if hasattr(ag, "fit_history"):
-        ag.fit_history(arrays.slice(ws[0].train[0], lo))
-    res = rollout(ag, env, seed=0)
+    base, lo, hi = ws[0].train[0], ws[0].trade[0], ws[-1].trade[1]
+    # bars before the trading range are the past (look-back, baselines' trailing estimates)
+    env = build_env(arrays.slice(base, hi), stage_env_config(cfg.get("env") or {}, arrays, ws[0].train))
+    if model:
+        ag = load_agent(model, env)
+    else:
+        ag = make_agent(agent)
+        ag.learn(env, total_timesteps=0, seed=0)  # baselines: binds spaces and past-only prices
+    res = rollout(ag, env, seed=0, start=lo - base)
     times = pd.DatetimeIndex(arrays.times[lo:hi])
     ppy = float(cfg.get("periods_per_year", 252))
     m = compute_metrics(res["values"], periods_per_year=ppy, turnover=res["turnover"], costs=res["costs"])

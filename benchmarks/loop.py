@@ -127,6 +127,20 @@ class _HoldCurrent:
                                  temperature=float(b.config.get("temperature", 1.0)))
 
 
+def stage_env_config(env_cfg: dict, arrays: MarketArrays, train: tuple[int, int]) -> dict:
+    """The env config of a window's stages: ``env_cfg`` with ``turbulence_quantile`` resolved.
+
+    ``turbulence_quantile: q`` sets ``turbulence_threshold`` to the q-quantile of the turbulence
+    over the *training* range ``train`` only (the ICAIF 2020 rule uses q = 0.99).
+    """
+    cfg = {k: v for k, v in env_cfg.items() if k != "turbulence_quantile"}
+    q = env_cfg.get("turbulence_quantile")
+    if q is not None and arrays.turbulence is not None:
+        lo, hi = train
+        cfg["turbulence_threshold"] = float(np.quantile(arrays.turbulence[lo:hi], float(q)))
+    return cfg
+
+
 def learns(name: str) -> bool:
     """Whether agent ``name`` is trained per window (RL agents, moe) or is a rule (baselines)."""
     if name in RL_AGENTS or name == "ensemble":
@@ -228,20 +242,8 @@ class WalkForward:
     def _slice(self, lo: int, hi: int) -> MarketArrays:
         return self.arrays.slice(lo, hi)
 
-    def turbulence_threshold(self, w: Window) -> float | None:
-        """In-sample turbulence threshold: a quantile of the training range's turbulence only."""
-        q = self.env_cfg.get("turbulence_quantile")
-        if q is None or self.arrays.turbulence is None:
-            return self.env_cfg.get("turbulence_threshold")
-        lo, hi = w.train
-        return float(np.quantile(self.arrays.turbulence[lo:hi], float(q)))
-
     def _env_overrides(self, w: Window) -> dict:
-        cfg = {k: v for k, v in self.env_cfg.items() if k != "turbulence_quantile"}
-        thr = self.turbulence_threshold(w)
-        if thr is not None:
-            cfg["turbulence_threshold"] = thr
-        return cfg
+        return stage_env_config(self.env_cfg, self.arrays, w.train)
 
     def _train(self, name: str, w: Window, seed: int):
         from agents import make_agent

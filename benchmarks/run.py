@@ -204,8 +204,12 @@ def run_benchmark(
     out: str | Path | None = None,
     executor: str = "local",
     progress: bool = True,
+    tearsheets: bool = True,
 ) -> tuple[pd.DataFrame, Path]:
-    """Run ``config`` for every agent and seed; write the run directory; return (table, run_dir)."""
+    """Run ``config`` for every agent and seed; write the run directory; return (table, run_dir).
+
+    ``tearsheets=False`` skips the quantstats HTML tearsheets (a few seconds each).
+    """
     from .metrics import compute_metrics
     from .report import aggregate_seeds, write_report
 
@@ -232,11 +236,12 @@ def run_benchmark(
     else:
         raise ConfigError(f"--executor must be 'local' or 'ray', not {executor!r}")
 
-    values: dict[str, pd.Series] = {}
+    values: dict[str, pd.Series | pd.DataFrame] = {}
     rows = []
     for ch in chains:
         key = f"{ch.agent}_seed{ch.seed}"
-        values[key] = pd.Series(ch.values, index=pd.DatetimeIndex(ch.times), name=key)
+        values[key] = pd.DataFrame({"account_value": ch.values, "turnover": ch.turnover, "cost": ch.costs},
+                                   index=pd.DatetimeIndex(ch.times))
         m = compute_metrics(ch.values, periods_per_year=ppy, turnover=ch.turnover, costs=ch.costs)
         div = [r["diversity"] for r in ch.windows if "diversity" in r]
         if div:  # moe rows: diversity and router usage entropy, averaged over the trade windows
@@ -269,7 +274,7 @@ def run_benchmark(
                                                        columns=list(arrays.tickers)[: c.actions.shape[1]])
                for c in chains}
     write_report(run_dir, values, table, manifest, per_seed=per_seed, actions=actions,
-                 periods_per_year=ppy)
+                 periods_per_year=ppy, tearsheets=tearsheets)
     return table, run_dir
 
 

@@ -44,7 +44,8 @@ from finmeta.errors import ConfigError, FinMetaError
 from .loop import RL_AGENTS, WalkForward
 from .windows import Window
 
-__all__ = ["DEFAULT_SEARCH_SPACES", "TuneError", "TuneResult", "build_pretrade_arrays", "tune_agent",
+__all__ = ["DEFAULT_SEARCH_SPACES", "TuneError", "TuneResult", "build_pretrade_arrays", "load_frame_files",
+           "tune_agent",
            "tuned_path", "write_tuned", "load_tuned", "apply_tuned", "pretrade_window"]
 
 
@@ -136,6 +137,54 @@ def _cut(df: pd.DataFrame, when) -> pd.DataFrame:
     return df[col < ts].reset_index(drop=True)
 
 
+def load_frame_files(data: dict) -> tuple[pd.DataFrame, str]:
+    """A config ``data`` section with ``files:`` (several vendor files) -> one canonical frame.
+
+    ``files`` is a list of ``{file, format, options}`` mappings (or bare paths, read with
+    ``data.format``); the frames are concatenated (a ``(time, tic)`` present in two files is a
+    :class:`ConfigError` naming both) and then filtered by ``tickers``/``start``/``end`` as a
+    single ``file:``. Returns ``(frame, calendar)``. Without ``files`` it is
+    :func:`benchmarks.run.load_frame`. (Meant to be called by ``run.load_frame`` as well.)
+    """
+    from data_processors.sources import get_source
+
+    from .run import _expand, load_frame
+
+    if "files" not in data:
+        return load_frame(data)
+    files = data["files"]
+    if not isinstance(files, list) or not files:
+        raise ConfigError("data.files must be a non-empty list of {file, format} mappings")
+    parts, names, cal = [], [], None
+    for i, f in enumerate(files):
+        f = {"file": f} if isinstance(f, str) else dict(f)
+        if "file" not in f:
+            raise ConfigError(f"data.files[{i}]: no 'file' key in {f}")
+        src = get_source(f.get("format", data.get("format", "canonical")))
+        path = _expand(f["file"])
+        parts.append(src.read_file(path, **dict(f.get("options") or {})).assign(_file=i))
+        names.append(path)
+        cal = cal or src.calendar
+    df = pd.concat(parts, ignore_index=True)
+    dup = df.duplicated(["time", "tic"], keep=False)
+    if dup.any():
+        rows = df[dup].sort_values(["time", "tic"]).head(2)
+        a, b = (names[int(k)] for k in rows["_file"])
+        raise ConfigError(f"data.files: {rows['tic'].iloc[0]} at {rows['time'].iloc[0]} is in both {a} and {b}")
+    df = df.drop(columns="_file").sort_values(["time", "tic"]).reset_index(drop=True)
+    tickers = data.get("tickers")
+    if isinstance(tickers, (list, tuple)):
+        missing = sorted(set(tickers) - set(df["tic"].unique()))
+        if missing:
+            raise ConfigError(f"data.tickers not in any of data.files: {missing}")
+        df = df[df["tic"].isin(tickers)]
+    if "start" in data:
+        df = df[df["time"] >= pd.Timestamp(data["start"])]
+    if "end" in data:
+        df = df[df["time"] < pd.Timestamp(data["end"])]
+    return df.reset_index(drop=True), data.get("calendar", cal)
+
+
 def build_pretrade_arrays(config: dict) -> tuple[MarketArrays, dict]:
     """The config's arrays built from the bars **before** ``windows.trade_start`` only.
 
@@ -146,7 +195,7 @@ def build_pretrade_arrays(config: dict) -> tuple[MarketArrays, dict]:
     from data_processors.clean import clean
     from data_processors.features.pipeline import add_features
 
-    from .run import load_frame
+    load_frame = load_frame_files  # handles data.files, else run.load_frame
 
     trade_start = (config.get("windows") or {}).get("trade_start")
     if trade_start is None:

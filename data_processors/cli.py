@@ -88,13 +88,16 @@ def download_cmd(
     tics = _csv(tickers)
     if not tics:
         raise ConfigError("--tickers: give at least one ticker, e.g. --tickers AAPL,MSFT")
+    if source == "synthetic" and len(tics) == 1 and tics[0].isdigit():
+        tics = int(tics[0])  # the synthetic market takes a count: --tickers 5 = SYN00..SYN04
     src = get_source(source)
-    with _progress(f"downloading {len(tics)} tickers from {source}"):
+    n = tics if isinstance(tics, int) else len(tics)
+    with _progress(f"downloading {n} tickers from {source}"):
         df = src.download(tics, start, end, freq)
     with _progress("validating and storing"):
         validate(df, where=f"{source} download")
         manifest = save_dataset(name, df, source=source,
-                                params={"tickers": tics, "start": start, "end": end, "freq": freq,
+                                params={"tickers": sorted(df["tic"].unique().tolist()), "start": start, "end": end, "freq": freq,
                                         "calendar": getattr(src, "calendar", None)})
     _done(manifest, "stored")
 

@@ -3,7 +3,8 @@
 Each layer contributes its commands from its own ``cli.py``:
 
 * ``finmeta data ...``  -- :mod:`data_processors.cli`
-* ``finmeta metrics|report`` -- :mod:`benchmarks.cli`; ``bench|train|backtest`` -- :mod:`benchmarks.cli_run`
+* ``finmeta metrics|report`` -- :mod:`benchmarks.cli`; ``bench|train|backtest`` -- :mod:`benchmarks.cli_run`;
+  ``tune`` -- :mod:`benchmarks.cli_tune`
 
 User errors (:class:`finmeta.errors.FinMetaError`) print one line and exit with code 2; ``--debug``
 shows the traceback.
@@ -47,6 +48,9 @@ def _register() -> None:
     from benchmarks.cli_run import register as register_run
 
     register_run(app)
+    from benchmarks.cli_tune import register as register_tune
+
+    register_tune(app)
     try:
         from benchmarks.cli import register as register_bench
     except ModuleNotFoundError as exc:  # pragma: no cover - layer not installed yet
@@ -57,6 +61,21 @@ def _register() -> None:
 
 
 _register()
+
+
+def _click_exception_types() -> tuple[type, ...]:
+    """ClickException classes: typer >= 0.29 vendors its own click copy (``typer._click``)."""
+    types: list[type] = []
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            types.append(__import__(mod, fromlist=["ClickException"]).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(types)
+
+
+def _is_click_exception(exc: BaseException) -> bool:
+    return isinstance(exc, _click_exception_types())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 1
     except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        if _is_click_exception(exc):
             exc.show()
             return 2
         raise

@@ -197,18 +197,17 @@ class MarketKernel:
         B, rb = self.B, self.rb
         if want.shape[0] == 1 and B.name == "numpy":
             return self._greedy_one(want, bp, prio, cash)
-        rows_b = None
-        if want.shape[0] > 1:  # only the rows whose requests exceed their cash need rationing
-            rows_b = B.nonzero(spend > cash)
-            want0, spend0 = want, spend
-            want, bp, prio, cash = want[rows_b], bp[rows_b], prio[rows_b], cash[rows_b]
-        E, N = want.shape
-        order = B.flip(B.argsort(prio, self.stable_sort))
-        fi = (order + self.rowoff[:E]).reshape(-1)
-        # rank-major (N, E) tables: rank j of every row is one contiguous vector
-        wsT = B.tcopy(want.reshape(-1)[fi].reshape(E, N))
-        psT = B.tcopy(bp.reshape(-1)[fi].reshape(E, N))
+        # only the rows whose requests exceed their cash need rationing (the others fill in full)
+        rows_b = B.nonzero(spend > cash)
+        E, N = rows_b.shape[0], want.shape[1]
+        order = B.flip(B.argsort(prio[rows_b], self.stable_sort))
+        # flat indices into the (E_all, N) arrays, rank-major: rank j of every rationed row is one
+        # contiguous vector of the (N, E) tables
+        flat = B.tcopy(order + rows_b[:, None] * N).reshape(-1)
+        wsT = want.reshape(-1)[flat].reshape(N, E)
+        psT = bp.reshape(-1)[flat].reshape(N, E)
         rbT = None if isinstance(rb, float) else B.tcopy(rb[order])
+        cash = cash[rows_b]
         ranks = B.to_numpy(B.nonzero(B.rsum(wsT > 0) > 0)).tolist()  # ranks with a request somewhere
         gotT, R = self._ration(wsT, psT, rbT, cash, ranks, guard=False)
         bad = R < 0  # a last-ulp overshoot (cost rounding): redo those rows with the guarded rule
@@ -218,13 +217,8 @@ class MarketKernel:
                                   cash[rb_rows], ranks, guard=True)
             gotT[:, rb_rows] = g2
             R[rb_rows] = R2
-        out = B.zeros((E * N,))
-        out[fi] = B.tcopy(gotT).reshape(-1)
-        out = out.reshape(E, N)
-        if rows_b is None:
-            return out, cash - R
-        filled, spent = B.copy(want0), B.copy(spend0)
-        filled[rows_b] = out
+        filled, spent = B.copy(want), B.copy(spend)
+        filled.reshape(-1)[flat] = gotT.reshape(-1)
         spent[rows_b] = cash - R
         return filled, spent
 

@@ -49,6 +49,8 @@ def test_greedy_buys_equal_finrl_sequential_rule(lot, min_fee):
     cfg = EnvConfig.for_family("stock_trading", lot_size=lot, min_fee=min_fee, buy_cost_pct=0.001,
                                sort_kind="stable")
     k = MarketKernel(arrays, cfg, num_envs=E)
+    torch = pytest.importorskip("torch")
+    kt = MarketKernel(arrays, cfg, num_envs=E, backend="torch")
     for _ in range(100):
         want = np.floor(rng.uniform(0, 3, (E, N)) * (rng.random((E, N)) < 0.7)) * max(lot, 1) * 10
         price = np.round(rng.uniform(1, 300, (E, N)), 2)
@@ -60,6 +62,10 @@ def test_greedy_buys_equal_finrl_sequential_rule(lot, min_fee):
         cash = np.where(rng.random(E) < 0.3, edge, cash)
         full = k._buy_cost(price * want, want, 0.001)
         got, spent = k._greedy_buys(want, price, full, prio, cash, full.sum(1))  # vectorised rank loop
+        tt = [torch.as_tensor(x) for x in (want, price, full, prio, cash, full.sum(1))]
+        got_t, spent_t = kt._greedy_buys(*tt)  # the same lines on torch
+        np.testing.assert_array_equal(got_t.numpy(), got)
+        np.testing.assert_array_equal(spent_t.numpy(), spent)
         for e in range(E):
             ref, left = _reference_greedy(want[e], price[e], prio[e], cash[e], 0.001, lot, min_fee)
             np.testing.assert_array_equal(got[e], ref)
@@ -162,7 +168,7 @@ def test_numpy_and_torch_backends_give_the_same_trajectory(family):
     import torch
 
     arrays = synthetic_arrays(T=30, N=3, K=2, seed=5, ashare=family == "ashare")
-    kw = dict(sort_kind="stable", random_start=True, episode_length=(5, 12), lookback=2,
+    kw = dict(sort_kind="stable", random_start=True, episode_length=(5, 12), lookback=2, initial_cash=3000.0,
               reward="diff_sharpe")
     envs = [make_vec_env(arrays, family, num_envs=3, backend=b, **kw) for b in ("numpy", "torch")]
     o_np, _ = envs[0].reset(seed=3)

@@ -9,9 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-pytest.importorskip("optuna")
-
-from benchmarks.tune import (  # noqa: E402
+from benchmarks.tune import (
     TuneError,
     apply_tuned,
     build_pretrade_arrays,
@@ -21,9 +19,15 @@ from benchmarks.tune import (  # noqa: E402
     tuned_path,
     write_tuned,
 )
-from finmeta.errors import ConfigError, FinMetaError  # noqa: E402
+from finmeta.errors import ConfigError, FinMetaError
 
 TRADE_START = "2019-07-01"
+
+
+@pytest.fixture
+def optuna():
+    """The tuner's extra (``finmeta[tune]``); the config and file tests below do not need it."""
+    return pytest.importorskip("optuna")
 
 
 def _config(path) -> dict:
@@ -65,7 +69,7 @@ def _strip(result) -> dict:
     return d
 
 
-def test_tuning_never_reads_trade_bars(files, monkeypatch):
+def test_tuning_never_reads_trade_bars(optuna, files, monkeypatch):
     """Garbage from trade_start on changes nothing; every env built ends before trade_start."""
     import meta
 
@@ -109,7 +113,7 @@ def test_tuning_never_reads_trade_bars(files, monkeypatch):
         assert not np.array_equal(full.close[k:], full_bad.close[k:], equal_nan=True)
 
 
-def test_pretrade_window_is_the_loops_first_window(files):
+def test_pretrade_window_is_the_loops_first_window(optuna, files):
     from benchmarks.run import build_arrays
     from benchmarks.windows import make_windows
 
@@ -133,7 +137,7 @@ def test_pretrade_window_is_the_loops_first_window(files):
         tune_agent(cfg, "a2c", trials=1, arrays=pre, search_space={"learning_rate": {"type": "float"}})
 
 
-def test_tuned_file_roundtrip_and_apply(files, tmp_path):
+def test_tuned_file_roundtrip_and_apply(optuna, files, tmp_path):
     cfg_path = tmp_path / "mycfg.yaml"
     cfg = _config(files[0])
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -165,7 +169,7 @@ def test_tuned_file_roundtrip_and_apply(files, tmp_path):
         load_tuned(loaded, "ppo", path=p)
 
 
-def test_cli_tune_writes_next_to_the_config(files, tmp_path):
+def test_cli_tune_writes_next_to_the_config(optuna, files, tmp_path):
     import typer
     from typer.testing import CliRunner
 
@@ -191,7 +195,7 @@ def test_cli_tune_writes_next_to_the_config(files, tmp_path):
     assert doc["validation"]["end"].startswith("2019-06-28")
 
 
-def test_ray_backend_matches_optuna_backend(files, tmp_path, monkeypatch):
+def test_ray_backend_matches_optuna_backend(optuna, files, tmp_path, monkeypatch):
     """The first trials of TPE are seeded random draws: batched on Ray they are the same trials."""
     pytest.importorskip("ray")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -283,3 +287,53 @@ def test_benchmark_configs_parse_and_reference_existing_files(shared_data, monke
     assert t[ws[0].trade[0]] == pd.Timestamp("2016-01-04") and t[ws[-1].trade[1] - 1] == pd.Timestamp("2020-05-08")
     assert len(icaif["data"]["tickers"]) == 28 and not {"DD", "GE"} & set(icaif["data"]["tickers"])
     assert load_config("crypto_btc_eth")["periods_per_year"] == 8760
+
+
+@pytest.mark.parametrize("name", ["icaif2020_dow30", "finrl2023_dow30", "sse50_ashare", "crypto_btc_eth"])
+def test_benchmark_config_pretrade_data_is_the_files_and_usable(name, shared_data, monkeypatch):
+    """The tuner's data for each real config: the vendor file's prices, finite features from train_start."""
+    import os
+
+    from benchmarks.run import load_config
+    from data_processors.sources import get_source
+
+    monkeypatch.setenv("FINMETA_DATA_DIR", str(shared_data))
+    cfg = load_config(name)
+    pre, _ = build_pretrade_arrays(cfg)
+    wcfg = dict(cfg["windows"])
+    if "validation" in (cfg.get("tune") or {}):
+        wcfg["validation"] = cfg["tune"]["validation"]
+    w = pretrade_window(pre.times, wcfg)
+    lo = w.train[0]
+    assert np.isfinite(pre.features[lo:]).all(), f"{name}: non-finite features after train_start"
+    assert pd.Timestamp(pre.times[-1]) < pd.Timestamp(cfg["windows"]["trade_start"])
+    if cfg["data"].get("tickers"):
+        assert set(pre.tickers) == set(cfg["data"]["tickers"]), f"{name}: universe differs from data.tickers"
+    # the prices are the file's (not, e.g., a synthetic market under the same ticker names)
+    refs = cfg["data"].get("files") or [{"file": cfg["data"]["file"], "format": cfg["data"]["format"]}]
+    raw = pd.concat([get_source(r["format"]).read_file(os.path.expandvars(r["file"])) for r in refs])
+    t = pd.Timestamp(pre.times[lo])
+    times = raw["time"].dt.tz_convert("UTC").dt.tz_localize(None) if raw["time"].dt.tz is not None else raw["time"]
+    tic = pre.tickers[0]
+    want = raw.loc[(raw["tic"] == tic) & (times == t), "close"]
+    assert len(want) == 1, f"{name}: {tic} has no bar at {t} in the file"
+    assert float(pre.close[lo, 0]) == pytest.approx(float(want.iloc[0]), rel=1e-6), \
+        f"{name}: {tic} close at {t} is not the file's"
+
+
+def test_load_frame_files_concatenates_and_rejects_overlaps(files, tmp_path):
+    from benchmarks.tune import load_frame_files
+
+    df = pd.read_csv(files[0])
+    a, b = df[df["tic"] != df["tic"].iloc[0]], df[df["tic"] == df["tic"].iloc[0]]
+    pa, pb = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.to_csv(pa, index=False)
+    b.to_csv(pb, index=False)
+    out, cal = load_frame_files({"files": [{"file": str(pa), "format": "canonical"}, str(pb)],
+                                 "format": "canonical", "end": TRADE_START})
+    assert cal == "XNYS" and set(out["tic"]) == set(df["tic"])
+    assert len(out) == int((pd.to_datetime(df["time"]) < TRADE_START).sum())
+    with pytest.raises(ConfigError, match="is in both .*a.csv and .*a.csv"):
+        load_frame_files({"files": [str(pa), str(pa)], "format": "canonical"})
+    with pytest.raises(ConfigError, match="not in any of data.files: \\['NOPE'\\]"):
+        load_frame_files({"files": [str(pa)], "tickers": ["NOPE"]})
