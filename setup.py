@@ -65,6 +65,9 @@ setup(
         "dev": DEV,
         "distributed": ["ray[default]>=2.9"],
         "tune": ["optuna>=3.5"],
+        # everything CI tests: dev + Ray + Optuna (the FinRL/ElegantRL peers install with --no-deps:
+        # see benchmarks/peers/install_peers.sh)
+        "all": DEV + ["ray[default]>=2.9", "optuna>=3.5"],
     },
     entry_points={"console_scripts": ["finmeta=finmeta.cli:main"]},
     classifiers=[

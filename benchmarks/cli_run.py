@@ -48,6 +48,8 @@ def bench(
     out: Path = typer.Option(None, "--out", help="Run directory (default: runs/<config name>). Resumes if it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON instead of a table."),
     tearsheets: bool = typer.Option(True, "--tearsheets/--no-tearsheets", help="Write quantstats HTML tearsheets."),
+    tuned: bool = typer.Option(False, "--tuned", help="Use the parameters `finmeta tune` saved next to the config."),
+    address: str = typer.Option(None, "--address", help="Ray cluster address for --executor ray (default: a local one)."),
 ) -> None:
     """Run a benchmark config end to end and print its table.
 
@@ -56,6 +58,10 @@ def bench(
     from .run import load_config, run_benchmark
 
     cfg = load_config(config)
+    if tuned:
+        cfg["use_tuned"] = True
+    if address:
+        cfg.setdefault("ray", {})["address"] = address
     table, run_dir = run_benchmark(cfg, agents=_csv_list(agents), seeds=_csv_list(seeds, int), out=out,
                                    executor=executor, tearsheets=tearsheets)
     if as_json:

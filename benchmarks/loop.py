@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 
 from data_processors.arrays import MarketArrays
 from finmeta.errors import ConfigError

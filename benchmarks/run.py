@@ -12,8 +12,10 @@ A config is a plain YAML (or JSON) file; the names in ``benchmarks/configs/`` (`
               training range of each window).
 ``windows``   see :func:`benchmarks.windows.make_windows`.
 ``agents``    agent name -> overrides (``total_timesteps`` is the training budget per window).
-``index``     the market-index row: ``file`` + ``format`` + ``tic``, or ``price_weighted: true``
-              (a DJIA-style price-weighted index of the universe, for synthetic markets).
+``index``     the market-index row(s): ``file`` + ``format`` + ``tic`` (+ ``name``), or
+              ``price_weighted: true`` (a DJIA-style price-weighted index of the universe, for
+              synthetic markets); a list, or ``more_indices``, adds rows ``index_<name>``.
+``use_tuned`` merge the tuner's best parameters (``finmeta tune``) into the agents.
 ``seeds``     the seeds; ``periods_per_year``.
 """
 
@@ -77,8 +79,57 @@ def _expand(value: str) -> str:
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
+def _ts_like(col: pd.Series, when) -> pd.Timestamp:
+    """``when`` as a Timestamp comparable with ``col`` (tz-aware columns: ``when`` read as UTC)."""
+    ts = pd.Timestamp(when)
+    tz = getattr(col.dt, "tz", None)
+    if tz is not None and ts.tz is None:
+        return ts.tz_localize("UTC")
+    if tz is None and ts.tz is not None:
+        return ts.tz_convert("UTC").tz_localize(None)
+    return ts
+
+
+def cut_before(df: pd.DataFrame, when) -> pd.DataFrame:
+    """Rows of a canonical frame strictly before ``when``."""
+    return df[df["time"] < _ts_like(df["time"], when)].reset_index(drop=True)
+
+
+def _read_files(data: dict) -> tuple[pd.DataFrame, str]:
+    """``data.files``: a list of ``{file, format, options}`` (or bare paths read with
+    ``data.format``), concatenated; a (time, tic) present in two files is an error naming both."""
+    from data_processors.sources import get_source
+
+    files = data["files"]
+    if not isinstance(files, list) or not files:
+        raise ConfigError("data.files must be a non-empty list of {file, format} mappings")
+    parts, names, cal = [], [], None
+    for i, f in enumerate(files):
+        f = {"file": f} if isinstance(f, str) else dict(f)
+        if "file" not in f:
+            raise ConfigError(f"data.files[{i}]: no 'file' key in {f}")
+        src = get_source(f.get("format", data.get("format", "canonical")))
+        path = _expand(f["file"])
+        parts.append(src.read_file(path, **dict(f.get("options") or {})).assign(_file=i))
+        names.append(path)
+        cal = cal or src.calendar
+    df = pd.concat(parts, ignore_index=True)
+    dup = df.duplicated(["time", "tic"], keep=False)
+    if dup.any():
+        rows = df[dup].sort_values(["time", "tic"]).head(2)
+        a, b = (names[int(k)] for k in rows["_file"])
+        raise ConfigError(f"data.files: {rows['tic'].iloc[0]} at {rows['time'].iloc[0]} is in both {a} and {b}")
+    df = df.drop(columns="_file").sort_values(["time", "tic"]).reset_index(drop=True)
+    return df, cal
+
+
 def load_frame(data: dict) -> tuple[pd.DataFrame, str]:
-    """The raw canonical frame the config names, and the calendar to clean it on."""
+    """The raw canonical frame a config's ``data`` section names, and the calendar to clean it on.
+
+    Sources: ``dataset: NAME`` (the store), ``files: [...]`` / ``file: PATH`` + ``format`` (vendor
+    files), else ``source: NAME`` (download; ``synthetic`` by default). Then ``tickers`` (a list),
+    ``start`` and ``end`` (exclusive) filter the rows.
+    """
     from data_processors.sources import get_source
 
     data = dict(data)
@@ -87,7 +138,13 @@ def load_frame(data: dict) -> tuple[pd.DataFrame, str]:
 
         df = load_dataset(data["dataset"])
         cal = data.get("calendar", "XNYS")
+        where = f"dataset {data['dataset']}"
+    elif "files" in data:
+        df, cal = _read_files(data)
+        cal = data.get("calendar", cal)
+        where = "any of data.files"
     elif "file" in data:
+        where = str(data["file"])
         fmt = data.get("format", "canonical")
         src = get_source(fmt)
         df = src.read_file(_expand(data["file"]), **dict(data.get("options") or {}))
@@ -95,43 +152,56 @@ def load_frame(data: dict) -> tuple[pd.DataFrame, str]:
     else:
         name = data.get("source", "synthetic")
         src = get_source(name)
-        kw = {k: v for k, v in data.items() if k not in ("source", "tickers", "start", "end", "freq", "calendar")}
+        kw = {k: v for k, v in data.items() if k not in ("source", "tickers", "start", "end", "freq", "calendar",
+                                                         "clean")}
         df = src.download(data.get("tickers", 10), str(data["start"]), str(data["end"]), data.get("freq", "1d"), **kw)
         cal = data.get("calendar", src.calendar)
     tickers = data.get("tickers")
     if isinstance(tickers, (list, tuple)) and "source" not in data:
         missing = sorted(set(tickers) - set(df["tic"].unique()))
         if missing:
-            raise ConfigError(f"data.tickers not in the data: {missing}")
+            raise ConfigError(f"data.tickers not in {where}: {missing}")
         df = df[df["tic"].isin(tickers)]
     if "start" in data:
-        df = df[df["time"] >= pd.Timestamp(data["start"])]
+        df = df[df["time"] >= _ts_like(df["time"], data["start"])]
     if "end" in data:
-        df = df[df["time"] < pd.Timestamp(data["end"])]
+        df = cut_before(df, data["end"])
     return df.reset_index(drop=True), cal
 
 
-def build_arrays(config: dict) -> tuple[MarketArrays, dict]:
-    """Config -> cleaned, featured arrays, plus provenance (dataset hash, cleaning report)."""
+def build_arrays(config: dict, *, before=None) -> tuple[MarketArrays, dict]:
+    """Config -> cleaned, featured arrays, plus provenance (dataset hash, cleaning report).
+
+    ``before``: keep only bars strictly before this time, cut from the *raw* frames (prices and
+    VIX) before cleaning and features -- what the tuner uses so that nothing from the trading
+    range can reach it.
+    """
     from data_processors.clean import clean
     from data_processors.features.pipeline import add_features
 
-    raw, cal = load_frame(config.get("data") or {})
-    clean_kw = dict((config.get("data") or {}).get("clean") or {})
-    df, report = clean(raw, calendar=cal, **clean_kw)
+    dcfg = dict(config.get("data") or {})
+    raw, cal = load_frame(dcfg)
+    if before is not None:
+        raw = cut_before(raw, before)
+        if raw.empty:
+            raise ConfigError(f"no bars before {before}")
+    df, report = clean(raw, calendar=cal, **dict(dcfg.get("clean") or {}))
     fcfg = dict(config.get("features") or {})
     vix = None
     if fcfg.get("vix"):
-        vcfg = dict(fcfg["vix"])
-        vix_df, _ = load_frame(vcfg)
-        vix = vix_df
+        vix, _ = load_frame(dict(fcfg["vix"]))
+        if before is not None:
+            vix = cut_before(vix, before)
     kw = {k: fcfg[k] for k in ("indicators", "engine", "turbulence", "turbulence_window") if k in fcfg}
     feat = add_features(df, vix=vix, **kw)
     feature_columns = fcfg.get("columns")
     if feature_columns is None and "indicators" in fcfg:
         feature_columns = list(fcfg["indicators"])
     h = hashlib.sha256(pd.util.hash_pandas_object(feat, index=False).values.tobytes()).hexdigest()
-    arrays = to_arrays(feat, feature_columns, meta={"dataset_hash": h, "calendar": cal})
+    meta = {"dataset_hash": h, "calendar": cal}
+    if before is not None:
+        meta["cut_before"] = str(before)
+    arrays = to_arrays(feat, feature_columns, meta=meta)
     prov = {"dataset_hash": h, "rows": int(len(feat)), "tickers": list(arrays.tickers),
             "start": str(pd.Timestamp(arrays.times[0]).date()), "end": str(pd.Timestamp(arrays.times[-1]).date()),
             "clean_report": _jsonable(report)}
@@ -151,11 +221,31 @@ def _jsonable(obj: Any) -> Any:
         return str(obj)
 
 
-def index_values(config: dict, arrays: MarketArrays, times: np.ndarray, initial: float) -> pd.Series | None:
-    """The market-index row's account-value path over ``times`` (buy-and-hold of the index)."""
-    icfg = config.get("index")
-    if not icfg:
-        return None
+def index_rows(config: dict) -> list[tuple[str, dict]]:
+    """The market-index rows a config asks for: ``index`` (a mapping or a list) and
+    ``more_indices`` (a list). The first row's agent name is ``index``; later rows are
+    ``index_<name>`` (``name`` from the row, e.g. ``index_CSI_300``)."""
+    rows: list[dict] = []
+    for key in ("index", "more_indices"):
+        v = config.get(key)
+        if not v:
+            continue
+        rows.extend(v if isinstance(v, list) else [v])
+    out = []
+    for k, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise ConfigError(f"index rows must be mappings ({{file, format, tic, name}}), got {r!r}")
+        label = "index" if k == 0 else "index_" + str(r.get("name", r.get("tic", k))).replace(" ", "_")
+        out.append((label, r))
+    return out
+
+
+def index_values(icfg: dict, arrays: MarketArrays, times: np.ndarray, initial: float) -> pd.Series:
+    """An index row's account-value path over ``times`` (buy-and-hold of the index level).
+
+    ``icfg``: ``{file|dataset, format, tic}`` (the level is forward-filled onto ``times``, never
+    back-filled) or ``{price_weighted: true}`` (a DJIA-style price-weighted index of the universe).
+    """
     t = pd.DatetimeIndex(times)
     if icfg.get("price_weighted"):
         pos = pd.DatetimeIndex(arrays.times).get_indexer(t)
@@ -164,11 +254,16 @@ def index_values(config: dict, arrays: MarketArrays, times: np.ndarray, initial:
         df, _ = load_frame({k: v for k, v in icfg.items() if k not in ("tic", "name")})
         if "tic" in icfg:
             df = df[df["tic"] == icfg["tic"]]
+            if df.empty:
+                raise ConfigError(f"index {icfg.get('name', '')}: no rows for tic {icfg['tic']!r}")
         s = df.set_index("time")["close"].sort_index()
+        if s.index.tz is not None:
+            s.index = s.index.tz_convert("UTC").tz_localize(None)
         s = s[~s.index.duplicated()]
         level = s.reindex(t, method="ffill").to_numpy(dtype=np.float64)
         if np.isnan(level).any():
-            raise ConfigError(f"index {icfg}: no index level on or before {t[np.isnan(level)][0].date()}")
+            raise ConfigError(f"index {icfg.get('name', icfg.get('tic', ''))}: no level on or before "
+                              f"{t[np.isnan(level)][0]}")
     return pd.Series(initial * level / level[0], index=t, name="index")
 
 
@@ -215,6 +310,10 @@ def run_benchmark(
 
     t0 = time.time()
     config = copy.deepcopy(config)
+    if config.get("use_tuned"):
+        from .tune import apply_tuned
+
+        config = apply_tuned(config)
     agents = list(agents or config.get("agents", {}).keys())
     seeds = [int(s) for s in (seeds or config.get("seeds") or [0])]
     if not agents:
@@ -226,7 +325,7 @@ def run_benchmark(
     ppy = wf.periods_per_year
 
     chains: list[ChainResult] = []
-    jobs = [(a, s) for a in agents if a != "index" for s in seeds]
+    jobs = [(a, s) for a in agents if not a.startswith("index") for s in seeds]
     if executor == "ray":
         from .distributed import run_chains_ray
 
@@ -249,11 +348,11 @@ def run_benchmark(
             m["router_entropy"] = float(np.mean([d.get("router_entropy", np.nan) for d in div]))
         rows.append({"agent": ch.agent, "seed": ch.seed, **m})
     initial = float(wf.env_cfg.get("initial_cash", 1_000_000))
-    if chains and ("index" in agents or config.get("index")):
-        idx = index_values(config, arrays, chains[0].times, initial)
-        if idx is not None:
-            values["index"] = idx
-            rows.append({"agent": "index", "seed": 0, **compute_metrics(idx.to_numpy(), periods_per_year=ppy)})
+    if chains:
+        for label, icfg in index_rows(config):
+            idx = index_values(icfg, arrays, chains[0].times, initial)
+            values[label] = idx
+            rows.append({"agent": label, "seed": 0, **compute_metrics(idx.to_numpy(), periods_per_year=ppy)})
     per_seed = pd.DataFrame(rows)
     table = aggregate_seeds(per_seed)
     manifest = {

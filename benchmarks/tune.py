@@ -27,7 +27,6 @@ The best parameters are written next to the config, ``<config stem>.best_<agent>
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -125,100 +124,29 @@ def _import_optuna():
 # --------------------------------------------------------------------------------------------
 # data: nothing at or after trade_start
 # --------------------------------------------------------------------------------------------
-def _cut(df: pd.DataFrame, when) -> pd.DataFrame:
-    """Rows of a canonical frame strictly before ``when`` (tz-aware columns: ``when`` in UTC)."""
-    ts = pd.Timestamp(when)
-    col = df["time"]
-    tz = getattr(col.dt, "tz", None)
-    if tz is not None and ts.tz is None:
-        ts = ts.tz_localize("UTC")
-    elif tz is None and ts.tz is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return df[col < ts].reset_index(drop=True)
-
-
 def load_frame_files(data: dict) -> tuple[pd.DataFrame, str]:
-    """A config ``data`` section with ``files:`` (several vendor files) -> one canonical frame.
+    """A config ``data`` section (``files:`` lists too) -> (raw canonical frame, calendar).
 
-    ``files`` is a list of ``{file, format, options}`` mappings (or bare paths, read with
-    ``data.format``); the frames are concatenated (a ``(time, tic)`` present in two files is a
-    :class:`ConfigError` naming both) and then filtered by ``tickers``/``start``/``end`` as a
-    single ``file:``. Returns ``(frame, calendar)``. Without ``files`` it is
-    :func:`benchmarks.run.load_frame`. (Meant to be called by ``run.load_frame`` as well.)
+    Kept for callers of the tuner's API; it is :func:`benchmarks.run.load_frame`.
     """
-    from data_processors.sources import get_source
+    from .run import load_frame
 
-    from .run import _expand, load_frame
-
-    if "files" not in data:
-        return load_frame(data)
-    files = data["files"]
-    if not isinstance(files, list) or not files:
-        raise ConfigError("data.files must be a non-empty list of {file, format} mappings")
-    parts, names, cal = [], [], None
-    for i, f in enumerate(files):
-        f = {"file": f} if isinstance(f, str) else dict(f)
-        if "file" not in f:
-            raise ConfigError(f"data.files[{i}]: no 'file' key in {f}")
-        src = get_source(f.get("format", data.get("format", "canonical")))
-        path = _expand(f["file"])
-        parts.append(src.read_file(path, **dict(f.get("options") or {})).assign(_file=i))
-        names.append(path)
-        cal = cal or src.calendar
-    df = pd.concat(parts, ignore_index=True)
-    dup = df.duplicated(["time", "tic"], keep=False)
-    if dup.any():
-        rows = df[dup].sort_values(["time", "tic"]).head(2)
-        a, b = (names[int(k)] for k in rows["_file"])
-        raise ConfigError(f"data.files: {rows['tic'].iloc[0]} at {rows['time'].iloc[0]} is in both {a} and {b}")
-    df = df.drop(columns="_file").sort_values(["time", "tic"]).reset_index(drop=True)
-    tickers = data.get("tickers")
-    if isinstance(tickers, (list, tuple)):
-        missing = sorted(set(tickers) - set(df["tic"].unique()))
-        if missing:
-            raise ConfigError(f"data.tickers not in any of data.files: {missing}")
-        df = df[df["tic"].isin(tickers)]
-    if "start" in data:
-        df = df[df["time"] >= pd.Timestamp(data["start"])]
-    if "end" in data:
-        df = df[df["time"] < pd.Timestamp(data["end"])]
-    return df.reset_index(drop=True), data.get("calendar", cal)
+    return load_frame(data)
 
 
 def build_pretrade_arrays(config: dict) -> tuple[MarketArrays, dict]:
     """The config's arrays built from the bars **before** ``windows.trade_start`` only.
 
-    Same steps as :func:`benchmarks.run.build_arrays` (load, clean, features, arrays), with the
-    raw frame (and the VIX frame) cut at ``trade_start`` before cleaning.
+    :func:`benchmarks.run.build_arrays` with the raw frames (prices and VIX) cut at
+    ``trade_start`` before cleaning and features.
     """
-    from data_processors.arrays import to_arrays
-    from data_processors.clean import clean
-    from data_processors.features.pipeline import add_features
-
-    load_frame = load_frame_files  # handles data.files, else run.load_frame
+    from .run import build_arrays
 
     trade_start = (config.get("windows") or {}).get("trade_start")
     if trade_start is None:
         raise ConfigError("config.windows.trade_start is needed to tune (tuning only reads bars before it)")
-    dcfg = dict(config.get("data") or {})
-    raw, cal = load_frame(dcfg)
-    raw = _cut(raw, trade_start)
-    if raw.empty:
-        raise ConfigError(f"no bars before windows.trade_start={trade_start}")
-    df, report = clean(raw, calendar=cal, **dict(dcfg.get("clean") or {}))
-    fcfg = dict(config.get("features") or {})
-    vix = None
-    if fcfg.get("vix"):
-        vix, _ = load_frame(dict(fcfg["vix"]))
-        vix = _cut(vix, trade_start)
-    kw = {k: fcfg[k] for k in ("indicators", "engine", "turbulence", "turbulence_window") if k in fcfg}
-    feat = add_features(df, vix=vix, **kw)
-    cols = fcfg.get("columns")
-    if cols is None and "indicators" in fcfg:
-        cols = list(fcfg["indicators"])
-    h = hashlib.sha256(pd.util.hash_pandas_object(feat, index=False).values.tobytes()).hexdigest()
-    arrays = to_arrays(feat, cols, meta={"dataset_hash": h, "calendar": cal, "cut_before": str(trade_start)})
-    return arrays, {"dataset_hash": h, "rows": int(len(feat)), "tickers": list(arrays.tickers)}
+    arrays, prov = build_arrays(config, before=trade_start)
+    return arrays, {k: prov[k] for k in ("dataset_hash", "rows", "tickers")}
 
 
 def pretrade_window(times: np.ndarray, windows_cfg: dict) -> Window:
