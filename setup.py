@@ -65,9 +65,10 @@ setup(
         "dev": DEV,
         "distributed": ["ray[default]>=2.9"],
         "tune": ["optuna>=3.5"],
+        "tensorboard": ["tensorboard>=2.14"],
         # everything CI tests: dev + Ray + Optuna (the FinRL/ElegantRL peers install with --no-deps:
         # see benchmarks/peers/install_peers.sh)
-        "all": DEV + ["ray[default]>=2.9", "optuna>=3.5"],
+        "all": DEV + ["ray[default]>=2.9", "optuna>=3.5", "tensorboard>=2.14"],
     },
     entry_points={"console_scripts": ["finmeta=finmeta.cli:main"]},
     classifiers=[

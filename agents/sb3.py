@@ -106,11 +106,13 @@ class SB3Agent(Agent):
             kwargs["action_noise"] = kinds[noise](mean=np.zeros(n), sigma=sigma)
         return kwargs
 
-    def learn(self, env, total_timesteps: int, seed: int = 0) -> "SB3Agent":
+    def learn(self, env, total_timesteps: int, seed: int = 0, callback=None) -> "SB3Agent":
         """Train a fresh SB3 model on ``env`` for ``total_timesteps`` steps (all sub-envs summed).
 
         Seeding: Python/NumPy/torch global generators, SB3's ``set_random_seed``, the env's
         reset seed and the action space all get ``seed``; torch runs on ``n_threads`` threads.
+        ``callback``: an SB3 callback (progress bars, logging); it must not draw random numbers.
+        The config key ``tensorboard_log`` (a folder) turns on SB3's TensorBoard logging.
         """
         if int(total_timesteps) <= 0:
             raise ConfigError(f"{self.name}: total_timesteps must be > 0, got {total_timesteps}")
@@ -130,7 +132,7 @@ class SB3Agent(Agent):
                 )
             except TypeError as exc:
                 raise ConfigError(f"{self.name}: bad hyper-parameter for SB3 {self.algo}: {exc}") from exc
-            self.model.learn(total_timesteps=int(total_timesteps), progress_bar=False)
+            self.model.learn(total_timesteps=int(total_timesteps), progress_bar=False, callback=callback)
         self.trained_timesteps = int(self.model.num_timesteps)
         self.seed = seed
         return self

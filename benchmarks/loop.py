@@ -20,6 +20,7 @@ window's randomness depends only on (seed, window, agent).
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -126,6 +127,19 @@ class _HoldCurrent:
                                  temperature=float(b.config.get("temperature", 1.0)))
 
 
+def _progress_callback(report: Callable[[str, int, int], None], label: str, total: int):
+    """An SB3 callback that reports training steps (it draws no random numbers)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class _Progress(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % 256 < self.training_env.num_envs or self.num_timesteps >= total:
+                report(label, int(self.num_timesteps), int(total))
+            return True
+
+    return _Progress()
+
+
 def stage_env_config(env_cfg: dict, arrays: MarketArrays, train: tuple[int, int]) -> dict:
     """The env config of a window's stages: ``env_cfg`` with ``turbulence_quantile`` resolved.
 
@@ -215,6 +229,11 @@ class WalkForward:
             ``docs/benchmarks.md``).
         run_dir: where checkpoints and results go (resumes from it when it holds checkpoints).
         on_window: optional callback ``(agent, seed, window_index, n_windows)`` for progress bars.
+        on_train: optional callback ``(label, steps_done, total_steps)`` called while an agent
+            trains (SB3 agents), for a training-steps progress bar.
+
+    Config key ``tensorboard: true`` writes SB3's TensorBoard logs under
+    ``<run_dir>/tensorboard/<agent>_seed<k>/`` (one run per window; needs ``tensorboard``).
     """
 
     def __init__(
@@ -224,11 +243,13 @@ class WalkForward:
         run_dir: str | Path,
         *,
         on_window: Callable[[str, int, int, int], None] | None = None,
+        on_train: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.arrays = arrays
         self.config = config
         self.run_dir = Path(run_dir)
         self.on_window = on_window
+        self.on_train = on_train
         wcfg = dict(config.get("windows") or {})
         if "trade_start" not in wcfg or "train_start" not in wcfg:
             raise ConfigError("config.windows needs train_start and trade_start")
@@ -249,11 +270,16 @@ class WalkForward:
 
         cfg = dict(self.agent_cfg.get(name, {}))
         steps = int(cfg.pop("total_timesteps", 10_000))
+        if self.config.get("tensorboard") and name in RL_AGENTS:
+            cfg.setdefault("tensorboard_log", str(self.run_dir / "tensorboard" / f"{name}_seed{seed}"))
         agent = make_agent(name, **cfg)
         lo, hi = w.train
         env_cfg = self._env_overrides(w)
         env = build_env(self._slice(lo, hi), env_cfg, **dict(self.config.get("train_env") or {}))
-        agent.learn(env, total_timesteps=steps, seed=window_seed(seed, w.index, name))
+        kw = {}
+        if self.on_train is not None and "callback" in inspect.signature(agent.learn).parameters:
+            kw["callback"] = _progress_callback(self.on_train, f"{name} window {w.index}", steps)
+        agent.learn(env, total_timesteps=steps, seed=window_seed(seed, w.index, name), **kw)
         return agent
 
     def _stage_env(self, w: Window, lo: int, hi: int):

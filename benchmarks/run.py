@@ -387,6 +387,7 @@ def _run_local(wf: WalkForward, jobs: list[tuple[str, int]], progress: bool) -> 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), transient=False) as bar:
         total = bar.add_task("all windows", total=len(jobs) * n_win)
+        steps = bar.add_task("training steps", total=1, visible=False)
         for a, s in jobs:
             task = bar.add_task(f"{a} seed {s}", total=n_win)
 
@@ -394,7 +395,13 @@ def _run_local(wf: WalkForward, jobs: list[tuple[str, int]], progress: bool) -> 
                 bar.advance(task)
                 bar.advance(total)
 
+            def train_tick(label, done, n):
+                bar.update(steps, description=f"  training {label}", completed=done, total=n, visible=True)
+
             wf.on_window = tick
+            wf.on_train = train_tick
             out.append(wf.run_chain(a, s))
+        bar.update(steps, visible=False)
     wf.on_window = None
+    wf.on_train = None
     return out

@@ -217,3 +217,16 @@ def test_moe_runs_in_the_loop_and_reports_diversity(arrays, tmp_path):
     assert np.all(np.isfinite(part["values"]))
     assert 0.0 <= record["diversity"]["diversity"] <= 1.0
     assert record["diversity"]["router_entropy"] >= 0.0
+
+
+def test_training_progress_and_tensorboard_do_not_change_results(arrays, tmp_path):
+    pytest.importorskip("tensorboard")
+    cfg = copy.deepcopy(CONFIG)
+    plain = WalkForward(arrays, cfg, tmp_path / "plain")._run_window("a2c", WalkForward(arrays, cfg, tmp_path).windows[0], 0, None)
+    seen = []
+    cfg_tb = dict(cfg, tensorboard=True)
+    wf = WalkForward(arrays, cfg_tb, tmp_path / "tb", on_train=lambda label, done, n: seen.append((label, done, n)))
+    logged = wf._run_window("a2c", wf.windows[0], 0, None)
+    assert np.array_equal(plain[0]["values"], logged[0]["values"])
+    assert seen and seen[-1] == ("a2c window 0", 120, 120)
+    assert list((tmp_path / "tb" / "tensorboard" / "a2c_seed0").rglob("events.out.tfevents.*"))
