@@ -232,7 +232,8 @@ class WalkForward:
         on_train: optional callback ``(label, steps_done, total_steps)`` called while an agent
             trains (SB3 agents), for a training-steps progress bar.
 
-    Config key ``tensorboard: true`` writes SB3's TensorBoard logs under
+    Config key ``cache_models`` (default true) keeps each trained agent in ``<run_dir>/models/``
+    so that the ensemble reuses its members' training. Config key ``tensorboard: true`` writes SB3's TensorBoard logs under
     ``<run_dir>/tensorboard/<agent>_seed<k>/`` (one run per window; needs ``tensorboard``).
     """
 
@@ -250,6 +251,8 @@ class WalkForward:
         self.run_dir = Path(run_dir)
         self.on_window = on_window
         self.on_train = on_train
+        #: save each trained agent and reuse it for the same (agent, seed, window)
+        self.cache_models = bool(config.get("cache_models", True))
         wcfg = dict(config.get("windows") or {})
         if "trade_start" not in wcfg or "train_start" not in wcfg:
             raise ConfigError("config.windows needs train_start and trade_start")
@@ -265,21 +268,38 @@ class WalkForward:
     def _env_overrides(self, w: Window) -> dict:
         return stage_env_config(self.env_cfg, self.arrays, w.train)
 
+    def _model_path(self, name: str, w: Window, seed: int) -> Path:
+        return self.run_dir / "models" / f"{name}_seed{seed}" / f"window_{w.index:03d}.zip"
+
     def _train(self, name: str, w: Window, seed: int):
-        from agents import make_agent
+        """A fresh agent trained on window ``w``'s training range (seed from (seed, window, name)).
+
+        The trained agent is saved under ``<run_dir>/models/``; a later request for the same
+        (agent, seed, window) -- the ensemble's members, a resumed run -- loads it instead of
+        training again, which gives the same agent because training is deterministic per seed.
+        """
+        from agents import load_agent, make_agent
 
         cfg = dict(self.agent_cfg.get(name, {}))
         steps = int(cfg.pop("total_timesteps", 10_000))
         if self.config.get("tensorboard") and name in RL_AGENTS:
             cfg.setdefault("tensorboard_log", str(self.run_dir / "tensorboard" / f"{name}_seed{seed}"))
-        agent = make_agent(name, **cfg)
         lo, hi = w.train
         env_cfg = self._env_overrides(w)
         env = build_env(self._slice(lo, hi), env_cfg, **dict(self.config.get("train_env") or {}))
+        path = self._model_path(name, w, seed)
+        if self.cache_models and path.exists():
+            return load_agent(path, env)
+        agent = make_agent(name, **cfg)
         kw = {}
         if self.on_train is not None and "callback" in inspect.signature(agent.learn).parameters:
             kw["callback"] = _progress_callback(self.on_train, f"{name} window {w.index}", steps)
         agent.learn(env, total_timesteps=steps, seed=window_seed(seed, w.index, name), **kw)
+        if self.cache_models:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.zip")
+            agent.save(tmp)
+            os.replace(tmp, path)
         return agent
 
     def _stage_env(self, w: Window, lo: int, hi: int):

@@ -230,3 +230,20 @@ def test_training_progress_and_tensorboard_do_not_change_results(arrays, tmp_pat
     assert np.array_equal(plain[0]["values"], logged[0]["values"])
     assert seen and seen[-1] == ("a2c window 0", 120, 120)
     assert list((tmp_path / "tb" / "tensorboard" / "a2c_seed0").rglob("events.out.tfevents.*"))
+
+
+def test_the_ensemble_reuses_its_members_training_and_matches_it(arrays, tmp_path, monkeypatch):
+    """Members trained for their own chains are loaded, not retrained, and act the same."""
+    cfg = copy.deepcopy(CONFIG)
+    cfg["agents"]["ensemble"] = {"members": ["a2c"]}
+    wf = WalkForward(arrays, cfg, tmp_path)
+    a2c = wf.run_chain("a2c", 0)
+    import agents
+
+    trained = []
+    real = agents.make_agent
+    monkeypatch.setattr(agents, "make_agent", lambda name, **kw: trained.append(name) or real(name, **kw))
+    ens = wf.run_chain("ensemble", 0)
+    assert trained == []  # every member came from <run_dir>/models
+    assert np.array_equal(ens.values, a2c.values)  # one member: the ensemble is that member
+    assert all(r["chosen"] == "a2c" for r in ens.windows)
