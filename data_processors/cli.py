@@ -169,6 +169,8 @@ def features_cmd(
     min_coverage: float = typer.Option(0.0, "--min-coverage", help="Drop tickers with less coverage (0..1)."),
     max_gap: Optional[int] = typer.Option(None, "--max-gap", help="Drop tickers with a longer run of missing bars."),
     late_start: str = typer.Option("cut", "--late-start", help="Late tickers: 'cut' the panel start or 'drop' them."),
+    news: Optional[Path] = typer.Option(None, "--news", help="A headlines CSV: adds the daily VADER `sentiment` "
+                                                              "(news after the close counts for the next session)."),
 ) -> None:
     """Clean dataset NAME on its exchange calendar (forward fill only), add features, store as --out.
 
@@ -186,20 +188,26 @@ def features_cmd(
     df = load_dataset(name)
     cal = calendar or parent.get("params", {}).get("calendar") or _source_calendar(parent.get("source"))
     vix_df = _load_vix(vix) if vix else None
+    daily_news = None
+    if news is not None:
+        from .features.sentiment import daily_sentiment, read_news
+
+        with _progress(f"scoring headlines in {news.name} (VADER)"):
+            daily_news = daily_sentiment(read_news(news), calendar=cal)
     with _progress(f"cleaning {name} on {cal}"):
         cleaned, report = clean(df, cal, where=f"dataset {name}", min_coverage=min_coverage, max_gap=max_gap,
                                 late_start=late_start)
     _console().print(report.summary(), highlight=False)
     with _progress(f"adding features ({engine})"):
         feat = add_features(cleaned, indicators=inds, engine=engine, vix=vix_df, turbulence=turbulence,
-                            turbulence_window=turbulence_window)
+                            turbulence_window=turbulence_window, sentiment=daily_news)
     with _progress("storing"):
         manifest = save_dataset(out, feat, source=parent.get("source", "unknown"), params={
             "parent": name, "parent_sha256": parent.get("sha256"), "calendar": cal,
             "clean": {"min_coverage": min_coverage, "max_gap": max_gap, "late_start": late_start,
                       "report": report.to_dict()},
             "features": {"engine": engine, "indicators": list(inds), "vix": vix, "turbulence": turbulence,
-                         "turbulence_window": turbulence_window},
+                         "turbulence_window": turbulence_window, "news": str(news) if news else None},
         })
     _done(manifest, "stored")
 

@@ -138,3 +138,26 @@ def test_features_vix_from_dataset_name(shared_data, tmp_path, capsys):
     assert f1.loc[f1.time == "2020-03-16", "vix"].iloc[0] == pytest.approx(82.69, rel=1e-4)
     assert main(["data", "features", "dow2", "--out", "f3", "--vix", "dow2"]) == 2
     assert "none is ^VIX" in capsys.readouterr().err
+
+
+def test_features_with_news_sentiment(shared_data, tmp_path, capsys):
+    """`--news` adds the daily VADER sentiment; a headline dated day d counts for the next session."""
+    dow = pd.read_csv(shared_data / "us_equities/dow30_daily.csv.gz")
+    dow = dow[(dow.date >= "2022-03-01") & (dow.date <= "2022-04-30") & dow.tic.isin(["AAPL", "MSFT", "KO"])]
+    src = tmp_path / "dow3.csv"
+    dow.to_csv(src, index=False)
+    news = pd.read_csv(shared_data / "news/corizzo_headlines_aapl_msft_tsla_2021-01-05_2022-09-20.csv.gz")
+    news = news[(news.date >= "2022-03-01") & (news.date <= "2022-04-29")]
+    news_file = tmp_path / "news.csv"
+    news.to_csv(news_file, index=False)
+    assert main(["data", "import", str(src), "--format", "yahoo", "--name", "dow3"]) == 0
+    assert main(["data", "features", "dow3", "--out", "dow3s", "--indicators", "none", "--no-turbulence",
+                 "--news", str(news_file)]) == 0
+    capsys.readouterr()
+    feat = load_dataset("dow3s")
+    s = feat.pivot(index="time", columns="tic", values="sentiment")
+    assert (s["KO"] == 0).all()  # no KO headlines in the file
+    assert (s["AAPL"] != 0).mean() > 0.8 and (s["MSFT"] != 0).mean() > 0.8
+    # the first session can only hold news from before it: 2022-03-01's headlines go to 03-02
+    first = news[news.date == "2022-03-01"]
+    assert len(first) and s.loc[pd.Timestamp("2022-03-01"), "AAPL"] == 0
