@@ -21,7 +21,6 @@ turbulence index (:func:`dow30_arrays`), and converts it to FinRL's data layouts
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -32,7 +31,9 @@ import pandas as pd
 
 from data_processors.arrays import MarketArrays, to_arrays
 from data_processors.schema import DEFAULT_INDICATORS
-from finmeta.errors import ConfigError, DataValidationError, FinMetaError
+from finmeta.errors import ConfigError, DataValidationError
+
+from . import FinRLNotInstalled, exec_finrl_file, finrl_root
 
 __all__ = [
     "FinRLNotInstalled",
@@ -57,25 +58,6 @@ DOW30_FILE = "us_equities/dow30_daily.csv.gz"
 ENV_DIR = ("meta", "env_stock_trading")
 PANDAS_ENV_FILE = "env_stocktrading.py"
 NUMPY_ENV_FILE = "env_stocktrading_np.py"
-
-
-class FinRLNotInstalled(FinMetaError):
-    """finrl (0.3.7, installed with --no-deps) is not importable by file path."""
-
-
-# --------------------------------------------------------------------------------------------------
-# loading FinRL's env modules by file path
-# --------------------------------------------------------------------------------------------------
-
-def finrl_root() -> Path:
-    """The folder of the installed ``finrl`` package, found without importing it."""
-    spec = importlib.util.find_spec("finrl")
-    if spec is None or not spec.submodule_search_locations:
-        raise FinRLNotInstalled(
-            "finrl is not installed: run benchmarks/peers/install_peers.sh "
-            "(pip install --no-deps finrl==0.3.7 elegantrl==0.3.6)"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def _sb3_stub() -> dict[str, types.ModuleType]:
@@ -107,25 +89,8 @@ def load_finrl_module(filename: str) -> types.ModuleType:
     if filename in _MODULES:
         return _MODULES[filename]
     path = finrl_root().joinpath(*ENV_DIR, filename)
-    if not path.is_file():
-        raise FinRLNotInstalled(f"finrl env file not found: {path} (expected finrl==0.3.7)")
-    name = "finmeta_peer_finrl_" + path.stem
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
     stubs = {} if "stable_baselines3.common.vec_env" in sys.modules else _sb3_stub()
-    saved = {k: sys.modules.get(k) for k in stubs}
-    sys.modules.update(stubs)
-    try:
-        spec.loader.exec_module(module)
-    except ImportError as exc:  # a missing dependency of the env file itself
-        raise FinRLNotInstalled(f"cannot load {path}: {exc}") from exc
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
+    module = exec_finrl_file("finmeta_peer_finrl_" + path.stem, path, stubs)
     _MODULES[filename] = module
     return module
 

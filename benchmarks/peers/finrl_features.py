@@ -17,9 +17,7 @@ drops the panel's last date, exactly as it does with a live download.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
-import sys
 import time
 import types
 from pathlib import Path
@@ -28,31 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finmeta.errors import FinMetaError
+from . import FinRLNotInstalled, exec_finrl_file, finrl_root
 
 __all__ = ["FinRLNotInstalled", "FileVixDownloader", "finrl_root", "load_preprocessors", "run_feature_engineer",
            "to_finrl_frame"]
-
-
-class FinRLNotInstalled(FinMetaError):
-    """finrl (0.3.7, installed with --no-deps) cannot be loaded by file path."""
-
-
-def finrl_root() -> Path:
-    """The folder of the installed ``finrl`` package, found without importing it."""
-    spec = importlib.util.find_spec("finrl")
-    if spec is None or not spec.submodule_search_locations:
-        raise FinRLNotInstalled("finrl is not installed (pip install --no-deps finrl==0.3.7)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _load_by_path(name: str, path: Path) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise FinRLNotInstalled(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class FileVixDownloader:
@@ -92,9 +69,7 @@ def load_preprocessors(vix_path: str | Path | None = None) -> types.ModuleType:
     """FinRL's ``preprocessors`` module, loaded by path, its downloader reading ``vix_path``."""
     root = finrl_root()
     path = root / "meta" / "preprocessor" / "preprocessors.py"
-    if not path.is_file():
-        raise FinRLNotInstalled(f"{path} not found (expected finrl==0.3.7)")
-    config = _load_by_path("_finrl_peer_config", root / "config.py")
+    config = exec_finrl_file("_finrl_peer_config", root / "config.py")
     ydl = types.ModuleType("finrl.meta.preprocessor.yahoodownloader")
     ydl.YahooDownloader = FileVixDownloader
     pkg = types.ModuleType("finrl")
@@ -107,18 +82,7 @@ def load_preprocessors(vix_path: str | Path | None = None) -> types.ModuleType:
         "finrl.meta.preprocessor": types.ModuleType("finrl.meta.preprocessor"),
         "finrl.meta.preprocessor.yahoodownloader": ydl,
     }
-    saved = {k: sys.modules.get(k) for k in stubs}
-    sys.modules.update(stubs)
-    try:
-        module = _load_by_path("_finrl_peer_preprocessors", path)
-    except ImportError as exc:
-        raise FinRLNotInstalled(f"cannot load {path}: {exc}") from exc
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
+    module = exec_finrl_file("_finrl_peer_preprocessors", path, stubs)
     downloader = type("FileVixDownloader", (FileVixDownloader,), {})
     downloader.vix_frame = read_vix_for_finrl(vix_path) if vix_path is not None else None
     module.YahooDownloader = downloader
