@@ -9,11 +9,12 @@ For every (agent, seed) the loop walks the windows of :mod:`benchmarks.windows` 
    as in the ICAIF 2020 paper);
 3. **trade** the next range with it, starting from the portfolio the previous window ended with.
 
-Each stage builds its env from ``arrays.slice(lo, hi)`` of its own range: the env cannot read a bar
-past its range, whatever the agent does. Window ``k > 0`` trades the slice ``[lo - 1, hi)``: its
-first bar is the previous window's last bar (already observed; the portfolio is carried over at
-that bar's close), so that every fill happens inside the slice and the chained account-value path
-has no gap. After each window the chain's state is checkpointed atomically; a rerun with the same
+Each stage builds its env from ``arrays.slice(train_lo, hi)`` with episodes starting at the
+stage's first bar: the bars before it are the past (observation look-back, baselines' trailing
+estimates) and no bar at or after the stage's end ``hi`` exists for the env, whatever the agent
+does. Window ``k > 0`` trades from bar ``lo - 1``, the previous window's last bar (already
+observed; the portfolio is carried over at that bar's close), so that every fill happens inside
+the window and the chained account-value path has no gap. After each window the chain's state is checkpointed atomically; a rerun with the same
 run directory resumes after the last finished window and ends with the same table, because each
 window's randomness depends only on (seed, window, agent).
 """
