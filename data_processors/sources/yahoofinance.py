@@ -21,6 +21,7 @@ columns such as FinRL's indicators, kept with ``keep_extra=True``); (b) a yfinan
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import ClassVar
 
@@ -85,11 +86,14 @@ class YahooSource(DataSource):
             logger = logging.getLogger("yfinance")
             logger.addHandler(capture)
             try:
-                data = yf.download(
-                    chunk, start=start, end=end, interval=_INTERVAL[freq], auto_adjust=self.adjust == "auto",
-                    actions=False, progress=False, threads=True, timeout=self.timeout,
-                    group_by="column", multi_level_index=True,
-                )
+                with warnings.catch_warnings():
+                    # yfinance's own pandas deprecation warnings are not the user's business
+                    warnings.filterwarnings("ignore", module=r"yfinance(\..*)?")
+                    data = yf.download(
+                        chunk, start=start, end=end, interval=_INTERVAL[freq], auto_adjust=self.adjust == "auto",
+                        actions=False, progress=False, threads=True, timeout=self.timeout,
+                        group_by="column", multi_level_index=True,
+                    )
             finally:
                 logger.removeHandler(capture)
             missing = _missing_tickers(data, chunk)
