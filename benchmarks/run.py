@@ -271,10 +271,16 @@ def index_values(icfg: dict, arrays: MarketArrays, times: np.ndarray, initial: f
 # the run
 # --------------------------------------------------------------------------------------------
 def _git_commit() -> str | None:
+    """HEAD of the source tree, with ``+dirty`` when it has uncommitted changes (None outside git)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
+        here = Path(__file__).parent
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=here).stdout.strip()
+        if not head:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=here).stdout.strip()
+        return head + ("+dirty" if dirty else "")
     except Exception:
         return None
 
@@ -309,6 +315,7 @@ def run_benchmark(
     from .report import aggregate_seeds, write_report
 
     t0 = time.time()
+    commit = _git_commit()  # the code this run executes (taken before it starts)
     config = copy.deepcopy(config)
     if config.get("use_tuned"):
         from .tune import apply_tuned
@@ -364,7 +371,7 @@ def run_benchmark(
         "fill": wf.env_cfg.get("fill", "open"),
         "dataset": prov,
         "versions": _versions(),
-        "git_commit": _git_commit(),
+        "git_commit": commit,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "wall_seconds": round(time.time() - t0, 2),
         "windows": {f"{c.agent}_seed{c.seed}": c.windows for c in chains},
