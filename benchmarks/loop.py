@@ -21,6 +21,7 @@ window's randomness depends only on (seed, window, agent).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
@@ -246,6 +247,7 @@ class WalkForward:
         *,
         on_window: Callable[[str, int, int, int], None] | None = None,
         on_train: Callable[[str, int, int], None] | None = None,
+        windows: list[Window] | None = None,
     ) -> None:
         self.arrays = arrays
         self.config = config
@@ -254,10 +256,12 @@ class WalkForward:
         self.on_train = on_train
         #: save each trained agent and reuse it for the same (agent, seed, window)
         self.cache_models = bool(config.get("cache_models", True))
-        wcfg = dict(config.get("windows") or {})
-        if "trade_start" not in wcfg or "train_start" not in wcfg:
-            raise ConfigError("config.windows needs train_start and trade_start")
-        self.windows: list[Window] = make_windows(arrays.times, **wcfg)
+        if windows is None:
+            wcfg = dict(config.get("windows") or {})
+            if "trade_start" not in wcfg or "train_start" not in wcfg:
+                raise ConfigError("config.windows needs train_start and trade_start")
+            windows = make_windows(arrays.times, **wcfg)
+        self.windows: list[Window] = list(windows)
         self.env_cfg: dict = dict(config.get("env") or {})
         self.periods_per_year = float(config.get("periods_per_year", 252))
         self.agent_cfg: dict = {k: dict(v or {}) for k, v in (config.get("agents") or {}).items()}
@@ -336,8 +340,32 @@ class WalkForward:
         return self._stage_env(w, lo, hi)
 
     # -- one chain -----------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the chains' results (data, features, env, windows,
+        agents, dataset hash). Checkpoints and saved models are only reused under the same one."""
+        keys = ("data", "features", "env", "train_env", "windows", "agents", "periods_per_year")
+        body = {k: self.config.get(k) for k in keys}
+        body["dataset_hash"] = self.arrays.meta.get("dataset_hash")
+        text = json.dumps(body, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _claim_run_dir(self) -> None:
+        """Refuse to resume a run directory written by a different config (stale checkpoints)."""
+        path = self.run_dir / "fingerprint.json"
+        mine = self.fingerprint()
+        if path.exists():
+            theirs = json.loads(path.read_text()).get("fingerprint")
+            if theirs != mine:
+                raise ConfigError(
+                    f"{self.run_dir} holds a run of a different config or dataset (its checkpoints and "
+                    f"models would be reused); use a new --out, or delete that directory"
+                )
+            return
+        _atomic_write_bytes(path, json.dumps({"fingerprint": mine}).encode())
+
     def run_chain(self, name: str, seed: int) -> ChainResult:
         """Walk every window for one agent and seed (resuming from checkpoints)."""
+        self._claim_run_dir()
         parts: list[dict] = []
         records: list[dict] = []
         state: dict | None = None

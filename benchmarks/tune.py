@@ -182,26 +182,15 @@ def pretrade_window(times: np.ndarray, windows_cfg: dict) -> Window:
     return Window(0, (t_lo, v_lo), (v_lo, end), (end, end))
 
 
-class _PretradeWalk(WalkForward):
-    """The loop's train/validate stage code over the pre-trade arrays and one window."""
-
-    def __init__(self, arrays: MarketArrays, config: dict) -> None:  # noqa: D107 - no super(): no windows
-        self.arrays = arrays
-        self.config = config
-        self.run_dir = Path(".")
-        self.on_window = None
-        self.windows = [pretrade_window(arrays.times, config.get("windows") or {})]
-        self.env_cfg = dict(config.get("env") or {})
-        self.periods_per_year = float(config.get("periods_per_year", 252))
-        self.agent_cfg = {k: dict(v or {}) for k, v in (config.get("agents") or {}).items()}
-
-
 def evaluate_params(arrays: MarketArrays, config: dict, agent: str, params: dict, timesteps: int,
                     seed: int, torch_threads: int | None = None) -> float:
     """Train ``agent`` with ``params`` on window 0's training range; its validation Sharpe."""
     from agents.base import torch_threads as _threads
 
-    walk = _PretradeWalk(arrays, config)
+    # the loop's own train/validate code over the pre-trade arrays and their one window; no saved
+    # models (each trial trains with other parameters) and nothing written to disk
+    cfg = {**config, "cache_models": False}
+    walk = WalkForward(arrays, cfg, Path("."), windows=[pretrade_window(arrays.times, config.get("windows") or {})])
     walk.agent_cfg[agent] = {**walk.agent_cfg.get(agent, {}), **params, "total_timesteps": int(timesteps)}
     w = walk.windows[0]
     with _threads(torch_threads):  # restored afterwards

@@ -247,3 +247,13 @@ def test_the_ensemble_reuses_its_members_training_and_matches_it(arrays, tmp_pat
     assert trained == []  # every member came from <run_dir>/models
     assert np.array_equal(ens.values, a2c.values)  # one member: the ensemble is that member
     assert all(r["chosen"] == "a2c" for r in ens.windows)
+
+
+def test_a_run_directory_is_not_resumed_under_another_config(arrays, tmp_path):
+    cfg = copy.deepcopy(CONFIG)
+    WalkForward(arrays, cfg, tmp_path).run_chain("equal_weight", 0)
+    WalkForward(arrays, copy.deepcopy(cfg), tmp_path).run_chain("equal_weight", 0)  # same config: resumes
+    other = copy.deepcopy(cfg)
+    other["agents"]["a2c"]["total_timesteps"] = 240
+    with pytest.raises(ConfigError, match="different config"):
+        WalkForward(arrays, other, tmp_path).run_chain("a2c", 0)
