@@ -475,15 +475,20 @@ def write_tearsheet(
 # ----------------------------------------------------------------------------------------------
 
 
-def _git_commit(cwd: Path | None = None) -> str | None:
+def git_commit(cwd: Path | None = None) -> str | None:
+    """HEAD of the source tree, with ``+dirty`` when tracked files have uncommitted changes
+    (None outside a git checkout)."""
+    where = str(cwd or Path(__file__).resolve().parent)
     try:
-        res = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=str(cwd or Path(__file__).resolve().parent),
-            capture_output=True, text=True, timeout=5, check=False,
-        )
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                              timeout=5, check=False)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def library_versions(names: Sequence[str] = MANIFEST_LIBRARIES) -> dict[str, str | None]:
@@ -517,7 +522,7 @@ def build_manifest(
         "seeds": [int(s) for s in seeds] if seeds is not None else [],
         "periods_per_year": periods_per_year,
         "wall_time_s": None if wall_time_s is None else float(wall_time_s),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "libraries": library_versions(),

@@ -25,8 +25,6 @@ import copy
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -270,33 +268,6 @@ def index_values(icfg: dict, arrays: MarketArrays, times: np.ndarray, initial: f
 # --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
-def _git_commit() -> str | None:
-    """HEAD of the source tree, with ``+dirty`` when it has uncommitted changes (None outside git)."""
-    try:
-        here = Path(__file__).parent
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=here).stdout.strip()
-        if not head:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, cwd=here).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except Exception:
-        return None
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("numpy", "pandas", "torch", "gymnasium", "stable-baselines3", "stockstats", "ta-lib", "finmeta"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
 def run_benchmark(
     config: dict,
     *,
@@ -312,10 +283,10 @@ def run_benchmark(
     ``tearsheets=False`` skips the quantstats HTML tearsheets (a few seconds each).
     """
     from .metrics import compute_metrics
-    from .report import aggregate_seeds, write_report
+    from .report import aggregate_seeds, build_manifest, git_commit, write_report
 
     t0 = time.time()
-    commit = _git_commit()  # the code this run executes (taken before it starts)
+    commit = git_commit()  # the code this run executes (taken before it starts)
     config = copy.deepcopy(config)
     if config.get("use_tuned"):
         from .tune import apply_tuned
@@ -362,20 +333,21 @@ def run_benchmark(
             rows.append({"agent": label, "seed": 0, **compute_metrics(idx.to_numpy(), periods_per_year=ppy)})
     per_seed = pd.DataFrame(rows)
     table = aggregate_seeds(per_seed)
-    manifest = {
-        "config": {k: v for k, v in config.items() if not k.startswith("_")},
-        "config_path": config.get("_path"),
-        "agents": agents,
-        "seeds": seeds,
-        "executor": executor,
-        "fill": wf.env_cfg.get("fill", "open"),
-        "dataset": prov,
-        "versions": _versions(),
-        "git_commit": commit,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "wall_seconds": round(time.time() - t0, 2),
-        "windows": {f"{c.agent}_seed{c.seed}": c.windows for c in chains},
-    }
+    manifest = build_manifest(
+        config={k: v for k, v in config.items() if not k.startswith("_")},
+        dataset_hash=prov["dataset_hash"],
+        seeds=seeds,
+        wall_time_s=round(time.time() - t0, 2),
+        periods_per_year=ppy,
+        git_commit=commit,
+        config_path=config.get("_path"),
+        agents=agents,
+        executor=executor,
+        fill=wf.env_cfg.get("fill", "open"),
+        dataset=prov,
+        machine={"cpus": os.cpu_count()},
+        windows={f"{c.agent}_seed{c.seed}": c.windows for c in chains},
+    )
     actions = {f"{c.agent}_seed{c.seed}": pd.DataFrame(c.actions, index=pd.DatetimeIndex(c.times),
                                                        columns=list(arrays.tickers)[: c.actions.shape[1]])
                for c in chains}

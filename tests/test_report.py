@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import math
 
@@ -197,7 +199,7 @@ def test_tearsheet_falls_back_when_quantstats_fails(tmp_path, monkeypatch):
 def test_manifest_git_commit_and_versions():
     m = rp.build_manifest(periods_per_year=365, note="x")
     assert m["periods_per_year"] == 365 and m["note"] == "x"
-    assert m["git_commit"] is None or len(m["git_commit"]) == 40
+    assert m["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", m["git_commit"])
     assert set(rp.MANIFEST_LIBRARIES) == set(m["libraries"])
 
 
