@@ -235,8 +235,9 @@ class WalkForward:
             trains (SB3 agents), for a training-steps progress bar.
 
     Config key ``cache_models`` (default true) keeps each trained agent in ``<run_dir>/models/``
-    so that the ensemble reuses its members' training. Config key ``tensorboard: true`` writes SB3's TensorBoard logs under
-    ``<run_dir>/tensorboard/<agent>_seed<k>/`` (one run per window; needs ``tensorboard``).
+    so that the ensemble reuses its members' training. Config key ``tensorboard: true`` writes
+    SB3's TensorBoard logs under ``<run_dir>/tensorboard/<agent>_seed<k>/`` (one run per window;
+    needs ``tensorboard``).
     """
 
     def __init__(
