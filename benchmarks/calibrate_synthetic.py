@@ -29,7 +29,6 @@ sha256, date range). Only fitted parameters are written; never the data.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -42,6 +41,7 @@ from scipy.signal import lfilter
 from scipy.special import gammaln
 from scipy.stats import kurtosis
 
+from data_processors.store import file_sha256 as sha256_file
 from finmeta.errors import ConfigError, DataValidationError, FinMetaError
 
 DATA_FILE = "us_equities/dow30_daily.csv.gz"
@@ -54,14 +54,6 @@ REGIME_NAMES = ("bull", "bear", "crisis")  # ordered by market-factor vol, ascen
 # ------------------------------------------------------------------------------------------------
 # data
 # ------------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def default_data_path() -> Path:
     from finmeta.paths import data_dir
 

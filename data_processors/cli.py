@@ -8,7 +8,6 @@ exits with code 2. Progress goes to stderr (rich), results to stdout.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from pathlib import Path
 from typing import Iterator, Optional
@@ -55,14 +54,6 @@ def _done(manifest: dict, what: str) -> None:
 
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,7 +109,7 @@ def import_cmd(
     """
     from .clean import validate
     from .sources import get_source
-    from .store import _check_name, save_dataset
+    from .store import _check_name, file_sha256, save_dataset
 
     _check_name(name)
     options = {k: v for k, v in {"symbol": symbol, "tz": tz, "label": label, "freq": freq}.items() if v is not None}
@@ -128,7 +119,7 @@ def import_cmd(
     with _progress("validating and storing"):
         validate(df, where=str(file))
         manifest = save_dataset(name, df, source=fmt,
-                                params={"file": file.name, "file_sha256": _file_sha256(file), "format": fmt,
+                                params={"file": file.name, "file_sha256": file_sha256(file), "format": fmt,
                                         "options": options, "calendar": getattr(src, "calendar", None)})
     _done(manifest, "imported")
 

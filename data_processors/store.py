@@ -47,6 +47,15 @@ class DatasetNotFoundError(ConfigError):
     """No dataset of that name in the store."""
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks (for provenance of imported/fitted files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
         raise ConfigError(f"dataset name {name!r}: use letters, digits, '.', '_' or '-' (no '/' or spaces), "
