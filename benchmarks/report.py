@@ -362,15 +362,16 @@ def _pyplot():
     return plt
 
 
-def plot_equity(account_values: Mapping[str, pd.Series], path: str | Path, title: str = "Account value") -> Path:
-    """PNG of every agent's account value (x: dates when dated, else step)."""
+def _plot_lines(lines: Mapping[str, tuple[Any, np.ndarray]], path: str | Path, *, title: str, ylabel: str,
+                height: float, linewidth: float) -> Path:
+    """One PNG with one line per name: ``lines[name] = (x, y)``."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = plt.subplots(figsize=(10, height))
     try:
-        for name, s in account_values.items():
-            ax.plot(s.index, s.to_numpy(dtype=np.float64), label=str(name), linewidth=1.2)
+        for name, (x, y) in lines.items():
+            ax.plot(x, y, label=str(name), linewidth=linewidth)
         ax.set_title(title)
-        ax.set_ylabel("account value")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
@@ -378,24 +379,18 @@ def plot_equity(account_values: Mapping[str, pd.Series], path: str | Path, title
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def plot_equity(account_values: Mapping[str, pd.Series], path: str | Path, title: str = "Account value") -> Path:
+    """PNG of every agent's account value (x: dates when dated, else step)."""
+    lines = {name: (s.index, s.to_numpy(dtype=np.float64)) for name, s in account_values.items()}
+    return _plot_lines(lines, path, title=title, ylabel="account value", height=5, linewidth=1.2)
 
 
 def plot_drawdown(account_values: Mapping[str, pd.Series], path: str | Path, title: str = "Drawdown") -> Path:
     """PNG of every agent's drawdown ``v / cummax(v) - 1`` in percent."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4))
-    try:
-        for name, s in account_values.items():
-            ax.plot(s.index, 100.0 * drawdown_series(s), label=str(name), linewidth=1.0)
-        ax.set_title(title)
-        ax.set_ylabel("drawdown (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
-    return Path(path)
+    lines = {name: (s.index, 100.0 * drawdown_series(s)) for name, s in account_values.items()}
+    return _plot_lines(lines, path, title=title, ylabel="drawdown (%)", height=4, linewidth=1.0)
 
 
 def _dated_returns(values: pd.Series, periods_per_year: float) -> tuple[pd.Series, bool]:
