@@ -73,6 +73,19 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def quiet_logger(model: Any, tensorboard_log: str | None = None, verbose: int = 0) -> None:
+    """Give an SB3 model a logger that writes nothing, unless TensorBoard or verbose output is on.
+
+    Without it every ``learn()`` with ``verbose=0`` calls SB3's ``configure(None, [""])``, which
+    creates an empty ``SB3-<timestamp>`` folder in the temp dir: thousands of them per benchmark.
+    """
+    if tensorboard_log or int(verbose) > 0:
+        return
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Fix torch's intra-op thread count inside the block (None: leave it), then restore it.

@@ -34,6 +34,7 @@ from agents.base import (
     Agent,
     AgentError,
     AgentLoadError,
+    quiet_logger,
     register_agent,
     seed_everything,
     torch_threads,
@@ -132,6 +133,7 @@ class SB3Agent(Agent):
                 )
             except TypeError as exc:
                 raise ConfigError(f"{self.name}: bad hyper-parameter for SB3 {self.algo}: {exc}") from exc
+            quiet_logger(self.model, self.config.get("tensorboard_log"), int(self.config.get("verbose", 0)))
             self.model.learn(total_timesteps=int(total_timesteps), progress_bar=False, callback=callback)
         self.trained_timesteps = int(self.model.num_timesteps)
         self.seed = seed

@@ -180,6 +180,22 @@ def test_sb3_same_seed_same_actions_and_save_load_round_trip(name, tmp_path):
     assert again.config["learning_rate"] == a.config["learning_rate"]
 
 
+def test_learn_leaves_no_logger_folders_in_the_temp_dir(tmp_path, monkeypatch):
+    """SB3's default logger makes an empty SB3-<time> folder per learn(); ours writes nothing."""
+    import tempfile
+
+    import agents.moe  # noqa: F401  (registers moe)
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    make_agent("a2c", **SMALL["a2c"], **NET).learn(toy_env(), 40, seed=0)
+    make_agent("moe", lookback=3, d_model=8, feat_dim=8, hidden=16, learning_starts=10, batch_size=8,
+               segment=2, router_every=2).learn(toy_env(), 40, seed=0)
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("SB3-")] == []
+
+
 def test_load_refuses_other_spaces(tmp_path):
     a = make_agent("ppo", **SMALL["ppo"], **NET).learn(toy_env(), 40, seed=0)
     path = a.save(tmp_path / "ppo.zip")

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agents.base import Agent, AgentError, AgentLoadError, env_spaces, register_agent, seed_everything, torch_threads
+from agents.base import (
+    Agent, AgentError, AgentLoadError, env_spaces, quiet_logger, register_agent, seed_everything, torch_threads,
+)
 from agents.moe.encoder import TemporalEncoder
 from agents.moe.objectives import (
     Discriminator,
@@ -448,6 +450,7 @@ class MoEAgent(Agent):
             self.router_model.learning_rate = lr_schedule
             self.router_model._setup_lr_schedule()
             self.router_model.set_random_seed(seed)
+        quiet_logger(self.router_model, None, int(cfg["verbose"]))
         self.router_model.learn(total_timesteps=n_iter, callback=_Hook(), reset_num_timesteps=True)
 
     def _rule_choice(self, state: RouterState, rng: np.random.Generator, rule: str | None = None) -> int:
