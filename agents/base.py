@@ -220,6 +220,9 @@ class Agent(abc.ABC):
     name: ClassVar[str] = "agent"
     #: default hyper-parameters (copied, then updated by the overrides)
     defaults: ClassVar[dict[str, Any]] = {}
+    #: True when a second ``learn()`` continues from the current weights (the walk-forward loop's
+    #: ``warm_start``); False when every ``learn()`` starts a fresh model (the SB3 agents)
+    supports_warm_start: ClassVar[bool] = False
 
     def __init__(self, **overrides: Any) -> None:
         self.config: dict[str, Any] = {**self.defaults, **overrides}

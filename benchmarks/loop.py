@@ -278,7 +278,11 @@ class WalkForward:
         return self.run_dir / "models" / f"{name}_seed{seed}" / f"window_{w.index:03d}.zip"
 
     def _train(self, name: str, w: Window, seed: int):
-        """A fresh agent trained on window ``w``'s training range (seed from (seed, window, name)).
+        """An agent trained on window ``w``'s training range (seed from (seed, window, name)).
+
+        Fresh by default. With ``warm_start: true`` in the agent's config (agents whose
+        ``supports_warm_start``, i.e. ``moe``), window k > 0 loads window k-1's saved agent and
+        continues training it for ``retrain_timesteps`` (default ``total_timesteps``) steps.
 
         The trained agent is saved under ``<run_dir>/models/``; a later request for the same
         (agent, seed, window) -- the ensemble's members, a resumed run -- loads it instead of
@@ -288,6 +292,8 @@ class WalkForward:
 
         cfg = dict(self.agent_cfg.get(name, {}))
         steps = int(cfg.pop("total_timesteps", 10_000))
+        warm = bool(cfg.pop("warm_start", False))
+        retrain_steps = int(cfg.pop("retrain_timesteps", steps))
         if self.config.get("tensorboard") and name in RL_AGENTS:
             cfg.setdefault("tensorboard_log", str(self.run_dir / "tensorboard" / f"{name}_seed{seed}"))
         lo, hi = w.train
@@ -296,7 +302,25 @@ class WalkForward:
         path = self._model_path(name, w, seed)
         if self.cache_models and path.exists():
             return load_agent(path, env)
-        agent = make_agent(name, **cfg)
+        prev = self._previous_window(w) if warm else None
+        if prev is not None:
+            # warm start: continue from the previous window's trained agent (for moe: LoRA-only
+            # encoder updates) for retrain_timesteps steps; it is on disk (or made now, in order)
+            prev_path = self._model_path(name, prev, seed)
+            if not prev_path.exists():
+                self._train(name, prev, seed)
+            agent = load_agent(prev_path, env)
+            steps = retrain_steps
+        else:
+            agent = make_agent(name, **cfg)
+        if warm and not agent.supports_warm_start:
+            raise ConfigError(
+                f"agents.{name}.warm_start: {name} starts a fresh model at every learn(), so it "
+                f"cannot continue from the previous window; remove warm_start"
+            )
+        if warm and not self.cache_models:
+            raise ConfigError(f"agents.{name}.warm_start needs cache_models: true (it loads the "
+                              f"previous window's saved model)")
         kw = {}
         if self.on_train is not None and "callback" in inspect.signature(agent.learn).parameters:
             kw["callback"] = _progress_callback(self.on_train, f"{name} window {w.index}", steps)
@@ -307,6 +331,10 @@ class WalkForward:
             agent.save(tmp)
             os.replace(tmp, path)
         return agent
+
+    def _previous_window(self, w: Window) -> Window | None:
+        earlier = [x for x in self.windows if x.index == w.index - 1]
+        return earlier[0] if earlier else None
 
     def _stage_env(self, w: Window, lo: int, hi: int):
         """An env over bars ``[train_lo, hi)`` whose episodes start at ``lo``.

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from benchmarks import loop as loop_mod
 from benchmarks.loop import WalkForward
@@ -217,6 +218,48 @@ def test_moe_runs_in_the_loop_and_reports_diversity(arrays, tmp_path):
     assert np.all(np.isfinite(part["values"]))
     assert 0.0 <= record["diversity"]["diversity"] <= 1.0
     assert record["diversity"]["router_entropy"] >= 0.0
+
+
+MOE_TINY = {"lookback": 3, "d_model": 8, "feat_dim": 8, "hidden": 16, "learning_starts": 20, "batch_size": 16,
+            "segment": 2, "router_every": 4}
+
+
+def test_warm_start_continues_from_the_previous_window_with_lora_only_encoder_updates(arrays, tmp_path):
+    """``warm_start``: window k fine-tunes window k-1's saved agent for ``retrain_timesteps``; the
+    encoder's base weights stay frozen (LoRA), the adapters move. Without it every window is new."""
+    import agents.moe  # noqa: F401
+    from agents import load_agent
+
+    def encoder(path):
+        enc = load_agent(path).core.encoder.state_dict()
+        base = {k: v for k, v in enc.items() if "lora_" not in k}
+        lora = {k: v for k, v in enc.items() if "lora_" in k}
+        return base, lora
+
+    runs = {}
+    for warm in (True, False):
+        cfg = copy.deepcopy(CONFIG)
+        cfg["agents"] = {"moe": {"total_timesteps": 80, "retrain_timesteps": 40, "warm_start": warm, **MOE_TINY}}
+        wf = WalkForward(arrays, cfg, tmp_path / str(warm))
+        agent = wf._train("moe", wf.windows[1], 0)  # window 0 is trained first, on demand
+        models = tmp_path / str(warm) / "models" / "moe_seed0"
+        assert sorted(p.name for p in models.iterdir()) == (["window_000.zip", "window_001.zip"] if warm
+                                                           else ["window_001.zip"])
+        runs[warm] = agent
+    b0, l0 = encoder(tmp_path / "True" / "models" / "moe_seed0" / "window_000.zip")
+    b1, l1 = encoder(tmp_path / "True" / "models" / "moe_seed0" / "window_001.zip")
+    assert all(torch.equal(b0[k], b1[k]) for k in b0)  # base weights: frozen in the retrain
+    assert any(not torch.equal(l0[k], l1[k]) for k in l0)  # adapters: trained
+    cold = runs[False].core.encoder.state_dict()
+    assert any(not torch.equal(cold[k], b1[k]) for k in b1)  # a cold window-1 agent is another model
+
+
+def test_warm_start_is_refused_for_agents_that_always_start_fresh(arrays, tmp_path):
+    cfg = copy.deepcopy(CONFIG)
+    cfg["agents"]["a2c"]["warm_start"] = True
+    wf = WalkForward(arrays, cfg, tmp_path)
+    with pytest.raises(ConfigError, match="warm_start"):
+        wf._train("a2c", wf.windows[0], 0)
 
 
 def test_training_progress_and_tensorboard_do_not_change_results(arrays, tmp_path):

@@ -299,6 +299,7 @@ class MoEAgent(Agent):
 
     name: ClassVar[str] = "moe"
     defaults: ClassVar[dict[str, Any]] = MOE_DEFAULTS
+    supports_warm_start: ClassVar[bool] = True  # a 2nd learn() fine-tunes (encoder: retrain_mode)
 
     def __init__(self, **overrides: Any) -> None:
         unknown = set(overrides) - set(MOE_DEFAULTS) - {"total_timesteps"}
