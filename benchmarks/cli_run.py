@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import typer
 
 from finmeta.errors import ConfigError
+
+
+def _command_line() -> str:
+    """The ``finmeta ...`` command line being run (for the manifest)."""
+    from finmeta import cli
+
+    args = cli.INVOKED_ARGS if cli.INVOKED_ARGS is not None else sys.argv[1:]
+    return shlex.join(["finmeta", *args])
 
 
 def _csv_list(value: str | None, cast=str) -> list | None:
@@ -63,9 +73,10 @@ def bench(
     if address:
         cfg.setdefault("ray", {})["address"] = address
     table, run_dir = run_benchmark(cfg, agents=_csv_list(agents), seeds=_csv_list(seeds, int), out=out,
-                                   executor=executor, tearsheets=tearsheets)
+                                   executor=executor, tearsheets=tearsheets,
+                                   command=_command_line())
     if as_json:
-        typer.echo(table.to_json(orient="records"))
+        typer.echo(table.to_json(orient="records", double_precision=15))
     else:
         _print_table(table)
         typer.echo(f"run directory: {run_dir}")

@@ -268,6 +268,16 @@ def index_values(icfg: dict, arrays: MarketArrays, times: np.ndarray, initial: f
 # --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
+def _machine() -> dict:
+    """CPU count and memory of this machine, for the manifest (timings depend on them)."""
+    info: dict[str, Any] = {"cpus": os.cpu_count()}
+    try:
+        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        pass
+    return info
+
+
 def run_benchmark(
     config: dict,
     *,
@@ -277,10 +287,12 @@ def run_benchmark(
     executor: str = "local",
     progress: bool = True,
     tearsheets: bool = True,
+    command: str | None = None,
 ) -> tuple[pd.DataFrame, Path]:
     """Run ``config`` for every agent and seed; write the run directory; return (table, run_dir).
 
-    ``tearsheets=False`` skips the quantstats HTML tearsheets (a few seconds each).
+    ``tearsheets=False`` skips the quantstats HTML tearsheets (a few seconds each). ``command``
+    (the command line that started the run) is recorded in the manifest.
     """
     from .metrics import compute_metrics
     from .report import aggregate_seeds, build_manifest, git_commit, write_report
@@ -345,7 +357,8 @@ def run_benchmark(
         executor=executor,
         fill=wf.env_cfg.get("fill", "open"),
         dataset=prov,
-        machine={"cpus": os.cpu_count()},
+        machine=_machine(),
+        command=command,
         windows={f"{c.agent}_seed{c.seed}": c.windows for c in chains},
     )
     actions = {f"{c.agent}_seed{c.seed}": pd.DataFrame(c.actions, index=pd.DatetimeIndex(c.times),
@@ -359,12 +372,14 @@ def run_benchmark(
 def _run_local(wf: WalkForward, jobs: list[tuple[str, int]], progress: bool) -> list[ChainResult]:
     if not progress:
         return [wf.run_chain(a, s) for a, s in jobs]
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     n_win = len(wf.windows)
     out = []
+    # progress goes to stderr: stdout carries the table (``--json`` output must parse)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), transient=False) as bar:
+                  TimeElapsedColumn(), transient=False, console=Console(stderr=True)) as bar:
         total = bar.add_task("all windows", total=len(jobs) * n_win)
         steps = bar.add_task("training steps", total=1, visible=False)
         for a, s in jobs:

@@ -78,9 +78,15 @@ def _is_click_exception(exc: BaseException) -> bool:
     return isinstance(exc, _click_exception_types())
 
 
+#: the arguments of the running ``finmeta`` command (recorded in run manifests)
+INVOKED_ARGS: list[str] | None = None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
+    global INVOKED_ARGS
     args = list(sys.argv[1:] if argv is None else argv)
+    INVOKED_ARGS = list(args)
     debug = "--debug" in args
     try:
         app(args=args, standalone_mode=False)

@@ -1,0 +1,49 @@
+"""``finmeta bench`` through the real entry point (finmeta.cli.main): table, run directory, manifest."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from finmeta.cli import main
+
+TINY = {
+    "name": "tiny_cli",
+    "data": {"source": "synthetic", "tickers": 3, "start": "2017-01-01", "end": "2019-01-01", "seed": 5},
+    "features": {"engine": "stockstats", "indicators": ["macd"], "turbulence": False},
+    "env": {"family": "stock_trading", "initial_cash": 100_000, "hmax": 50},
+    "windows": {"train_start": "2017-01-01", "trade_start": "2018-07-02", "trade_end": "2019-01-01",
+                "rebalance": 63, "validation": 21},
+    "agents": {"equal_weight": {}, "buy_and_hold": {}},
+    "index": {"price_weighted": True},
+    "seeds": [0],
+}
+
+
+def test_bench_prints_the_table_and_records_the_command_and_machine(tmp_path, capsys):
+    cfg = tmp_path / "tiny_cli.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    out_dir = tmp_path / "run"
+    rc = main(["bench", str(cfg), "--seeds", "0", "--out", str(out_dir), "--no-tearsheets", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    rows = json.loads(captured.out)
+    assert sorted(r["agent"] for r in rows) == ["buy_and_hold", "equal_weight", "index"]
+    table = pd.read_csv(out_dir / "table.csv")
+    assert table.set_index("agent").loc["equal_weight", "sharpe"] == pytest.approx(
+        next(r["sharpe"] for r in rows if r["agent"] == "equal_weight"), rel=1e-13)
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["command"].startswith("finmeta bench ") and str(cfg) in manifest["command"]
+    assert manifest["machine"]["cpus"] >= 1 and manifest["machine"]["memory_gib"] > 0
+    assert manifest["seeds"] == [0] and manifest["dataset_hash"]
+
+
+def test_bench_unknown_config_is_one_line_and_exit_2(tmp_path, capsys):
+    rc = main(["bench", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "nope.yaml" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # nothing half-written
