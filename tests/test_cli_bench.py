@@ -47,3 +47,21 @@ def test_bench_unknown_config_is_one_line_and_exit_2(tmp_path, capsys):
     assert rc == 2
     assert "nope.yaml" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_results_entry_is_the_run_table_with_its_provenance(tmp_path, capsys):
+    from benchmarks.results_md import results_entry
+
+    cfg = tmp_path / "tiny_cli.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    assert main(["bench", str(cfg), "--seeds", "0,1", "--out", str(tmp_path / "run"), "--no-tearsheets"]) == 0
+    capsys.readouterr()
+    text = results_entry(tmp_path / "run", ["sharpe", "max_drawdown"])
+    table = pd.read_csv(tmp_path / "run" / "table.csv").set_index("agent")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert f"`{manifest['command']}`" in text and manifest["dataset_hash"][:16] in text
+    assert "Seeds: 0, 1" in text
+    row = next(line for line in text.splitlines() if line.startswith("| equal_weight |"))
+    # deterministic baseline: two seeds, std 0, printed as the value alone
+    assert row == (f"| equal_weight | {table.loc['equal_weight', 'sharpe']:.3f} | "
+                   f"{table.loc['equal_weight', 'max_drawdown']:.3f} | 2 |")

@@ -1,0 +1,86 @@
+"""Print a RESULTS.md entry (provenance + table) for a finished run directory.
+
+    python -m benchmarks.results_md RUN_DIR [--columns sharpe,max_drawdown,...] [--wall-time-s S]
+
+Everything comes from the run's own files (``manifest.json``, ``table.csv``), so a table in
+``benchmarks/RESULTS.md`` is the run's table, not a transcription. Figures with more than one
+seed are printed as ``mean ± std`` (sample std, ddof 1); one seed prints the value alone.
+``--wall-time-s`` overrides the manifest's wall time (a run resumed in several goes records only
+its last go).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+DEFAULT_COLUMNS = ["cumulative_return", "annual_return", "annual_volatility", "sharpe", "sortino",
+                   "max_drawdown"]
+LABELS = {"cumulative_return": "cumulative", "annual_return": "annual", "annual_volatility": "volatility",
+          "sharpe": "Sharpe", "sortino": "Sortino", "calmar": "Calmar", "max_drawdown": "max DD",
+          "turnover": "turnover", "diversity": "diversity", "router_entropy": "router entropy"}
+
+
+def _fmt(mean: float, std: float | None, n: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if n > 1 and std is not None and not math.isnan(std) and std != 0.0:  # 0: deterministic rows
+        return f"{mean:.3f} ± {std:.3f}"
+    return f"{mean:.3f}"
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min {s:02d} s" if h else f"{m} min {s:02d} s"
+
+
+def results_entry(run_dir: str | Path, columns: list[str] | None = None, wall_time_s: float | None = None) -> str:
+    """The markdown block for ``run_dir`` (see the module docstring)."""
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    table = pd.read_csv(run_dir / "table.csv")
+    columns = [c for c in (columns or DEFAULT_COLUMNS) if c in table.columns]
+    if "diversity" in table.columns and "diversity" not in columns and table["diversity"].notna().any():
+        columns += ["diversity", "router_entropy"]
+    cfg = manifest.get("config", {})
+    ds = manifest.get("dataset", {})
+    wall = wall_time_s if wall_time_s is not None else manifest.get("wall_time_s")
+    machine = manifest.get("machine", {})
+    lines = [
+        f"- Command: `{manifest.get('command') or '(not recorded)'}`",
+        f"- Code: commit `{(manifest.get('git_commit') or '?')[:7]}`; config `{cfg.get('name', '?')}`; "
+        f"fill `{manifest.get('fill', '?')}`; executor `{manifest.get('executor', '?')}`",
+        f"- Seeds: {', '.join(str(s) for s in manifest.get('seeds', []))}",
+        f"- Data: {len(ds.get('tickers', []))} assets, {ds.get('start', '?')} → {ds.get('end', '?')}, "
+        f"{ds.get('rows', '?')} rows; dataset hash `{(manifest.get('dataset_hash') or '?')[:16]}…`",
+        f"- Machine: {machine.get('cpus', '?')} CPUs"
+        + (f", {machine['memory_gib']} GiB" if "memory_gib" in machine else "")
+        + (f"; wall time {_duration(float(wall))}" if wall is not None else ""),
+        "",
+        "| agent | " + " | ".join(LABELS.get(c, c) for c in columns) + " | seeds |",
+        "|---|" + "---:|" * (len(columns) + 1),
+    ]
+    for _, row in table.iterrows():
+        n = int(row.get("n_seeds", 1))
+        cells = [_fmt(row[c], row.get(f"{c}_std"), n) for c in columns]
+        lines.append(f"| {row['agent']} | " + " | ".join(cells) + f" | {n} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir")
+    p.add_argument("--columns", default=None, help="comma-separated table.csv columns")
+    p.add_argument("--wall-time-s", type=float, default=None)
+    a = p.parse_args(argv)
+    cols = a.columns.split(",") if a.columns else None
+    print(results_entry(a.run_dir, cols, a.wall_time_s), end="")
+
+
+if __name__ == "__main__":
+    main()
