@@ -95,7 +95,7 @@ def train(
     """
     from agents import make_agent
 
-    from .loop import build_env, stage_env_config
+    from .loop import LOOP_ONLY_KEYS, build_env, stage_env_config
     from .run import build_arrays, load_config
     from .windows import make_windows
 
@@ -105,6 +105,8 @@ def train(
     acfg = dict((cfg.get("agents") or {}).get(agent, {}))
     steps = int(timesteps or acfg.pop("total_timesteps", 10_000))
     acfg.pop("total_timesteps", None)
+    for key in LOOP_ONLY_KEYS:  # walk-forward options (warm_start, ...): one training run here
+        acfg.pop(key, None)
     env = build_env(arrays.slice(*w.train), stage_env_config(cfg.get("env") or {}, arrays, w.train))
     ag = make_agent(agent, **acfg)
     ag.learn(env, total_timesteps=steps, seed=seed)

@@ -59,6 +59,10 @@ class ChainResult:
 # --------------------------------------------------------------------------------------------
 # adapters to the env and agent layers
 # --------------------------------------------------------------------------------------------
+#: agent-config keys that steer the walk-forward loop, not the agent (never passed to make_agent)
+LOOP_ONLY_KEYS = ("warm_start", "retrain_timesteps")
+
+
 def build_env(arrays: MarketArrays, env_cfg: dict, **overrides):
     """A single gymnasium env over ``arrays`` (already sliced to the stage's range)."""
     from meta import make_env

@@ -65,3 +65,16 @@ def test_results_entry_is_the_run_table_with_its_provenance(tmp_path, capsys):
     # deterministic baseline: two seeds, std 0, printed as the value alone
     assert row == (f"| equal_weight | {table.loc['equal_weight', 'sharpe']:.3f} | "
                    f"{table.loc['equal_weight', 'max_drawdown']:.3f} | 2 |")
+
+
+def test_train_ignores_the_loop_only_keys_of_an_agent_config(tmp_path, capsys):
+    """``warm_start``/``retrain_timesteps`` steer the walk-forward loop; ``finmeta train`` (one
+    training run) must not hand them to the agent."""
+    cfg = dict(TINY, agents={"moe": {"total_timesteps": 30, "warm_start": True, "retrain_timesteps": 10,
+                                     "lookback": 3, "d_model": 8, "feat_dim": 8, "hidden": 16,
+                                     "learning_starts": 10, "batch_size": 8, "segment": 2, "router_every": 2}})
+    path = tmp_path / "tiny_moe.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rc = main(["train", str(path), "--agent", "moe", "--out", str(tmp_path / "moe.zip")])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "moe.zip").is_file()
