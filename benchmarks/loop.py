@@ -340,15 +340,30 @@ class WalkForward:
         earlier = [x for x in self.windows if x.index == w.index - 1]
         return earlier[0] if earlier else None
 
-    def _stage_env(self, w: Window, lo: int, hi: int):
+    def _stage_env(self, w: Window, lo: int, hi: int, *, turbulence: bool = True):
         """An env over bars ``[train_lo, hi)`` whose episodes start at ``lo``.
 
         The bars before ``lo`` are the past (observation look-back, baselines' trailing
-        estimates); nothing at or after ``hi`` exists for the env.
+        estimates); nothing at or after ``hi`` exists for the env. ``turbulence=False`` drops the
+        window's turbulence stop (the rule baselines' trade env, see :meth:`_baseline_turbulence`).
         """
         base = w.train[0]
-        env = build_env(self._slice(base, hi), self._env_overrides(w))
+        overrides = self._env_overrides(w)
+        if not turbulence:
+            overrides.pop("turbulence_threshold", None)
+        env = build_env(self._slice(base, hi), overrides)
         return env, lo - base
+
+    def _baseline_turbulence(self) -> bool:
+        """Whether rule baselines trade under the turbulence stop (config ``baseline_turbulence``).
+
+        Default False: the turbulence stop (sell everything, stop buying while turbulence is
+        above the threshold) is the ICAIF risk control of the *RL agents*; the paper's min-variance
+        and DJIA rows are passive references computed outside the env. Under the stop, a
+        ``buy_and_hold`` row would be liquidated on the first turbulent day and sit in cash for
+        every later window.
+        """
+        return bool(self.config.get("baseline_turbulence", False))
 
     def _baseline(self, name: str, w: Window, env):
         from agents import make_agent
@@ -366,11 +381,11 @@ class WalkForward:
         out = rollout(agent, env, seed=window_seed(seed, w.index, "validation"), start=start)
         return _sharpe(out["values"], self.periods_per_year)
 
-    def _trade_env(self, w: Window, state: dict | None):
+    def _trade_env(self, w: Window, state: dict | None, *, turbulence: bool = True):
         lo, hi = w.trade
         if state is not None:
             lo -= 1  # start on the previous window's last bar (see module doc)
-        return self._stage_env(w, lo, hi)
+        return self._stage_env(w, lo, hi, turbulence=turbulence)
 
     # -- one chain -----------------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -378,6 +393,8 @@ class WalkForward:
         agents, dataset hash). Checkpoints and saved models are only reused under the same one."""
         keys = ("data", "features", "env", "train_env", "windows", "agents", "periods_per_year")
         body = {k: self.config.get(k) for k in keys}
+        if "baseline_turbulence" in self.config:  # only when set: older run directories keep their hash
+            body["baseline_turbulence"] = self.config["baseline_turbulence"]
         body["dataset_hash"] = self.arrays.meta.get("dataset_hash")
         text = json.dumps(body, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
@@ -435,7 +452,8 @@ class WalkForward:
         elif learns(name):
             agent = self._train(name, w, seed)
             record.update(validation_sharpe=self._validate(agent, w, seed))
-        env, start = self._trade_env(w, state)
+        stopped = learns(name) or self._baseline_turbulence()
+        env, start = self._trade_env(w, state, turbulence=stopped)
         if not learns(name):
             agent = self._baseline(name, w, env)
             if name == "buy_and_hold" and state is not None:
@@ -444,7 +462,7 @@ class WalkForward:
         if hasattr(agent, "diversity_report"):  # the moe agent: measured on this trade window
             rep = agent.diversity_report(env, seed=window_seed(seed, w.index, "diversity"), start=start)
             record["diversity"] = {k: rep[k] for k in ("diversity", "router_entropy") if k in rep}
-        record["threshold"] = self._env_overrides(w).get("turbulence_threshold")
+        record["threshold"] = self._env_overrides(w).get("turbulence_threshold") if stopped else None
         record["seconds"] = round(time.perf_counter() - t0, 3)
         return part, record
 

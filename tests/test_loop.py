@@ -210,6 +210,22 @@ def test_an_interrupted_run_resumes_and_ends_with_the_same_result(arrays, tmp_pa
     assert np.array_equal(resumed.actions, full.actions, equal_nan=True)
 
 
+def test_rule_baselines_trade_without_the_turbulence_stop_unless_asked(arrays, tmp_path):
+    """The turbulence stop liquidates; a buy-and-hold row under it would sit in cash for every later
+    window. Baselines trade without it by default (``baseline_turbulence: true`` restores it)."""
+    cfg = copy.deepcopy(CONFIG)
+    cfg["env"]["turbulence_quantile"] = 0.3  # a low threshold: the stop fires in every window
+    free = WalkForward(arrays, cfg, tmp_path / "free").run_chain("buy_and_hold", 0)
+    stopped = WalkForward(arrays, dict(cfg, baseline_turbulence=True), tmp_path / "stopped").run_chain("buy_and_hold", 0)
+    last = slice(-40, None)
+    assert np.ptp(stopped.values[last]) == 0.0  # liquidated earlier, all cash since
+    assert np.ptp(free.values[last]) > 0.0  # still holding
+    assert all(r["threshold"] is None for r in free.windows)
+    assert all(r["threshold"] is not None for r in stopped.windows)
+    a2c = WalkForward(arrays, cfg, tmp_path / "a2c")._run_window("a2c", WalkForward(arrays, cfg, tmp_path).windows[0], 0, None)
+    assert a2c[1]["threshold"] is not None  # RL agents keep the ICAIF stop
+
+
 def test_moe_runs_in_the_loop_and_reports_diversity(arrays, tmp_path):
     cfg = copy.deepcopy(CONFIG)
     cfg["agents"]["moe"] = {"total_timesteps": 100}
