@@ -365,6 +365,19 @@ class WalkForward:
         """
         return bool(self.config.get("baseline_turbulence", False))
 
+    def _stop_threshold(self, name: str, w: Window) -> float | None:
+        """The turbulence stop agent ``name`` trades under in window ``w`` (None: no stop)."""
+        if learns(name) or self._baseline_turbulence():
+            return self._env_overrides(w).get("turbulence_threshold")
+        return None
+
+    def _checkpoint_current(self, name: str, w: Window, record: dict) -> bool:
+        """False for a rule baseline's window saved under the other turbulence-stop rule (run
+        directories from before baselines traded without the stop); it is then recomputed."""
+        if learns(name):
+            return True
+        return (record.get("threshold") is None) == (self._stop_threshold(name, w) is None)
+
     def _baseline(self, name: str, w: Window, env):
         from agents import make_agent
 
@@ -421,9 +434,12 @@ class WalkForward:
         state: dict | None = None
         for w in self.windows:
             ck = _ckpt_path(self.run_dir, name, seed, w.index)
+            part = record = None
             if ck.exists():
                 part, record = _load_window(ck)
-            else:
+                if not self._checkpoint_current(name, w, record):
+                    part = record = None  # written under other baseline rules: redo this window
+            if part is None:
                 part, record = self._run_window(name, w, seed, state)
                 _save_window(ck, part, record)
             parts.append(part)
@@ -452,8 +468,8 @@ class WalkForward:
         elif learns(name):
             agent = self._train(name, w, seed)
             record.update(validation_sharpe=self._validate(agent, w, seed))
-        stopped = learns(name) or self._baseline_turbulence()
-        env, start = self._trade_env(w, state, turbulence=stopped)
+        threshold = self._stop_threshold(name, w)
+        env, start = self._trade_env(w, state, turbulence=threshold is not None)
         if not learns(name):
             agent = self._baseline(name, w, env)
             if name == "buy_and_hold" and state is not None:
@@ -462,7 +478,7 @@ class WalkForward:
         if hasattr(agent, "diversity_report"):  # the moe agent: measured on this trade window
             rep = agent.diversity_report(env, seed=window_seed(seed, w.index, "diversity"), start=start)
             record["diversity"] = {k: rep[k] for k in ("diversity", "router_entropy") if k in rep}
-        record["threshold"] = self._env_overrides(w).get("turbulence_threshold") if stopped else None
+        record["threshold"] = threshold
         record["seconds"] = round(time.perf_counter() - t0, 3)
         return part, record
 

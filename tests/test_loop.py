@@ -226,6 +226,20 @@ def test_rule_baselines_trade_without_the_turbulence_stop_unless_asked(arrays, t
     assert a2c[1]["threshold"] is not None  # RL agents keep the ICAIF stop
 
 
+def test_a_baseline_checkpoint_saved_under_the_stop_is_recomputed_on_resume(arrays, tmp_path, monkeypatch):
+    """Run directories from before the change hold baseline windows traded under the stop; resuming
+    one recomputes those windows instead of mixing the two rules."""
+    cfg = copy.deepcopy(CONFIG)
+    cfg["env"]["turbulence_quantile"] = 0.3
+    fresh = WalkForward(arrays, cfg, tmp_path / "fresh").run_chain("buy_and_hold", 0)
+    with monkeypatch.context() as m:  # an "old" run: the baseline under the stop, same fingerprint
+        m.setattr(WalkForward, "_baseline_turbulence", lambda self: True)
+        old = WalkForward(arrays, cfg, tmp_path / "old").run_chain("buy_and_hold", 0)
+    assert not np.array_equal(old.values, fresh.values)
+    resumed = WalkForward(arrays, cfg, tmp_path / "old").run_chain("buy_and_hold", 0)
+    assert np.array_equal(resumed.values, fresh.values)
+
+
 def test_moe_runs_in_the_loop_and_reports_diversity(arrays, tmp_path):
     cfg = copy.deepcopy(CONFIG)
     cfg["agents"]["moe"] = {"total_timesteps": 100}
