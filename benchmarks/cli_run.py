@@ -95,18 +95,16 @@ def train(
     """
     from agents import make_agent
 
-    from .loop import LOOP_ONLY_KEYS, build_env, stage_env_config
+    from .loop import build_env, split_agent_config, stage_env_config
     from .run import build_arrays, load_config
     from .windows import make_windows
 
     cfg = load_config(config)
     arrays, _ = build_arrays(cfg)
     w = make_windows(arrays.times, **cfg["windows"])[0]
-    acfg = dict((cfg.get("agents") or {}).get(agent, {}))
-    steps = int(timesteps or acfg.pop("total_timesteps", 10_000))
-    acfg.pop("total_timesteps", None)
-    for key in LOOP_ONLY_KEYS:  # walk-forward options (warm_start, ...): one training run here
-        acfg.pop(key, None)
+    # loop options (total_timesteps, warm_start, ...) are not the agent's: one training run here
+    acfg, opts = split_agent_config((cfg.get("agents") or {}).get(agent) or {})
+    steps = int(timesteps or opts["total_timesteps"])
     env = build_env(arrays.slice(*w.train), stage_env_config(cfg.get("env") or {}, arrays, w.train))
     ag = make_agent(agent, **acfg)
     ag.learn(env, total_timesteps=steps, seed=seed)

@@ -59,8 +59,15 @@ class ChainResult:
 # --------------------------------------------------------------------------------------------
 # adapters to the env and agent layers
 # --------------------------------------------------------------------------------------------
-#: agent-config keys that steer the walk-forward loop, not the agent (never passed to make_agent)
-LOOP_ONLY_KEYS = ("warm_start", "retrain_timesteps")
+#: agent-config keys that steer the training loop, not the agent (never passed to make_agent),
+#: with their defaults; ``retrain_timesteps`` None means ``total_timesteps``
+LOOP_KEYS: dict[str, Any] = {"total_timesteps": 10_000, "warm_start": False, "retrain_timesteps": None}
+
+
+def split_agent_config(cfg: dict) -> tuple[dict, dict]:
+    """An agent's config entry as (kwargs for ``make_agent``, loop options with their defaults)."""
+    kwargs = {k: v for k, v in cfg.items() if k not in LOOP_KEYS}
+    return kwargs, {k: cfg.get(k, default) for k, default in LOOP_KEYS.items()}
 
 
 def build_env(arrays: MarketArrays, env_cfg: dict, **overrides):
@@ -294,10 +301,10 @@ class WalkForward:
         """
         from agents import load_agent, make_agent
 
-        cfg = dict(self.agent_cfg.get(name, {}))
-        steps = int(cfg.pop("total_timesteps", 10_000))
-        warm = bool(cfg.pop("warm_start", False))
-        retrain_steps = int(cfg.pop("retrain_timesteps", steps))
+        cfg, opts = split_agent_config(self.agent_cfg.get(name, {}))
+        steps = int(opts["total_timesteps"])
+        warm = bool(opts["warm_start"])
+        retrain_steps = steps if opts["retrain_timesteps"] is None else int(opts["retrain_timesteps"])
         if self.config.get("tensorboard") and name in RL_AGENTS:
             cfg.setdefault("tensorboard_log", str(self.run_dir / "tensorboard" / f"{name}_seed{seed}"))
         lo, hi = w.train
