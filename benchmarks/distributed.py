@@ -203,8 +203,12 @@ def run_chains_ray_with_info(
                      node_ip_address=rcfg.get("node_ip_address")) as ray:
         task = ray.remote(num_cpus=cpus_per_task, max_retries=0)(_chain_task)
         arrays_ref = ray.put(arrays)
-        refs = [task.remote(arrays_ref, cfg, run_dir, a, s, int(torch_threads)) for a, s in jobs]
-        position = {ref: i for i, ref in enumerate(refs)}
+        # ensemble chains are submitted last: they load their members' models, which the members'
+        # own chains train (a chain asking for a model being trained waits on its lock, see
+        # WalkForward._train), so started early they would hold a CPU while waiting
+        order = sorted(range(len(jobs)), key=lambda i: jobs[i][0] == "ensemble")
+        refs = [task.remote(arrays_ref, cfg, run_dir, *jobs[i], int(torch_threads)) for i in order]
+        position = {ref: i for ref, i in zip(refs, order)}
         out: list[Any] = [None] * len(refs)
         pending = list(refs)
         done = 0

@@ -21,6 +21,7 @@ window's randomness depends only on (seed, window, agent).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -206,6 +207,28 @@ def _ckpt_path(run_dir: Path, agent: str, seed: int, window: int) -> Path:
     return run_dir / "checkpoints" / f"{agent}_seed{seed}" / f"window_{window:03d}.npz"
 
 
+@contextlib.contextmanager
+def _model_lock(path: Path):
+    """Hold an exclusive lock on ``<path>.lock`` (POSIX ``flock``; blocks until free).
+
+    The lock is per open file, so it also serializes threads; it is released when the process
+    dies. The lock file stays (empty) beside the model. Without ``fcntl`` (Windows) it does
+    nothing: parallel chains may then train the same model twice (same result, wasted time).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path.with_suffix(".lock"), "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def _save_window(path: Path, part: dict, record: dict) -> None:
     import io
 
@@ -298,8 +321,11 @@ class WalkForward:
         The trained agent is saved under ``<run_dir>/models/``; a later request for the same
         (agent, seed, window) -- the ensemble's members, a resumed run -- loads it instead of
         training again, which gives the same agent because training is deterministic per seed.
+        While one process trains a model, every other process asking for it (the ensemble's chain
+        beside a member's chain on Ray) waits on ``<model>.lock`` and then loads it: each model is
+        trained once per run directory.
         """
-        from agents import load_agent, make_agent
+        from agents import load_agent
 
         cfg, opts = split_agent_config(self.agent_cfg.get(name, {}))
         steps = int(opts["total_timesteps"])
@@ -311,8 +337,18 @@ class WalkForward:
         env_cfg = self._env_overrides(w)
         env = build_env(self._slice(lo, hi), env_cfg, **dict(self.config.get("train_env") or {}))
         path = self._model_path(name, w, seed)
-        if self.cache_models and path.exists():
-            return load_agent(path, env)
+        if not self.cache_models:
+            return self._fit(name, w, seed, env, path, cfg, steps, warm, retrain_steps)
+        with _model_lock(path):  # one trainer per saved model, across processes and Ray workers
+            if path.exists():
+                return load_agent(path, env)
+            return self._fit(name, w, seed, env, path, cfg, steps, warm, retrain_steps)
+
+    def _fit(self, name: str, w: Window, seed: int, env, path: Path, cfg: dict, steps: int, warm: bool,
+             retrain_steps: int):
+        """Train (fresh or warm-started) and save; the body of :meth:`_train` (lock held)."""
+        from agents import load_agent, make_agent
+
         prev = self._previous_window(w) if warm else None
         if prev is not None:
             # warm start: continue from the previous window's trained agent (for moe: LoRA-only

@@ -195,9 +195,16 @@ def test_local_ray_matches_local_executor(tiny, tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     arrays, config, local = tiny
-    cfg = dict(config, ray={"num_cpus": 2, "node_ip_address": LOOPBACK})
-    remote, infos = run_chains_ray_with_info(arrays, cfg, tmp_path / "run", JOBS[:2])
+    agents = dict(config["agents"], ensemble={"members": ["a2c"]})
+    cfg = dict(config, agents=agents, ray={"num_cpus": 2, "node_ip_address": LOOPBACK})
+    # the ensemble is listed first but submitted last (after its member); results keep job order
+    jobs = [("ensemble", 0), *JOBS[:2]]
+    remote, infos = run_chains_ray_with_info(arrays, cfg, tmp_path / "run", jobs)
     assert not ray.is_initialized()  # it shut down what it started
-    for a, b in zip(local[:2], remote):
+    assert [(c.agent, c.seed) for c in remote] == jobs
+    for a, b in zip(local[:2], remote[1:]):
         _same(a, b)
+    # one member: the ensemble trades exactly as a2c, from the model a2c's chain trained
+    assert remote[0].values.tobytes() == local[0].values.tobytes()
+    assert all(r["chosen"] == "a2c" for r in remote[0].windows)
     assert all(i.pid != os.getpid() for i in infos)  # really ran in Ray workers

@@ -273,7 +273,7 @@ def test_warm_start_continues_from_the_previous_window_with_lora_only_encoder_up
         wf = WalkForward(arrays, cfg, tmp_path / str(warm))
         agent = wf._train("moe", wf.windows[1], 0)  # window 0 is trained first, on demand
         models = tmp_path / str(warm) / "models" / "moe_seed0"
-        assert sorted(p.name for p in models.iterdir()) == (["window_000.zip", "window_001.zip"] if warm
+        assert sorted(p.name for p in models.glob("*.zip")) == (["window_000.zip", "window_001.zip"] if warm
                                                            else ["window_001.zip"])
         runs[warm] = agent
     b0, l0 = encoder(tmp_path / "True" / "models" / "moe_seed0" / "window_000.zip")
@@ -320,6 +320,48 @@ def test_the_ensemble_reuses_its_members_training_and_matches_it(arrays, tmp_pat
     assert trained == []  # every member came from <run_dir>/models
     assert np.array_equal(ens.values, a2c.values)  # one member: the ensemble is that member
     assert all(r["chosen"] == "a2c" for r in ens.windows)
+
+
+def test_a_model_asked_for_by_two_chains_at_once_is_trained_once(arrays, tmp_path, monkeypatch):
+    """The ensemble's chain beside a member's chain (Ray): the second waits for the first's model.
+
+    Two WalkForward objects on one run directory, as two Ray workers are, ask for the same
+    (agent, window, seed) from two threads; the first trains while holding the model's lock, the
+    second waits and loads the saved model.
+    """
+    import threading
+
+    import agents
+
+    started, release = threading.Event(), threading.Event()
+    trained = []
+    real = agents.make_agent
+
+    def slow_make(name, **kw):
+        trained.append(name)
+        started.set()
+        assert release.wait(30)  # keep the lock held until the other thread is waiting on it
+        return real(name, **kw)
+
+    monkeypatch.setattr(agents, "make_agent", slow_make)
+    cfg = copy.deepcopy(CONFIG)
+    wf1, wf2 = WalkForward(arrays, cfg, tmp_path), WalkForward(arrays, copy.deepcopy(cfg), tmp_path)
+    w = wf1.windows[0]
+    out = {}
+    t1 = threading.Thread(target=lambda: out.setdefault(1, wf1._train("a2c", w, 0)))
+    t1.start()
+    assert started.wait(30)
+    t2 = threading.Thread(target=lambda: out.setdefault(2, wf2._train("a2c", w, 0)))
+    t2.start()
+    t2.join(0.5)
+    assert t2.is_alive()  # blocked on the lock, not training a second copy
+    release.set()
+    t1.join(60)
+    t2.join(60)
+    assert trained == ["a2c"]
+    env = loop_mod.build_env(wf1._slice(*w.train), wf1._env_overrides(w))
+    obs, _ = env.reset(seed=0)
+    assert np.array_equal(out[1].act(obs, deterministic=True), out[2].act(obs, deterministic=True))
 
 
 def test_a_run_directory_is_not_resumed_under_another_config(arrays, tmp_path):
