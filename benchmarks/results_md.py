@@ -7,6 +7,17 @@ Everything comes from the run's own files (``manifest.json``, ``table.csv``), so
 seed are printed as ``mean ± std`` (sample std, ddof 1); one seed prints the value alone.
 ``--wall-time-s`` overrides the manifest's wall time (a run resumed in several goes records only
 its last go).
+
+Published figures: a config may carry the paper's numbers to set beside ours::
+
+    published:
+      source: "Yang et al., ICAIF 2020, Table 2"
+      rows:                       # keyed by our table's agent names ("index" = the index row)
+        ensemble: {sharpe: 1.30, cumulative_return: 0.704, max_drawdown: -0.097}
+
+They are taken from the run's manifest, or, for a run made before its config had them, from the
+config of that name in ``benchmarks/configs/``; the entry then gets a "published" column with the
+printed columns' published values in the same order (``–`` where the paper gives none).
 """
 
 from __future__ import annotations
@@ -17,6 +28,8 @@ import math
 from pathlib import Path
 
 import pandas as pd
+
+from finmeta.errors import ConfigError
 
 DEFAULT_COLUMNS = ["cumulative_return", "annual_return", "annual_volatility", "sharpe", "sortino",
                    "max_drawdown"]
@@ -39,6 +52,44 @@ def _duration(seconds: float) -> str:
     return f"{h} h {m:02d} min {s:02d} s" if h else f"{m} min {s:02d} s"
 
 
+def published_rows(cfg: dict, where: str = "config") -> tuple[str, dict[str, dict[str, float]]]:
+    """``(source, {agent: {metric: value}})`` from a config's ``published`` section (empty if none).
+
+    Raises :class:`ConfigError` naming ``where`` and the agent for a malformed section or a metric
+    that is not a table column.
+    """
+    pub = cfg.get("published")
+    if not pub:
+        return "", {}
+    if not isinstance(pub, dict) or not isinstance(pub.get("rows"), dict):
+        raise ConfigError(f"{where}: published must be a mapping with a 'rows' mapping (agent -> metrics)")
+    rows: dict[str, dict[str, float]] = {}
+    for agent, metrics in pub["rows"].items():
+        if not isinstance(metrics, dict):
+            raise ConfigError(f"{where}: published.rows.{agent} must map metric names to numbers")
+        unknown = sorted(set(metrics) - set(LABELS))
+        if unknown:
+            raise ConfigError(f"{where}: published.rows.{agent}: unknown metrics {unknown}; "
+                              f"known: {', '.join(LABELS)}")
+        try:
+            rows[str(agent)] = {k: float(v) for k, v in metrics.items()}
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: published.rows.{agent}: every value must be a number ({exc})") from None
+    return str(pub.get("source", "")), rows
+
+
+def _published_of_run(cfg: dict) -> tuple[str, dict[str, dict[str, float]]]:
+    if cfg.get("published"):
+        return published_rows(cfg, "the run's manifest")
+    from .run import CONFIG_DIR, load_config
+
+    name = cfg.get("name")
+    if name and any((CONFIG_DIR / f"{name}{ext}").is_file() for ext in (".yaml", ".yml", ".json")):
+        current = load_config(name)
+        return published_rows(current, current["_path"])
+    return "", {}
+
+
 def results_entry(run_dir: str | Path, columns: list[str] | None = None, wall_time_s: float | None = None) -> str:
     """The markdown block for ``run_dir`` (see the module docstring)."""
     run_dir = Path(run_dir)
@@ -51,6 +102,7 @@ def results_entry(run_dir: str | Path, columns: list[str] | None = None, wall_ti
     ds = manifest.get("dataset", {})
     wall = wall_time_s if wall_time_s is not None else manifest.get("wall_time_s")
     machine = manifest.get("machine", {})
+    source, published = _published_of_run(cfg)
     lines = [
         f"- Command: `{manifest.get('command') or '(not recorded)'}`",
         f"- Code: commit `{(manifest.get('git_commit') or '?')[:7]}`; config `{cfg.get('name', '?')}`; "
@@ -62,13 +114,19 @@ def results_entry(run_dir: str | Path, columns: list[str] | None = None, wall_ti
         + (f", {machine['memory_gib']} GiB" if "memory_gib" in machine else "")
         + (f"; wall time {_duration(float(wall))}" if wall is not None else ""),
         "",
-        "| agent | " + " | ".join(LABELS.get(c, c) for c in columns) + " | seeds |",
-        "|---|" + "---:|" * (len(columns) + 1),
+        "| agent | " + " | ".join(LABELS.get(c, c) for c in columns) + " | seeds |"
+        + (f" published ({source or 'config'}): " + " / ".join(LABELS.get(c, c) for c in columns) + " |"
+           if published else ""),
+        "|---|" + "---:|" * (len(columns) + 1) + ("---|" if published else ""),
     ]
     for _, row in table.iterrows():
         n = int(row.get("n_seeds", 1))
         cells = [_fmt(row[c], row.get(f"{c}_std"), n) for c in columns]
-        lines.append(f"| {row['agent']} | " + " | ".join(cells) + f" | {n} |")
+        line = f"| {row['agent']} | " + " | ".join(cells) + f" | {n} |"
+        if published:
+            pub = published.get(str(row["agent"]), {})
+            line += " " + (" / ".join(f"{pub[c]:.3f}" if c in pub else "–" for c in columns) if pub else "") + " |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from finmeta.cli import main
+from finmeta.errors import ConfigError
 
 TINY = {
     "name": "tiny_cli",
@@ -78,3 +79,32 @@ def test_train_ignores_the_loop_only_keys_of_an_agent_config(tmp_path, capsys):
     rc = main(["train", str(path), "--agent", "moe", "--out", str(tmp_path / "moe.zip")])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "moe.zip").is_file()
+
+
+def test_results_entry_sets_the_configs_published_figures_beside_ours(tmp_path, capsys):
+    from benchmarks.results_md import published_rows, results_entry
+
+    pub = {"source": "Some paper, Table 1", "rows": {"equal_weight": {"sharpe": 1.25}, "index": {"sharpe": 0.5,
+                                                                                            "max_drawdown": -0.3}}}
+    cfg = tmp_path / "tiny_pub.yaml"
+    cfg.write_text(yaml.safe_dump(dict(TINY, published=pub)))
+    assert main(["bench", str(cfg), "--seeds", "0", "--out", str(tmp_path / "run"), "--no-tearsheets"]) == 0
+    capsys.readouterr()
+    lines = results_entry(tmp_path / "run", ["sharpe", "max_drawdown"]).splitlines()
+    assert any("published (Some paper, Table 1): Sharpe / max DD" in line for line in lines)
+    assert next(x for x in lines if x.startswith("| equal_weight |")).endswith("| 1.250 / – |")
+    assert next(x for x in lines if x.startswith("| index |")).endswith("| 0.500 / -0.300 |")
+    # a malformed section is one clear error naming where it is and the agent
+    with pytest.raises(ConfigError, match=r"bad\.yaml: published\.rows\.ppo: unknown metrics \['sharp'\]"):
+        published_rows({"published": {"rows": {"ppo": {"sharp": 1.0}}}}, "bad.yaml")
+    with pytest.raises(ConfigError, match="published.rows.ppo: every value must be a number"):
+        published_rows({"published": {"rows": {"ppo": {"sharpe": "high"}}}}, "bad.yaml")
+
+
+def test_every_shipped_configs_published_section_is_well_formed():
+    from benchmarks.results_md import published_rows
+    from benchmarks.run import CONFIG_DIR, load_config
+
+    found = {p.stem: published_rows(load_config(p.stem), str(p))[1] for p in CONFIG_DIR.glob("*.yaml")}
+    assert found["icaif2020_dow30"]["ensemble"]["sharpe"] == 1.30
+    assert found["finrl2023_dow30"]["a2c"] == {"cumulative_return": 0.102}
