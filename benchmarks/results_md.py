@@ -81,13 +81,15 @@ def published_rows(cfg: dict, where: str = "config") -> tuple[str, dict[str, dic
 def _published_of_run(cfg: dict) -> tuple[str, dict[str, dict[str, float]]]:
     if cfg.get("published"):
         return published_rows(cfg, "the run's manifest")
-    from .run import CONFIG_DIR, load_config
+    from .run import load_config, resolve_config_path
 
-    name = cfg.get("name")
-    if name and any((CONFIG_DIR / f"{name}{ext}").is_file() for ext in (".yaml", ".yml", ".json")):
-        current = load_config(name)
-        return published_rows(current, current["_path"])
-    return "", {}
+    if not cfg.get("name"):
+        return "", {}
+    try:
+        path = resolve_config_path(str(cfg["name"]))
+    except ConfigError:  # a config that is not (or no longer) shipped: nothing to set beside ours
+        return "", {}
+    return published_rows(load_config(path), str(path))
 
 
 def results_entry(run_dir: str | Path, columns: list[str] | None = None, wall_time_s: float | None = None) -> str:
