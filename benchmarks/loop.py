@@ -327,28 +327,27 @@ class WalkForward:
         """
         from agents import load_agent
 
+        lo, hi = w.train
+        env = build_env(self._slice(lo, hi), self._env_overrides(w), **dict(self.config.get("train_env") or {}))
+        path = self._model_path(name, w, seed)
+        if not self.cache_models:
+            return self._fit(name, w, seed, env, path)
+        with _model_lock(path):  # one trainer per saved model, across processes and Ray workers
+            if path.exists():
+                return load_agent(path, env)
+            return self._fit(name, w, seed, env, path)
+
+    def _fit(self, name: str, w: Window, seed: int, env, path: Path):
+        """Train (fresh or warm-started) on ``env`` and save to ``path``; the body of
+        :meth:`_train` (with the model's lock held when models are cached)."""
+        from agents import load_agent, make_agent
+
         cfg, opts = split_agent_config(self.agent_cfg.get(name, {}))
         steps = int(opts["total_timesteps"])
         warm = bool(opts["warm_start"])
         retrain_steps = steps if opts["retrain_timesteps"] is None else int(opts["retrain_timesteps"])
         if self.config.get("tensorboard") and name in RL_AGENTS:
             cfg.setdefault("tensorboard_log", str(self.run_dir / "tensorboard" / f"{name}_seed{seed}"))
-        lo, hi = w.train
-        env_cfg = self._env_overrides(w)
-        env = build_env(self._slice(lo, hi), env_cfg, **dict(self.config.get("train_env") or {}))
-        path = self._model_path(name, w, seed)
-        if not self.cache_models:
-            return self._fit(name, w, seed, env, path, cfg, steps, warm, retrain_steps)
-        with _model_lock(path):  # one trainer per saved model, across processes and Ray workers
-            if path.exists():
-                return load_agent(path, env)
-            return self._fit(name, w, seed, env, path, cfg, steps, warm, retrain_steps)
-
-    def _fit(self, name: str, w: Window, seed: int, env, path: Path, cfg: dict, steps: int, warm: bool,
-             retrain_steps: int):
-        """Train (fresh or warm-started) and save; the body of :meth:`_train` (lock held)."""
-        from agents import load_agent, make_agent
-
         prev = self._previous_window(w) if warm else None
         if prev is not None:
             # warm start: continue from the previous window's trained agent (for moe: LoRA-only
