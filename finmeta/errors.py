@@ -35,3 +35,11 @@ class DatasetIntegrityError(FinMetaError):
 
 class ConfigError(FinMetaError):
     """A configuration value is invalid (names the key)."""
+
+
+class InvalidActionError(FinMetaError, ValueError):
+    """An action handed to an env step is unusable (wrong shape or dtype, NaN / inf, None).
+
+    Names the sub-env and the asset at fault. Raised before the kernel touches the books, so the
+    account state is unchanged.
+    """

@@ -1,7 +1,10 @@
 """gymnasium front ends of the kernel: :class:`TradingEnv` (E = 1) and :class:`VecTradingEnv` (E > 1).
 
 Both are thin: they convert actions, draw episode windows from their seeded generators, and turn
-the kernel's (E, ...) arrays into gymnasium's return values. Space checks stay out of the step.
+the kernel's (E, ...) arrays into gymnasium's return values. The one check in the step is
+:func:`check_actions` (shape, numeric dtype, finiteness: a NaN would poison cash and holdings for the
+rest of the episode); values outside the action space's bounds are not clipped (SB3 clips its
+policies' actions; the kernel keeps its books consistent for any finite action).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from data_processors.arrays import MarketArrays
-from finmeta.errors import ConfigError
+from finmeta.errors import ConfigError, InvalidActionError
 
 from .config import EnvConfig
 from .kernel import MarketKernel
@@ -51,6 +54,63 @@ def _spaces(kernel: MarketKernel) -> tuple[spaces.Box, spaces.Box]:
     return obs, act
 
 
+def _bad_action(values: np.ndarray, shape: tuple[int, ...], tickers, vector: bool) -> InvalidActionError:
+    """The error for a non-finite action: names the first bad sub-env and asset (numpy (E, A) input)."""
+    finite = np.isfinite(values)
+    rows = np.flatnonzero(~finite.all(axis=1))
+    e = int(rows[0])
+    j = int(np.flatnonzero(~finite[e])[0])
+    asset = tickers[j] if j < len(tickers) else "cash"
+    where = f"sub-env {e}" if vector else "the action"
+    more = f" ({len(rows)} sub-envs affected: {rows[:8].tolist()}{'...' if len(rows) > 8 else ''})" if vector else ""
+    return InvalidActionError(
+        f"step: {where} has a non-finite value {float(values[e, j])} at index {j} ({asset}){more}; actions "
+        f"must be finite numbers of shape {shape} (a NaN/inf would poison cash and holdings)")
+
+
+def check_actions(actions: Any, num_envs: int, action_dim: int, tickers, vector: bool, B=None):
+    """Validate a step's actions at the env boundary; returns them as an (E, A) array of the backend.
+
+    Accepts numbers of shape (A,) or (1, A) for a single env, exactly (E, A) for a vector env;
+    integer actions become float32. Refuses (one :class:`InvalidActionError` naming the sub-env and
+    asset, before any state changes) a wrong shape, a non-numeric dtype (None, strings, objects,
+    bool) and NaN / +-inf. Cost: one ``isfinite(...).all()`` pass over (E, A), measured in
+    ``benchmarks/perf/env_throughput.py`` (``action_check`` records).
+    """
+    want = (num_envs, action_dim)
+    shown = (action_dim,) if not vector else want
+    if B is not None and B.name == "torch" and isinstance(actions, B.torch.Tensor):
+        torch = B.torch
+        a = actions
+        if a.dtype == torch.bool or a.is_complex() or not (a.is_floating_point() or a.dtype in (
+                torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+            raise InvalidActionError(f"step: actions must be real numbers of shape {shown}, got a {a.dtype} tensor")
+        if tuple(a.shape) != want and not (not vector and a.numel() == action_dim and a.dim() <= 2):
+            raise InvalidActionError(f"step: actions must have shape {shown}, got {tuple(a.shape)}")
+        a = a.reshape(want)
+        if not a.is_floating_point():
+            a = a.to(torch.float32)
+        if not bool(torch.isfinite(a).all()):
+            raise _bad_action(a.detach().cpu().numpy().astype(np.float64), shown, tickers, vector)
+        return B.asarray(a)
+    try:
+        a = np.asarray(actions)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise InvalidActionError(f"step: actions must be numbers of shape {shown}: {exc}") from None
+    if a.dtype.kind not in "fiu":
+        what = "None / objects" if a.dtype.kind == "O" else f"dtype {a.dtype}"
+        raise InvalidActionError(f"step: actions must be real numbers of shape {shown}, got {what}")
+    if a.shape != want and not (not vector and a.size == action_dim and a.ndim <= 2):
+        raise InvalidActionError(f"step: actions must have shape {shown}, got {a.shape}"
+                                 + (" (a length-1 action is not broadcast)" if a.size == 1 and action_dim > 1 else ""))
+    a = a.reshape(want)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise _bad_action(a, shown, tickers, vector)
+    return a if B is None or B.name == "numpy" else B.asarray(a)
+
+
 def _reset_options(options: dict | None, T: int) -> dict:
     options = dict(options or {})
     unknown = set(options) - {"start", "end", "cash", "holdings"}
@@ -80,6 +140,7 @@ class TradingEnv(gym.Env):
         self.metadata = {**TradingEnv.metadata, **k.metadata()}
         self._fill = cfg.fill_label
         self._times = arrays.times
+        self._tickers = tuple(arrays.tickers)
         self._done = True
         self._last = None
         self.asset_memory: list[float] = []
@@ -117,11 +178,9 @@ class TradingEnv(gym.Env):
                 raise ConfigError("step() before reset(): call env.reset() first")
             obs, info = self._last
             return obs, 0.0, True, False, info
-        a = np.asarray(action)
-        if a.dtype.kind != "f":
-            a = a.astype(np.float32)
         k = self.kernel
-        obs, r, kinfo = k.step(a.reshape(1, -1))
+        a = check_actions(action, 1, k.action_dim, self._tickers, vector=False)
+        obs, r, kinfo = k.step(a)
         t = int(kinfo["t"][0])
         v = float(kinfo["portfolio_value"][0])
         date = self._times[t]
@@ -169,7 +228,9 @@ class VecTradingEnv(VectorEnv):
     """
 
     def __init__(self, arrays: MarketArrays, config: EnvConfig, num_envs: int = 1,
-                 backend: str = "numpy", device: str = "cpu") -> None:
+                 backend: str = "numpy", device: str = "cpu", check_actions: bool = True) -> None:
+        """``check_actions=False`` skips :func:`check_actions` (only to measure its cost: a NaN
+        action then poisons that sub-env's books)."""
         if int(num_envs) < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs!r}")
         self.config = config = config.validate()
@@ -184,6 +245,8 @@ class VecTradingEnv(VectorEnv):
         self._fill_arr = np.full(self.num_envs, config.fill_label, dtype=object)
         self._rngs: list[np.random.Generator] | None = None
         self._times = arrays.times
+        self._tickers = tuple(arrays.tickers)
+        self._check = bool(check_actions)
 
     def _draw(self, idx) -> tuple[np.ndarray, np.ndarray]:
         T = self.kernel.T
@@ -215,9 +278,12 @@ class VecTradingEnv(VectorEnv):
 
     def step(self, actions):
         B, k = self.B, self.kernel
-        a = B.asarray(actions)
-        if B.name == "numpy" and a.dtype.kind != "f":
-            a = a.astype(np.float32)
+        if self._check:
+            a = check_actions(actions, self.num_envs, k.action_dim, self._tickers, vector=True, B=B)
+        else:
+            a = B.asarray(actions)
+            if B.name == "numpy" and a.dtype.kind != "f":
+                a = a.astype(np.float32)
         obs, r, info = k.step(a)
         term, trunc = k.flags()
         t_host = B.to_numpy(info["t"])
@@ -252,11 +318,12 @@ def make_env(arrays: MarketArrays, family: str = "stock_trading", config: EnvCon
 
 def make_vec_env(arrays: MarketArrays, family: str = "stock_trading", num_envs: int = 64,
                  backend: str = "numpy", device: str = "cpu", config: EnvConfig | None = None,
-                 **overrides: Any) -> VecTradingEnv:
+                 check_actions: bool = True, **overrides: Any) -> VecTradingEnv:
     """E envs of ``family`` stepped together (gymnasium VectorEnv, numpy or torch backend)."""
     if config is None:
         config = EnvConfig.for_family(family, **overrides)
     elif overrides:
         from dataclasses import replace
         config = replace(config, **overrides).validate()
-    return VecTradingEnv(arrays, config, num_envs=num_envs, backend=backend, device=device)
+    return VecTradingEnv(arrays, config, num_envs=num_envs, backend=backend, device=device,
+                         check_actions=check_actions)

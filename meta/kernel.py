@@ -33,6 +33,10 @@ from .market import MarketData, per_asset, prepare
 from .schemes import REWARD_SCHEMES, ObservationBuilder, Slippage
 
 
+MAX_SHARES = float(2**53)
+"""Largest share request a step passes on (exact in float64); larger requests are cut to it."""
+
+
 class MarketKernel:
     """E vectorised market environments on one :class:`MarketArrays`.
 
@@ -362,6 +366,9 @@ class MarketKernel:
         if cfg.sizing == "shares":
             # FinRL: (a * hmax).astype(int), computed in the action's dtype; trunc == astype(int)
             q = B.astype(B.trunc(action * self.hmax), B.float)
+            # a huge finite action overflows a * hmax to +-inf (float32); requests beyond 2**53 shares
+            # are cut by cash / positions anyway, so bound them: inf * 0 would poison the margin rule
+            q = B.minimum(B.maximum(q, -MAX_SHARES), MAX_SHARES)
             sell_req = B.maximum(-q, 0.0)
             buy_req = B.maximum(q, 0.0)
         else:  # fraction of the position (sells) / of the cash after sells (buys)

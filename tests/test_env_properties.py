@@ -137,3 +137,87 @@ def test_accounting_invariants(case):
         cash, h = cash_new, h_new.astype(np.float64)
         if term or trunc:
             break
+
+
+# --- bad actions at the env boundary ---------------------------------------------------------------
+BAD_KINDS = ("nan", "inf", "-inf", "none", "short", "long", "length1", "string", "bool", "huge", "-huge", "int")
+
+
+def _bad_action(kind: str, shape: tuple[int, ...], rng: np.random.Generator):
+    a = rng.uniform(-1, 1, shape).astype(np.float32)
+    j = int(rng.integers(0, shape[-1]))
+    if kind in ("nan", "inf", "-inf"):
+        a[..., j] = float(kind)
+        return a
+    return {"none": lambda: np.array([None] * shape[-1]), "short": lambda: a[..., :-1],
+            "long": lambda: np.concatenate([a, a[..., :1]], axis=-1), "length1": lambda: a[..., :1],
+            "string": lambda: np.array(["0.5"] * shape[-1]), "bool": lambda: a > 0,
+            "huge": lambda: np.full(shape, 1e300), "-huge": lambda: np.full(shape, -3e38, np.float32),
+            "int": lambda: rng.integers(-1, 2, shape)}[kind]()
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.lists(st.sampled_from(BAD_KINDS + ("ok",) * 4), min_size=2, max_size=7))
+def test_bad_actions_refused_or_kept_consistent(case, kinds):
+    """NaN / inf / None / wrong shape / wrong dtype: one InvalidActionError, books unchanged;
+    huge finite and integer actions: traded, and the books still balance (finite, cash >= 0)."""
+    from finmeta.errors import InvalidActionError
+
+    family, kw, data = case
+    arrays = synthetic_arrays(**data)
+    env = make_env(arrays, family, **kw)
+    rng = np.random.default_rng(data["seed"])
+    _, info = env.reset(seed=0)
+    shape = env.action_space.shape
+    for kind in kinds:
+        if kind == "length1" and shape[-1] == 1:
+            kind = "ok"  # a length-1 action is the right shape there
+        before = (env.kernel.cash.copy(), env.kernel.h.copy(), env.kernel.t.copy())
+        a = rng.uniform(-1, 1, shape).astype(np.float32) if kind == "ok" else _bad_action(kind, shape, rng)
+        if kind in ("ok", "huge", "-huge", "int"):
+            with np.errstate(all="ignore"):
+                _, _, term, trunc, info = env.step(a)
+            close = arrays.close[info["t"]].astype(np.float64)
+            assert np.isfinite(info["cash"]) and np.isfinite(info["holdings"]).all()
+            assert info["portfolio_value"] == pytest.approx(info["cash"] + (info["holdings"] * close).sum(),
+                                                            rel=1e-9, abs=1e-6)
+            assert info["cash"] >= 0
+            if not env.config.allow_short:
+                assert (info["holdings"] >= 0).all()
+            if term or trunc:
+                break
+        else:
+            with pytest.raises(InvalidActionError, match="step: ") as err:
+                env.step(a)
+            assert "\n" not in str(err.value)
+            np.testing.assert_array_equal(env.kernel.cash, before[0])
+            np.testing.assert_array_equal(env.kernel.h, before[1])
+            np.testing.assert_array_equal(env.kernel.t, before[2])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_vector_env_names_the_sub_env_with_a_nan_action(family, backend):
+    from finmeta.errors import InvalidActionError
+    from meta import make_vec_env
+
+    arrays = synthetic_arrays(T=12, N=3, K=1, seed=3, ashare=family == "ashare")
+    venv = make_vec_env(arrays, family, num_envs=5, backend=backend)
+    venv.reset(seed=0)
+    E, A = venv.action_space.shape
+    a = np.zeros((E, A), np.float32)
+    a[3, 1] = np.nan
+    if backend == "torch":
+        import torch
+        a = torch.as_tensor(a)
+    cash = np.array(venv.kernel.B.to_numpy(venv.kernel.cash)).copy()
+    with pytest.raises(InvalidActionError, match=r"sub-env 3 .*index 1 \(%s\)" % arrays.tickers[1]):
+        venv.step(a)
+    np.testing.assert_array_equal(venv.kernel.B.to_numpy(venv.kernel.cash), cash)
+    with pytest.raises(InvalidActionError, match=r"shape \(5, %d\)" % A):
+        venv.step(a[:, :1])
+    with pytest.raises(InvalidActionError, match="shape"):
+        venv.step(np.zeros(A, np.float32))  # one env's action for five envs: not broadcast
+    ok = np.zeros((E, A), np.float32)
+    venv.step(ok)  # a valid step still works after the refusals

@@ -10,6 +10,9 @@ Measured (env-steps per second = num_envs x vector steps per second):
 * ``finmeta`` vector env (``make_vec_env``, numpy backend) for E in 64, 1024, 4096;
 * ``finmeta`` vector env, torch backend on CUDA (``device`` = GPU name) for E in 64, 1024, 4096,
   16384 when a GPU is present, and on CPU for E = 1024 (skip with ``--no-torch-cpu``);
+* ``finmeta`` vector env without and with the step's action check (``numpy_nocheck`` /
+  ``numpy_check``, E = 64 and 1024, back to back) and their ratio ``action_check_E*/no_check``, and
+  ``check_actions_us_per_call`` (the check alone, microseconds per call, E = 1, 64, 1024);
 * ``finrl_pandas`` (FinRL 0.3.7 ``env_stocktrading.StockTradingEnv``) and ``finrl_numpy``
   (``env_stocktrading_np.StockTradingEnv``), E = 1.
 
@@ -107,9 +110,12 @@ def bench_single(make_env, arrays, actions: np.ndarray, min_seconds: float) -> t
 
 
 def bench_vector(make_vec_env, arrays, num_envs: int, backend: str, device: str, min_seconds: float,
-                 seed: int = 0) -> tuple[float, int, float]:
-    """FinMeta vector env: E env-steps per ``step`` call; actions from a pre-generated pool."""
-    venv = make_vec_env(arrays, family="stock_trading", num_envs=num_envs, backend=backend, device=device, **ENV_KW)
+                 seed: int = 0, check_actions: bool = True) -> tuple[float, int, float]:
+    """FinMeta vector env: E env-steps per ``step`` call; actions from a pre-generated pool.
+
+    ``check_actions=False`` measures the step without the boundary check (shape, dtype, finiteness)."""
+    venv = make_vec_env(arrays, family="stock_trading", num_envs=num_envs, backend=backend, device=device,
+                        check_actions=check_actions, **ENV_KW)
     venv.reset(seed=seed)
     rng = np.random.default_rng(seed)
     pool_size = 16
@@ -207,6 +213,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for E in args.num_envs:
         jobs.append(("finmeta", "numpy", E, "cpu",
                      lambda E=E: bench_vector(make_vec_env, arrays, E, "numpy", "cpu", ms)))
+    # the action check's cost: the same vector env without it, and again with it, back to back
+    for E in (64, 1024):
+        jobs.append(("finmeta", "numpy_nocheck", E, "cpu",
+                     lambda E=E: bench_vector(make_vec_env, arrays, E, "numpy", "cpu", ms, check_actions=False)))
+        jobs.append(("finmeta", "numpy_check", E, "cpu",
+                     lambda E=E: bench_vector(make_vec_env, arrays, E, "numpy", "cpu", ms)))
     if not args.no_finrl:
         for kind in ("pandas", "numpy"):
             jobs.append((f"finrl_{kind}", kind, 1, "cpu", lambda kind=kind: bench_finrl(kind, arrays, actions, ms)))
@@ -236,9 +248,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if not ref:
             continue
         for (impl, backend, E, device), v in by.items():
-            if impl == "finmeta" and v:
+            if impl == "finmeta" and v and backend not in ("numpy_nocheck", "numpy_check"):
                 label = "E1" if backend == "gymnasium.Env" else f"{backend}_E{E}" + ("" if device == "cpu" else "_gpu")
                 ratios.append({"ratio": f"finmeta_{label}/{peer}", "value": round(v / ref, 2)})
+    for E in (64, 1024):
+        off, on = by.get(("finmeta", "numpy_nocheck", E, "cpu")), by.get(("finmeta", "numpy_check", E, "cpu"))
+        if off and on:
+            ratios.append({"ratio": f"action_check_E{E}/no_check", "value": round(on / off, 3)})
+    # the check alone, per call (stable under load, unlike the two throughput figures above)
+    from meta.envs import check_actions
+    for E in (1, 64, 1024):
+        a = np.random.default_rng(E).uniform(-1, 1, (E, N)).astype(np.float32)
+        n = 5000
+        t0 = time.perf_counter()
+        for _ in range(n):
+            check_actions(a, E, N, arrays.tickers, vector=E > 1)
+        ratios.append({"check_actions_us_per_call": round((time.perf_counter() - t0) / n * 1e6, 2), "num_envs": E})
     context = {"context": {"data": f"dow30 {START}..{END}", "T": T, "N": N, "K": K, "cpus": os.cpu_count(),
                            "loadavg_1m": round(os.getloadavg()[0], 2), "gpu": gpu}}
     out = records + ratios + [context]
