@@ -25,8 +25,10 @@ import contextlib
 import hashlib
 import inspect
 import json
+import logging
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from data_processors.arrays import MarketArrays
-from finmeta.errors import ConfigError
+from finmeta.errors import ConfigError, FinMetaError
 
 from .windows import Window, make_windows, window_seed
 
@@ -229,28 +231,114 @@ def _model_lock(path: Path):
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _save_window(path: Path, part: dict, record: dict) -> None:
+_CKPT_ARRAYS = ("values", "actions", "costs", "turnover", "record", "state")
+log = logging.getLogger("finmeta.loop")
+
+
+class CheckpointRejected(Exception):
+    """A checkpoint or saved model that must not be reused (corrupt, or made for another chain)."""
+
+
+def _digest(entries: dict[str, np.ndarray]) -> str:
+    """sha256 over the named arrays (name, dtype, shape and bytes, in sorted name order)."""
+    h = hashlib.sha256()
+    for k in sorted(entries):
+        a = np.ascontiguousarray(entries[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _json_bytes(obj: Any) -> np.ndarray:
+    return np.frombuffer(json.dumps(obj, sort_keys=True).encode(), dtype=np.uint8)
+
+
+def _save_window(path: Path, part: dict, record: dict, identity: dict) -> None:
+    """Write one finished window: its arrays, record and state, bound to its chain.
+
+    ``identity`` = {agent, seed, window, fingerprint}; ``checksum`` = sha256 of every other entry,
+    so that a file copied from another chain or damaged on disk is recognised on resume.
+    """
     import io
 
+    entries = {
+        "values": np.asarray(part["values"]),
+        "actions": np.asarray(part["actions"]),
+        "costs": np.asarray(part["costs"]),
+        "turnover": np.asarray(part["turnover"]),
+        "record": _json_bytes(record),
+        "state": _json_bytes(part["state"]),
+        "identity": _json_bytes(identity),
+    }
     buf = io.BytesIO()
-    np.savez(
-        buf,
-        values=part["values"],
-        actions=part["actions"],
-        costs=part["costs"],
-        turnover=part["turnover"],
-        record=np.frombuffer(json.dumps(record, sort_keys=True).encode(), dtype=np.uint8),
-        state=np.frombuffer(json.dumps(part["state"], sort_keys=True).encode(), dtype=np.uint8),
-    )
+    np.savez(buf, checksum=np.frombuffer(_digest(entries).encode(), dtype=np.uint8), **entries)
     _atomic_write_bytes(path, buf.getvalue())
 
 
-def _load_window(path: Path) -> tuple[dict, dict]:
-    with np.load(path) as z:
-        part = {k: z[k] for k in ("values", "actions", "costs", "turnover")}
-        part["state"] = json.loads(z["state"].tobytes().decode())
-        record = json.loads(z["record"].tobytes().decode())
+def _load_window(path: Path, identity: dict | None = None) -> tuple[dict, dict]:
+    """Read a window checkpoint; :class:`CheckpointRejected` (with the reason) when it is corrupt,
+    has no identity (written before checkpoints were bound), or belongs to another chain or run."""
+    try:
+        with np.load(path) as z:
+            entries = {k: z[k] for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, ValueError, OSError...
+        raise CheckpointRejected(f"unreadable ({type(exc).__name__}: {exc})") from None
+    missing = [k for k in _CKPT_ARRAYS + ("identity", "checksum") if k not in entries]
+    if missing:
+        why = "has no identity (written by an older FinMeta)" if "identity" in missing else f"lacks {missing}"
+        raise CheckpointRejected(why)
+    checksum = entries.pop("checksum").tobytes().decode(errors="replace")
+    if _digest(entries) != checksum:
+        raise CheckpointRejected("checksum mismatch (damaged or edited)")
+    try:
+        theirs = json.loads(entries["identity"].tobytes().decode())
+        part = {k: entries[k] for k in ("values", "actions", "costs", "turnover")}
+        part["state"] = json.loads(entries["state"].tobytes().decode())
+        record = json.loads(entries["record"].tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointRejected(f"unreadable record ({exc})") from None
+    if identity is not None and theirs != identity:
+        diff = {k: theirs.get(k) for k in identity if theirs.get(k) != identity[k]}
+        raise CheckpointRejected(f"belongs to another chain or run ({_short(diff)})")
     return part, record
+
+
+def _short(d: dict) -> str:
+    return ", ".join(f"{k}={str(v)[:12]}" for k, v in d.items())
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _model_identity_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _write_model_identity(path: Path, identity: dict) -> None:
+    body = {**identity, "sha256": _file_sha256(path)}
+    _atomic_write_bytes(_model_identity_path(path), json.dumps(body, sort_keys=True).encode())
+
+
+def _check_model(path: Path, identity: dict) -> None:
+    """Raise :class:`CheckpointRejected` unless ``path`` is the model of this chain, undamaged."""
+    side = _model_identity_path(path)
+    if not side.exists():
+        raise CheckpointRejected(f"has no identity file {side.name} (written by an older FinMeta or copied in)")
+    try:
+        theirs = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointRejected(f"identity file {side.name} unreadable ({exc})") from None
+    mine = {k: theirs.get(k) for k in identity}
+    if mine != identity:
+        diff = {k: theirs.get(k) for k in identity if theirs.get(k) != identity[k]}
+        raise CheckpointRejected(f"belongs to another chain or run ({_short(diff)})")
+    if theirs.get("sha256") != _file_sha256(path):
+        raise CheckpointRejected("checksum mismatch (damaged or replaced)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,6 +388,7 @@ class WalkForward:
         self.env_cfg: dict = dict(config.get("env") or {})
         self.periods_per_year = float(config.get("periods_per_year", 252))
         self.agent_cfg: dict = {k: dict(v or {}) for k, v in (config.get("agents") or {}).items()}
+        self._fingerprint: str | None = None
 
     # -- per-stage helpers ---------------------------------------------------------------------
     def _slice(self, lo: int, hi: int) -> MarketArrays:
@@ -334,7 +423,11 @@ class WalkForward:
             return self._fit(name, w, seed, env, path)
         with _model_lock(path):  # one trainer per saved model, across processes and Ray workers
             if path.exists():
-                return load_agent(path, env)
+                try:
+                    _check_model(path, self._identity(name, seed, w))
+                    return load_agent(path, env)
+                except (CheckpointRejected, FinMetaError, OSError, ValueError, zipfile.BadZipFile) as exc:
+                    log.warning(f"{path}: {exc}; training {name} seed {seed} window {w.index} again")
             return self._fit(name, w, seed, env, path)
 
     def _fit(self, name: str, w: Window, seed: int, env, path: Path):
@@ -353,8 +446,10 @@ class WalkForward:
             # warm start: continue from the previous window's trained agent (for moe: LoRA-only
             # encoder updates) for retrain_timesteps steps; it is on disk (or made now, in order)
             prev_path = self._model_path(name, prev, seed)
-            if not prev_path.exists():
-                self._train(name, prev, seed)
+            try:
+                _check_model(prev_path, self._identity(name, seed, prev))
+            except CheckpointRejected:
+                self._train(name, prev, seed)  # (re)makes it, or says why the one on disk is refused
             agent = load_agent(prev_path, env)
             steps = retrain_steps
         else:
@@ -376,6 +471,7 @@ class WalkForward:
             tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.zip")
             agent.save(tmp)
             os.replace(tmp, path)
+            _write_model_identity(path, self._identity(name, seed, w))
         return agent
 
     def _previous_window(self, w: Window) -> Window | None:
@@ -454,6 +550,12 @@ class WalkForward:
         text = json.dumps(body, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def _identity(self, name: str, seed: int, w: Window) -> dict:
+        """What binds a checkpoint or saved model to its chain: agent, seed, window, run fingerprint."""
+        if self._fingerprint is None:
+            self._fingerprint = self.fingerprint()
+        return {"agent": name, "seed": int(seed), "window": int(w.index), "fingerprint": self._fingerprint}
+
     def _claim_run_dir(self) -> None:
         """Refuse to resume a run directory written by a different config (stale checkpoints)."""
         path = self.run_dir / "fingerprint.json"
@@ -477,13 +579,18 @@ class WalkForward:
         for w in self.windows:
             ck = _ckpt_path(self.run_dir, name, seed, w.index)
             part = record = None
+            identity = self._identity(name, seed, w)
             if ck.exists():
-                part, record = _load_window(ck)
-                if not self._checkpoint_current(name, w, record):
-                    part = record = None  # written under other baseline rules: redo this window
+                try:
+                    part, record = _load_window(ck, identity)
+                except CheckpointRejected as exc:
+                    log.warning(f"{ck}: {exc}; recomputing window {w.index} of {name} seed {seed}")
+                else:
+                    if not self._checkpoint_current(name, w, record):
+                        part = record = None  # written under other baseline rules: redo this window
             if part is None:
                 part, record = self._run_window(name, w, seed, state)
-                _save_window(ck, part, record)
+                _save_window(ck, part, record, identity)
             parts.append(part)
             records.append(record)
             state = part["state"]

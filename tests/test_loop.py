@@ -372,3 +372,95 @@ def test_a_run_directory_is_not_resumed_under_another_config(arrays, tmp_path):
     other["agents"]["a2c"]["total_timesteps"] = 240
     with pytest.raises(ConfigError, match="different config"):
         WalkForward(arrays, other, tmp_path).run_chain("a2c", 0)
+
+
+# ------------------------------------------------------------ checkpoints bound to their chain
+
+
+def _count_calls(monkeypatch, attr: str) -> list:
+    calls: list = []
+    real = getattr(WalkForward, attr)
+
+    def spy(self, name, w, seed, *rest):
+        calls.append((name, w.index))
+        return real(self, name, w, seed, *rest)
+
+    monkeypatch.setattr(WalkForward, attr, spy)
+    return calls
+
+
+def test_a_foreign_or_corrupt_checkpoint_is_named_and_its_window_recomputed(arrays, tmp_path, monkeypatch, caplog):
+    """Another agent's checkpoint copied into a2c's slot, and a checkpoint cut short: each is refused
+    with its file named, that window is recomputed, and the chain equals an untouched run."""
+    import shutil
+
+    cfg = copy.deepcopy(CONFIG)
+    run = tmp_path / "run"
+    ref = WalkForward(arrays, cfg, run).run_chain("a2c", 0)
+    WalkForward(arrays, cfg, run).run_chain("equal_weight", 0)
+    ck = run / "checkpoints"
+    shutil.copy(ck / "equal_weight_seed0" / "window_001.npz", ck / "a2c_seed0" / "window_001.npz")
+    bad = ck / "a2c_seed0" / "window_003.npz"
+    bad.write_bytes(bad.read_bytes()[:-40])  # truncated (a crash of a copy, a full disk)
+    calls = _count_calls(monkeypatch, "_run_window")
+    with caplog.at_level("WARNING", logger="finmeta.loop"):
+        again = WalkForward(arrays, cfg, run).run_chain("a2c", 0)
+    assert calls == [("a2c", 1), ("a2c", 3)]
+    text = caplog.text
+    assert "a2c_seed0/window_001.npz" in text and "another chain" in text and "agent=equal_weight" in text
+    assert "a2c_seed0/window_003.npz" in text and "unreadable" in text
+    assert np.array_equal(again.values, ref.values)
+    assert np.array_equal(again.actions, ref.actions, equal_nan=True)
+    # the recomputed files are bound again: a third run recomputes nothing
+    calls.clear()
+    WalkForward(arrays, cfg, run).run_chain("a2c", 0)
+    assert calls == []
+
+
+def test_an_edited_checkpoint_or_one_from_another_run_is_refused(arrays, tmp_path):
+    cfg = copy.deepcopy(CONFIG)
+    wf = WalkForward(arrays, cfg, tmp_path / "a")
+    wf.run_chain("equal_weight", 0)
+    path = tmp_path / "a" / "checkpoints" / "equal_weight_seed0" / "window_000.npz"
+    identity = wf._identity("equal_weight", 0, wf.windows[0])
+    part, record = loop_mod._load_window(path, identity)
+    with pytest.raises(loop_mod.CheckpointRejected, match="another chain or run.*window=0"):
+        loop_mod._load_window(path, dict(identity, window=1))
+    with pytest.raises(loop_mod.CheckpointRejected, match="another chain or run.*fingerprint"):
+        loop_mod._load_window(path, dict(identity, fingerprint="0" * 64))
+    with np.load(path) as z:  # an edited value with the old checksum kept
+        entries = {k: z[k] for k in z.files}
+    entries["values"] = entries["values"] * 1.01
+    np.savez(path, **entries)
+    with pytest.raises(loop_mod.CheckpointRejected, match="checksum"):
+        loop_mod._load_window(path, identity)
+    legacy = {k: entries[k] for k in ("values", "actions", "costs", "turnover", "record", "state")}
+    np.savez(path, **legacy)  # the format before checkpoints were bound
+    with pytest.raises(loop_mod.CheckpointRejected, match="no identity"):
+        loop_mod._load_window(path, identity)
+
+
+def test_a_swapped_or_damaged_saved_model_is_retrained_not_loaded(arrays, tmp_path, monkeypatch, caplog):
+    """models/a2c_seed0/window_000.zip replaced by seed 1's model (with its identity file), and
+    window_001.zip damaged: both are refused with the file named and trained again; the chain equals
+    the untouched one."""
+    import shutil
+
+    cfg = copy.deepcopy(CONFIG)
+    run = tmp_path / "run"
+    ref = WalkForward(arrays, cfg, run).run_chain("a2c", 0)
+    WalkForward(arrays, cfg, run).run_chain("a2c", 1)
+    models = run / "models"
+    for suffix in (".zip", ".json"):
+        shutil.copy(models / "a2c_seed1" / f"window_000{suffix}", models / "a2c_seed0" / f"window_000{suffix}")
+    z1 = models / "a2c_seed0" / "window_001.zip"
+    z1.write_bytes(z1.read_bytes()[: len(z1.read_bytes()) // 2])
+    shutil.rmtree(run / "checkpoints" / "a2c_seed0")  # re-walk seed 0: the models are asked for again
+    fits = _count_calls(monkeypatch, "_fit")
+    with caplog.at_level("WARNING", logger="finmeta.loop"):
+        again = WalkForward(arrays, cfg, run).run_chain("a2c", 0)
+    assert fits == [("a2c", 0), ("a2c", 1)]
+    assert "a2c_seed0/window_000.zip" in caplog.text and "seed=1" in caplog.text
+    assert "a2c_seed0/window_001.zip" in caplog.text and "checksum" in caplog.text
+    assert np.array_equal(again.values, ref.values)
+    assert np.array_equal(again.actions, ref.actions, equal_nan=True)
