@@ -16,6 +16,10 @@ Determinism: every task runs with one torch thread (``torch.set_num_threads(1)``
 randomness depends only on ``(seed, window, agent)`` (see :mod:`benchmarks.windows`), so neither
 the node nor the order in which tasks run can change a result.
 
+Dead workers: a chain whose worker process dies (killed, out of memory, node lost) is rerun by Ray
+up to ``ray.max_retries`` times (default 2); it resumes from its checkpoints. If it still fails, one
+:class:`DistributedError` line names the chain and says that rerunning the command resumes.
+
 Checkpoints: the tasks write ``<run_dir>/checkpoints/...`` themselves. On a multi-machine cluster
 ``run_dir`` must be on a filesystem every node sees (NFS, ...) for resume to work; results are
 returned to the driver either way.
@@ -39,7 +43,11 @@ __all__ = ["DistributedError", "TaskInfo", "ray_address", "run_chains_ray", "run
 
 
 #: keys of a config's optional ``ray`` section
-RAY_CONFIG_KEYS = ("address", "num_cpus", "cpus_per_task", "runtime_env", "node_ip_address")
+RAY_CONFIG_KEYS = ("address", "num_cpus", "cpus_per_task", "runtime_env", "node_ip_address", "max_retries")
+
+#: how often Ray reruns a chain whose worker died (chains resume from their checkpoints, so a rerun
+#: redoes at most the window that was running); config ``ray.max_retries``
+MAX_RETRIES_DEFAULT = 2
 
 
 class DistributedError(FinMetaError):
@@ -171,6 +179,7 @@ def run_chains_ray_with_info(
     num_cpus: int | None = None,
     torch_threads: int = 1,
     on_done: Callable[[str, int, int, int], None] | None = None,
+    _task: Callable[..., Any] | None = None,
 ) -> tuple[list[ChainResult], list[TaskInfo]]:
     """Like :func:`run_chains_ray`, also returning where each chain ran (same order as ``jobs``).
 
@@ -185,6 +194,7 @@ def run_chains_ray_with_info(
         num_cpus: CPUs of a local Ray (default ``min(len(jobs), cpu count)``).
         torch_threads: torch intra-op threads per task (1 for reproducibility).
         on_done: callback ``(agent, seed, done, total)`` as chains finish (any order).
+        _task: the task body (default :func:`_chain_task`); tests wrap it to kill a worker.
     """
     jobs = [(str(a), int(s)) for a, s in jobs]
     if not jobs:
@@ -196,12 +206,16 @@ def run_chains_ray_with_info(
     addr = ray_address(config, address)
     n_local = int(num_cpus or rcfg.get("num_cpus") or min(len(jobs), os.cpu_count() or 1))
     cpus_per_task = float(rcfg.get("cpus_per_task", 1))
+    max_retries = rcfg.get("max_retries", MAX_RETRIES_DEFAULT)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigError(f"config.ray.max_retries must be an integer >= 0, got {max_retries!r}")
     run_dir = str(Path(run_dir).resolve())
     cfg = {k: v for k, v in config.items() if k != "ray"}
 
     with ray_session(addr, num_cpus=n_local, runtime_env=rcfg.get("runtime_env"),
                      node_ip_address=rcfg.get("node_ip_address")) as ray:
-        task = ray.remote(num_cpus=cpus_per_task, max_retries=0)(_chain_task)
+        # max_retries: Ray reruns a task whose worker died (not one that raised: retry_exceptions off)
+        task = ray.remote(num_cpus=cpus_per_task, max_retries=max_retries)(_task or _chain_task)
         arrays_ref = ray.put(arrays)
         # ensemble chains are submitted last: they load their members' models, which the members'
         # own chains train (a chain asking for a model being trained waits on its lock, see
@@ -225,6 +239,12 @@ def run_chains_ray_with_info(
                             raise cause from None
                         a, s = jobs[i]
                         raise DistributedError(f"chain {a} seed {s} failed on a Ray worker: {exc}") from exc
+                    except ray.exceptions.RayError as exc:  # WorkerCrashedError, NodeDiedError, ...
+                        a, s = jobs[i]
+                        raise DistributedError(
+                            f"chain {a} seed {s} died on a Ray worker ({type(exc).__name__}) and was retried "
+                            f"{max_retries} time(s); rerun the same command: it resumes from the checkpoints "
+                            f"in {run_dir}") from exc
                     done += 1
                     if on_done:
                         on_done(jobs[i][0], jobs[i][1], done, len(jobs))

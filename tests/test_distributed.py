@@ -208,3 +208,55 @@ def test_local_ray_matches_local_executor(tiny, tmp_path, monkeypatch):
     assert remote[0].values.tobytes() == local[0].values.tobytes()
     assert all(r["chosen"] == "a2c" for r in remote[0].windows)
     assert all(i.pid != os.getpid() for i in infos)  # really ran in Ray workers
+
+
+def _dying_task(marker: str, times: int):
+    """A task body that kills its own worker process ``times`` times (counted in ``marker``), then
+    runs the chain: a worker that dies mid-chain, as ``kill -9`` or the OOM killer would do it."""
+
+    def task(*args):
+        import os
+        from pathlib import Path
+
+        from benchmarks.distributed import _chain_task
+
+        m = Path(marker)
+        died = len(m.read_text()) if m.exists() else 0
+        if died < times:
+            m.write_text("x" * (died + 1))
+            os._exit(1)
+        return _chain_task(*args)
+
+    return task
+
+
+def test_a_dead_worker_is_retried_and_then_named_in_one_line(tiny, tmp_path, monkeypatch):
+    import ray
+
+    from benchmarks.distributed import DistributedError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    arrays, config, local = tiny
+    cfg = dict(config, ray={"num_cpus": 1, "node_ip_address": LOOPBACK})
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, _node_ip_address=LOOPBACK)
+    try:
+        # dies once, retried (default max_retries 2): the same result as the local executor
+        remote, _ = run_chains_ray_with_info(arrays, cfg, tmp_path / "run", [JOBS[1]],
+                                             _task=_dying_task(str(tmp_path / "once"), 1))
+        assert (tmp_path / "once").read_text() == "x"
+        _same(local[1], remote[0])
+        # dies every time: one DistributedError line naming the chain, after the retries
+        cfg0 = dict(cfg, ray={**cfg["ray"], "max_retries": 1})
+        with pytest.raises(DistributedError) as err:
+            run_chains_ray_with_info(arrays, cfg0, tmp_path / "run2", [JOBS[1]],
+                                     _task=_dying_task(str(tmp_path / "always"), 99))
+        msg = str(err.value)
+        assert "\n" not in msg
+        assert "chain buy_and_hold seed 0 died on a Ray worker" in msg and "resumes" in msg
+        assert (tmp_path / "always").read_text() == "xx"  # first try + one retry
+        with pytest.raises(ConfigError, match="max_retries"):
+            run_chains_ray_with_info(arrays, dict(cfg, ray={"max_retries": -1}), tmp_path / "r3", [JOBS[1]])
+    finally:
+        ray.shutdown()
