@@ -121,6 +121,26 @@ def _read_files(data: dict) -> tuple[pd.DataFrame, str]:
     return df, cal
 
 
+def dataset_calendar(name: str, stated: str | None = None) -> str:
+    """The calendar a stored dataset is cleaned on: the one its manifest recorded (``params.calendar``,
+    as ``finmeta data import``/``features`` write it), else its source's (``baostock`` -> XSHG ...),
+    else XNYS. A config's explicit ``data.calendar`` must agree with a recorded one (ConfigError)."""
+    from data_processors.sources import REGISTRY
+    from data_processors.store import dataset_info
+
+    info = dataset_info(name, verify=False)
+    recorded = (info.get("params") or {}).get("calendar")
+    source_cls = REGISTRY.get(str(info.get("source")))
+    default = recorded or getattr(source_cls, "calendar", None) or "XNYS"
+    if stated is None:
+        return str(default)
+    if recorded and str(stated).upper() != str(recorded).upper():
+        raise ConfigError(f"data.calendar: {stated}, but dataset {name} was stored on the {recorded} calendar "
+                          f"(cleaning it on {stated} would drop its real bars and invent others); remove "
+                          f"data.calendar to use {recorded}")
+    return str(stated)
+
+
 def load_frame(data: dict) -> tuple[pd.DataFrame, str]:
     """The raw canonical frame a config's ``data`` section names, and the calendar to clean it on.
 
@@ -135,7 +155,7 @@ def load_frame(data: dict) -> tuple[pd.DataFrame, str]:
         from data_processors.store import load_dataset
 
         df = load_dataset(data["dataset"])
-        cal = data.get("calendar", "XNYS")
+        cal = dataset_calendar(data["dataset"], data.get("calendar"))
         where = f"dataset {data['dataset']}"
     elif "files" in data:
         df, cal = _read_files(data)
@@ -200,7 +220,7 @@ def build_arrays(config: dict, *, before=None) -> tuple[MarketArrays, dict]:
     if before is not None:
         meta["cut_before"] = str(before)
     arrays = to_arrays(feat, feature_columns, meta=meta)
-    prov = {"dataset_hash": h, "rows": int(len(feat)), "tickers": list(arrays.tickers),
+    prov = {"dataset_hash": h, "calendar": cal, "rows": int(len(feat)), "tickers": list(arrays.tickers),
             "start": str(pd.Timestamp(arrays.times[0]).date()), "end": str(pd.Timestamp(arrays.times[-1]).date()),
             "clean_report": _jsonable(report)}
     return arrays, prov

@@ -1,0 +1,50 @@
+"""A bench config's data section: a stored dataset is cleaned on the calendar it was stored with."""
+
+from __future__ import annotations
+
+import exchange_calendars as xcals
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.run import build_arrays, dataset_calendar
+from data_processors.store import save_dataset
+from finmeta.errors import ConfigError
+
+
+def _xshg_frame() -> pd.DataFrame:
+    days = xcals.get_calendar("XSHG").sessions_in_range("2019-06-03", "2020-03-31").tz_localize(None)
+    rng = np.random.default_rng(0)
+    rows = []
+    for j, tic in enumerate(["sh.600000", "sh.600036", "sh.601318"]):
+        close = 10 * (1 + j) * np.exp(np.cumsum(rng.normal(0, 0.01, len(days))))
+        op = close * (1 + rng.normal(0, 0.002, len(days)))
+        rows.append(pd.DataFrame({"time": days, "tic": tic, "open": op, "close": close,
+                                  "high": np.maximum(op, close) * 1.01, "low": np.minimum(op, close) * 0.99,
+                                  "volume": 1e6}))
+    return pd.concat(rows).sort_values(["time", "tic"]).reset_index(drop=True)
+
+
+CONFIG = {"data": {"dataset": "sse_tiny"}, "features": {"indicators": ["macd"], "turbulence": False}}
+
+
+def test_a_stored_dataset_is_cleaned_on_its_recorded_calendar():
+    raw = _xshg_frame()
+    save_dataset("sse_tiny", raw, source="canonical", params={"calendar": "XSHG"})
+    assert dataset_calendar("sse_tiny") == "XSHG"
+    arrays, meta = build_arrays(CONFIG)
+    times = pd.DatetimeIndex(arrays.times)
+    # every real bar kept (XNYS would drop 2020-01-20, MLK day), none invented (the Spring Festival)
+    assert times.equals(pd.DatetimeIndex(sorted(raw["time"].unique())))
+    assert pd.Timestamp("2020-01-20") in times
+    assert pd.Timestamp("2020-01-28") not in times
+    assert meta["calendar"] == "XSHG"
+
+
+def test_the_source_calendar_is_used_when_none_was_recorded_and_a_contradiction_is_refused():
+    save_dataset("sse_src", _xshg_frame(), source="baostock", params={})
+    assert dataset_calendar("sse_src") == "XSHG"
+    save_dataset("sse_tiny", _xshg_frame(), source="canonical", params={"calendar": "XSHG"})
+    with pytest.raises(ConfigError, match=r"data.calendar: XNYS, but dataset sse_tiny was stored on the XSHG"):
+        build_arrays({**CONFIG, "data": {"dataset": "sse_tiny", "calendar": "XNYS"}})
+    assert dataset_calendar("sse_tiny", "xshg") == "xshg"  # the same calendar, stated: fine
