@@ -307,6 +307,11 @@ def _short(d: dict) -> str:
     return ", ".join(f"{k}={str(v)[:12]}" for k, v in d.items())
 
 
+def has_artefacts(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds window checkpoints or saved models (what a fingerprint protects)."""
+    return any((run_dir / "checkpoints").rglob("*.npz")) or any((run_dir / "models").rglob("*.zip"))
+
+
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -562,12 +567,15 @@ class WalkForward:
         mine = self.fingerprint()
         if path.exists():
             theirs = json.loads(path.read_text()).get("fingerprint")
-            if theirs != mine:
+            if theirs == mine:
+                return
+            if has_artefacts(self.run_dir):
                 raise ConfigError(
                     f"{self.run_dir} holds a run of a different config or dataset (its checkpoints and "
                     f"models would be reused); use a new --out, or delete that directory"
                 )
-            return
+            log.warning(f"{path}: written by another config, but the run directory holds no checkpoint "
+                        f"or model yet (an earlier run failed at once); taking it over")
         _atomic_write_bytes(path, json.dumps({"fingerprint": mine}).encode())
 
     def run_chain(self, name: str, seed: int) -> ChainResult:

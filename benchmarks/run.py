@@ -25,6 +25,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import yaml
 from data_processors.arrays import MarketArrays, to_arrays
 from finmeta.errors import ConfigError
 
-from .loop import ChainResult, WalkForward
+from .loop import ChainResult, WalkForward, has_artefacts
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -314,8 +315,7 @@ def run_benchmark(
     ``tearsheets=False`` skips the quantstats HTML tearsheets (a few seconds each). ``command``
     (the command line that started the run) is recorded in the manifest.
     """
-    from .metrics import compute_metrics
-    from .report import aggregate_seeds, build_manifest, git_commit, write_report
+    from .report import git_commit
 
     t0 = time.time()
     commit = git_commit()  # the code this run executes (taken before it starts)
@@ -329,8 +329,34 @@ def run_benchmark(
     if not agents:
         raise ConfigError("no agents to run (config.agents is empty and --agents not given)")
     run_dir = Path(out) if out else Path("runs") / str(config.get("name", "run"))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_dir(run_dir)
+    created = not run_dir.exists()
+    try:
+        return _run(config, agents, seeds, run_dir, executor, progress, tearsheets, command, t0, commit)
+    except BaseException:
+        if created and not has_artefacts(run_dir):  # failed before anything reusable was written
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse ``--out`` on a non-empty folder that is not a FinMeta run directory (its files,
+    e.g. a ``table.csv`` of the user's, would be overwritten)."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir}: exists and is not a folder")
+    if any(run_dir.iterdir()) and not ((run_dir / "fingerprint.json").exists() or (run_dir / "manifest.json").exists()):
+        raise ConfigError(f"--out {run_dir}: a non-empty folder that is not a FinMeta run directory (no "
+                          f"fingerprint.json or manifest.json); its files would be overwritten: choose a new folder")
+
+
+def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, command, t0, commit):
+    from .metrics import compute_metrics
+    from .report import aggregate_seeds, build_manifest, write_report
+
     arrays, prov = build_arrays(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
     wf = WalkForward(arrays, config, run_dir)
     ppy = wf.periods_per_year
 

@@ -108,3 +108,35 @@ def test_every_shipped_configs_published_section_is_well_formed():
     found = {p.stem: published_rows(load_config(p.stem), str(p))[1] for p in CONFIG_DIR.glob("*.yaml")}
     assert found["icaif2020_dow30"]["ensemble"]["sharpe"] == 1.30
     assert found["finrl2023_dow30"]["a2c"] == {"cumulative_return": 0.102}
+
+
+def test_out_on_a_users_folder_is_refused_and_a_failed_run_leaves_nothing_that_blocks_the_fix(tmp_path, capsys):
+    cfg = tmp_path / "tiny_cli.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    mine = tmp_path / "my_results"
+    mine.mkdir()
+    (mine / "table.csv").write_text("my,own\n1,2\n")
+    rc = main(["bench", str(cfg), "--out", str(mine), "--no-tearsheets"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not a FinMeta run directory" in err and len(err.strip().splitlines()) == 1
+    assert (mine / "table.csv").read_text() == "my,own\n1,2\n"  # untouched
+
+    # a config that fails in its first window ...
+    broken = dict(TINY, agents={"equalweight": {}})  # a typo: fails in the chain, after the fingerprint
+    cfg.write_text(yaml.safe_dump(broken))
+    run = tmp_path / "run"
+    rc = main(["bench", str(cfg), "--out", str(run), "--no-tearsheets"])
+    capsys.readouterr()
+    assert rc != 0
+    assert not run.exists()  # nothing half-written
+    # ... and a run directory left behind by a failure before this fix (fingerprint only) is taken over
+    run.mkdir()
+    (run / "fingerprint.json").write_text(json.dumps({"fingerprint": "f" * 64}))
+    cfg.write_text(yaml.safe_dump(TINY))
+    rc = main(["bench", str(cfg), "--out", str(run), "--no-tearsheets"])
+    assert rc == 0, capsys.readouterr().err
+    assert (run / "table.csv").exists()
+    # a run directory with checkpoints of another config is still refused
+    cfg.write_text(yaml.safe_dump(dict(TINY, env={**TINY["env"], "hmax": 60})))
+    rc = main(["bench", str(cfg), "--out", str(run), "--no-tearsheets"])
+    assert rc == 2 and "different config" in capsys.readouterr().err
