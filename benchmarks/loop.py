@@ -21,7 +21,6 @@ window's randomness depends only on (seed, window, agent).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import json
@@ -37,6 +36,7 @@ import numpy as np
 
 from data_processors.arrays import MarketArrays
 from finmeta.errors import ConfigError, FinMetaError
+from finmeta.fs import file_lock, write_atomic
 
 from .windows import Window, make_windows, window_seed
 
@@ -196,39 +196,21 @@ def _sharpe(values: np.ndarray, periods_per_year: float) -> float:
 # checkpoints
 # --------------------------------------------------------------------------------------------
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data)
 
 
 def _ckpt_path(run_dir: Path, agent: str, seed: int, window: int) -> Path:
     return run_dir / "checkpoints" / f"{agent}_seed{seed}" / f"window_{window:03d}.npz"
 
 
-@contextlib.contextmanager
 def _model_lock(path: Path):
-    """Hold an exclusive lock on ``<path>.lock`` (POSIX ``flock``; blocks until free).
+    """Hold an exclusive lock on ``<path>.lock`` (:func:`finmeta.fs.file_lock`; blocks until free).
 
-    The lock is per open file, so it also serializes threads; it is released when the process
-    dies. The lock file stays (empty) beside the model. Without ``fcntl`` (Windows) it does
-    nothing: parallel chains may then train the same model twice (same result, wasted time).
+    The lock file stays (empty) beside the model. Without ``fcntl`` (Windows) it does nothing:
+    parallel chains may then train the same model twice (same result, wasted time).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path.with_suffix(".lock"), "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return file_lock(path.with_suffix(".lock"))
 
 
 _CKPT_ARRAYS = ("values", "actions", "costs", "turnover", "record", "state")

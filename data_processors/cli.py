@@ -1,4 +1,4 @@
-"""``finmeta data download|import|features|info|list``.
+"""``finmeta data download|import|features|info|list|check``.
 
 Every command stores or reads datasets through :mod:`data_processors.store`. User errors are
 :class:`~finmeta.errors.FinMetaError` subclasses: ``finmeta.cli.main`` prints them as one line and
@@ -217,6 +217,8 @@ def info_cmd(
 ) -> None:
     """Show a dataset's manifest (rows, tickers, span, frequency, columns, sha256) and check its hash.
 
+    Exits with code 1 when the integrity check fails.
+
     Example: finmeta data info dow30 --json
     """
     from .store import dataset_info
@@ -224,6 +226,8 @@ def info_cmd(
     info = dataset_info(name)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
+        if info.get("integrity") != "ok":
+            raise typer.Exit(1)
         return
     tick = info.get("tickers", [])
     lines = [(key, info.get(key)) for key in ("name", "source", "rows", "num_tickers", "start", "end", "freq",
@@ -233,6 +237,8 @@ def info_cmd(
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         typer.echo(f"{key:<{width}}  {value}")
+    if info.get("integrity") != "ok":
+        raise typer.Exit(1)
 
 
 @data_app.command("list")
@@ -242,6 +248,7 @@ def list_cmd() -> None:
     Example: finmeta data list
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from finmeta.errors import FinMetaError
@@ -260,8 +267,43 @@ def list_cmd() -> None:
         try:
             i = dataset_info(n, verify=False)
         except FinMetaError as exc:
-            table.add_row(n, f"[broken: {exc}]", "", "", "", "", "")
+            table.add_row(escape(n), escape(f"[broken: {exc}]"), "", "", "", "", "")
             continue
-        table.add_row(n, str(i.get("source")), str(i.get("rows")), str(i.get("num_tickers")), str(i.get("start")),
-                      str(i.get("end")), str(i.get("freq")))
+        table.add_row(*(escape(str(v)) for v in (n, i.get("source"), i.get("rows"), i.get("num_tickers"),
+                                                i.get("start"), i.get("end"), i.get("freq"))))
     Console(width=160).print(table)
+
+
+@data_app.command("check")
+def check_cmd(
+    name: Optional[str] = typer.Argument(None, help="Dataset to check (default: every folder in the store)."),
+    keep_orphans: bool = typer.Option(False, "--keep-orphans", help="Report unreferenced files, do not remove them."),
+) -> None:
+    """Verify every stored artefact (manifest, data file, sha256, rows, columns) and remove orphan files.
+
+    Orphans are data files no manifest names and temporary files a killed writer left. Exits with
+    code 1 when a dataset fails a check.
+
+    Example: finmeta data check dow30
+    """
+    from finmeta.paths import datasets_dir
+
+    from .store import check_dataset, store_folders
+
+    names = [name] if name else store_folders()
+    if not names:
+        typer.echo(f"no datasets in {datasets_dir()}")
+        return
+    failed = 0
+    for n in names:
+        r = check_dataset(n, remove_orphans=not keep_orphans)
+        what = f"{r['rows']} rows, sha256 {str(r['sha256'])[:16]}" if r["sha256"] else "no valid manifest"
+        typer.echo(f"{r['status']:<6}  {n}  ({what})")
+        for p in r["problems"]:
+            typer.echo(f"        problem: {p}")
+        for o in r["orphans"]:
+            typer.echo(f"        orphan {'removed' if r['removed'] else 'kept'}: {o}")
+        failed += r["status"] != "ok"
+    if failed:
+        typer.echo(f"{failed} of {len(names)} dataset folder(s) failed", err=True)
+        raise typer.Exit(1)

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     INVOKED_ARGS = list(args)
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        rc = app(args=args, standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
     except FinMetaError as exc:
         if debug:
             raise
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return 2
         raise
-    return 0
+    return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,7 @@ def _json(capsys) -> dict:
     return json.loads(out)
 
 
-@pytest.mark.parametrize("cmd", ["download", "import", "features", "info", "list"])
+@pytest.mark.parametrize("cmd", ["download", "import", "features", "info", "list", "check"])
 def test_every_command_help_has_an_example(cmd, capsys):
     assert main(["data", cmd, "--help"]) == 0
     out = capsys.readouterr().out
@@ -161,3 +161,46 @@ def test_features_with_news_sentiment(shared_data, tmp_path, capsys):
     # the first session can only hold news from before it: 2022-03-01's headlines go to 03-02
     first = news[news.date == "2022-03-01"]
     assert len(first) and s.loc[pd.Timestamp("2022-03-01"), "AAPL"] == 0
+
+
+def _store_small(name: str = "small"):
+    from data_processors.store import save_dataset
+
+    times = pd.bdate_range("2021-01-04", periods=5)
+    df = pd.DataFrame({"time": times, "tic": "AAA", "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.0,
+                       "volume": 100.0})
+    return save_dataset(name, df, source="canonical", params={})
+
+
+def test_info_fails_on_a_broken_dataset_and_list_shows_it(_isolated_home, capsys):
+    m = _store_small("good")
+    m2 = _store_small("bad")
+    folder = _isolated_home / "datasets" / "bad"
+    (folder / m2["file"]).write_bytes(b"garbage")
+    assert main(["data", "info", "bad"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    assert main(["data", "info", "bad", "--json"]) == 1
+    assert _json(capsys)["integrity"].startswith("FAILED")
+    assert main(["data", "info", "good"]) == 0
+    capsys.readouterr()
+    (folder / "manifest.json").write_text("{not json")
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "[broken: dataset bad:" in " ".join(out.split()), out  # rich markup must not eat it
+    assert m["sha256"]
+
+
+def test_check_command_reports_removes_orphans_and_fails_on_damage(_isolated_home, capsys):
+    m = _store_small("ok1")
+    folder = _isolated_home / "datasets" / "ok1"
+    (folder / "data-00000000000000aa.parquet").write_bytes(b"orphan")
+    assert main(["data", "check", "ok1", "--keep-orphans"]) == 0
+    assert "orphan kept: data-00000000000000aa.parquet" in capsys.readouterr().out
+    assert main(["data", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "orphan removed: data-00000000000000aa.parquet" in out and out.startswith("ok")
+    assert not (folder / "data-00000000000000aa.parquet").exists()
+    (folder / m["file"]).write_bytes(b"damaged")
+    assert main(["data", "check", "ok1"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAILED") and "truncated or was modified" in out

@@ -59,7 +59,7 @@ def test_intraday_utc_round_trip():
 def test_overwrite_replaces_and_removes_old_file(_isolated_home):
     save_dataset("d", panel(10), source="s", params={})
     m2 = save_dataset("d", panel(20), source="s", params={})
-    files = sorted(p.name for p in (_isolated_home / "datasets" / "d").iterdir())
+    files = sorted(p.name for p in (_isolated_home / "datasets" / "d").iterdir() if p.name != ".lock")
     assert files == sorted([m2["file"], "manifest.json"])
     assert len(load_dataset("d")) == 60
 
@@ -97,10 +97,10 @@ def test_failed_write_leaves_previous_dataset_intact(_isolated_home, monkeypatch
             raise OSError("disk full")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(store.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         save_dataset("a", panel(25), source="s", params={})
-    monkeypatch.setattr(store.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     pd.testing.assert_frame_equal(load_dataset("a"), before)
     assert not [p for p in (_isolated_home / "datasets" / "a").iterdir() if p.name.endswith(".tmp")]
 
@@ -122,3 +122,98 @@ def test_corrupt_manifest(_isolated_home):
     (_isolated_home / "datasets" / "c" / "manifest.json").write_text("{not json")
     with pytest.raises(DatasetIntegrityError, match="not a valid manifest"):
         load_dataset("c")
+
+
+def test_a_writer_committing_mid_save_cannot_leave_a_manifest_without_its_file(_isolated_home, monkeypatch):
+    """Issue 19: two imports of one name at once left only manifest.json (each deleted the other's file).
+
+    Writer B is started while writer A sits between its data write and its manifest commit. With
+    the dataset lock B waits for A; without it B commits and deletes A's file, then A's manifest
+    names a file that no longer exists.
+    """
+    import threading
+
+    save_dataset("n", panel(5), source="s", params={})
+    real = store._write_atomic
+    state = {"fired": False}
+    b_done = threading.Event()
+
+    def writer_b():
+        save_dataset("n", panel(12), source="s", params={"writer": "B"})
+        b_done.set()
+
+    def hooked(folder, final, data):
+        if final == "manifest.json" and not state["fired"] and threading.current_thread() is threading.main_thread():
+            state["fired"] = True
+            t = threading.Thread(target=writer_b)
+            t.start()
+            state["thread"] = t
+            b_done.wait(timeout=1.0)  # B finishes here without a lock; with one it waits for A
+        return real(folder, final, data)
+
+    monkeypatch.setattr(store, "_write_atomic", hooked)
+    save_dataset("n", panel(20), source="s", params={"writer": "A"})
+    state["thread"].join(timeout=30)
+    assert b_done.is_set()
+    folder = _isolated_home / "datasets" / "n"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["params"]["writer"] == "B"  # B waited for A, so B committed last
+    assert sorted(p.name for p in folder.glob("data-*.parquet")) == [manifest["file"]]
+    assert len(load_dataset("n")) == 12 * 3
+
+
+def _save_many(home: str, k: int) -> None:
+    os.environ["FINMETA_HOME"] = home
+    for i in range(4):
+        save_dataset("race", panel(5 + k * 4 + i), source="s", params={"writer": k, "i": i})
+
+
+def test_concurrent_writer_processes_leave_one_complete_dataset(_isolated_home):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_save_many, args=(str(_isolated_home), k)) for k in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    folder = _isolated_home / "datasets" / "race"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [p.name for p in folder.glob("data-*.parquet")] == [manifest["file"]]
+    assert len(load_dataset("race")) == manifest["rows"]
+    assert store.check_dataset("race")["status"] == "ok"
+
+
+def test_a_manifest_naming_a_file_outside_the_folder_is_refused(_isolated_home, tmp_path):
+    m = save_dataset("o", panel(), source="s", params={})
+    outside = tmp_path / "elsewhere.parquet"
+    outside.write_bytes((_isolated_home / "datasets" / "o" / m["file"]).read_bytes())
+    for bad in (str(outside), "../o/" + m["file"], "manifest.json"):
+        path = _isolated_home / "datasets" / "o" / "manifest.json"
+        path.write_text(json.dumps({**m, "file": bad}))
+        with pytest.raises(DatasetIntegrityError, match="not a data-<hash>.parquet file inside the dataset folder"):
+            load_dataset("o")
+
+
+def test_check_verifies_artefacts_and_removes_only_orphans(_isolated_home):
+    m = save_dataset("k", panel(), source="s", params={})
+    folder = _isolated_home / "datasets" / "k"
+    (folder / "data-0123456789abcdef.parquet").write_bytes(b"left by a killed writer")
+    (folder / ".manifest.json.x1y2.tmp").write_bytes(b"{")
+    r = store.check_dataset("k", remove_orphans=False)
+    assert r["status"] == "ok" and sorted(r["orphans"]) == [".manifest.json.x1y2.tmp", "data-0123456789abcdef.parquet"]
+    assert (folder / "data-0123456789abcdef.parquet").exists()
+    r = store.check_dataset("k")
+    assert r["removed"] and not (folder / "data-0123456789abcdef.parquet").exists()
+    assert sorted(p.name for p in folder.iterdir() if p.name != ".lock") == sorted([m["file"], "manifest.json"])
+    # a manifest whose row count disagrees with its (hash-consistent) file
+    (folder / "manifest.json").write_text(json.dumps({**m, "rows": m["rows"] + 1}))
+    r = store.check_dataset("k")
+    assert r["status"] == "FAILED" and any("rows, the manifest says" in p for p in r["problems"])
+    # a first import killed before its commit: a folder with a data file and no manifest
+    ghost = _isolated_home / "datasets" / "ghost"
+    ghost.mkdir()
+    (ghost / "data-fedcba9876543210.parquet").write_bytes(b"x")
+    r = store.check_dataset("ghost")
+    assert r["status"] == "FAILED" and r["removed"] and not ghost.exists()
