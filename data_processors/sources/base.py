@@ -21,8 +21,14 @@ with exponential backoff. A hard timeout cannot kill the hung thread; it only st
 from __future__ import annotations
 
 import abc
+import bz2
+import csv
+import gzip
 import inspect
+import lzma
 import time as _time
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
 
@@ -123,11 +129,13 @@ class DataSource(abc.ABC):
         if not path.is_file():
             raise DataValidationError(f"{path}: no such file")
         try:
+            if not is_parquet(path):
+                check_text_complete(path)
             raw = self._read_raw(path, **options)
         except FinMetaError:
             raise
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
-            raise DataValidationError(f"{path}: cannot read as {self.name!r} file: {exc}") from None
+        except READ_ERRORS as exc:
+            raise DataValidationError(f"{path}: cannot read as {self.name!r} file: {_reason(exc)}") from None
         self._check_options(path, options)
         df = self._normalize(raw, path=path, **options)
         if df.empty:
@@ -198,6 +206,86 @@ class DataSource(abc.ABC):
                     delay *= 2
         what = "timed out" if isinstance(last, VendorTimeout) else f"{type(last).__name__}: {last}"
         raise DataSourceError(self.name, tickers, f"{what} (after {self.attempts} attempts)") from last
+
+
+#: What reading a damaged or foreign file raises (parsers, decoders, decompressors).
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError, EOFError,
+    zlib.error, lzma.LZMAError, zipfile.BadZipFile, csv.Error)
+
+_OPENERS: dict[str, Callable[[Path], Any]] = {
+    ".gz": lambda p: gzip.open(p, "rb"),
+    ".bz2": lambda p: bz2.open(p, "rb"),
+    ".xz": lambda p: lzma.open(p, "rb"),
+}
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return f"the compressed stream ends early ({exc}): the file is truncated"
+    if isinstance(exc, (zlib.error, gzip.BadGzipFile, lzma.LZMAError, zipfile.BadZipFile)):
+        return f"the compressed data is damaged ({type(exc).__name__}: {exc})"
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, (ValueError, OSError)) else str(exc)
+
+
+def is_parquet(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return path.suffix.lower() in (".parquet", ".pq") or fh.read(4) == b"PAR1"
+
+
+def check_text_complete(path: Path, chunk: int = 1 << 20) -> None:
+    """Refuse a text (CSV) file that was cut short, before any parsing.
+
+    Decompresses ``.gz``/``.bz2``/``.xz`` (a truncated stream fails here, named as such) and looks
+    at the first lines and the last one: the file must end with a newline, and its last line must
+    have as many comma-separated fields as the widest of its first three lines (the header; a
+    CryptoDataDownload banner line has fewer). A file cut mid-line fails one of the two; a
+    complete file passes both. Zip archives are left to pandas.
+    """
+    opener = _OPENERS.get(path.suffix.lower())
+    if path.suffix.lower() == ".zip":
+        return
+    head = b""
+    tail = b""
+    with (opener(path) if opener else open(path, "rb")) as fh:
+        if opener is None:  # plain file: the head, then seek to the tail
+            head = fh.read(chunk)
+            size = path.stat().st_size
+            if size > chunk:
+                fh.seek(max(size - chunk, 0))
+                tail = fh.read()
+            else:
+                tail = head
+        else:
+            for block in iter(lambda: fh.read(chunk), b""):
+                if len(head) < chunk:
+                    head += block[: chunk - len(head)]
+                tail = (tail + block)[-chunk:]
+    if not tail.strip():
+        return  # empty file: pandas raises EmptyDataError with its own message
+    text_head = head.decode("utf-8", errors="replace").splitlines()[:3]
+    stripped = tail.rstrip(b" \t")
+    lines = [line for line in tail.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    n_lines = "the last line"
+    if not stripped.endswith((b"\n", b"\r")):
+        raise DataValidationError(
+            f"{path}: {n_lines} ({last[:80]!r}) has no final newline: the file looks cut short; if it is complete, "
+            f"end it with a newline")
+    if len(text_head) > 1:
+        width = max(_fields(line) for line in text_head)
+        got = _fields(last)
+        if got < width:
+            raise DataValidationError(
+                f"{path}: {n_lines} ({last[:80]!r}) has {got} field(s), the header has {width}: the file looks cut short")
+
+
+def _fields(line: str) -> int:
+    try:
+        row = next(csv.reader([line]))
+    except (StopIteration, csv.Error):
+        return 0
+    return len(row)
 
 
 def get_source(name: str, **kwargs) -> DataSource:
