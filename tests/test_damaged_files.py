@@ -69,3 +69,43 @@ def test_a_file_without_its_final_newline_can_be_fixed_by_adding_one(tmp_path):
         read_vendor_file(f, "canonical")
     f.write_text("time,tic,open,high,low,close,volume\n2020-01-02,AAA,10,11,9,10.5,100\n\n")
     assert float(read_vendor_file(f, "canonical")["volume"].iloc[0]) == 100.0
+
+
+@pytest.mark.parametrize("day, needle", [
+    ("2100-01-04", r"1 bar\(s\) dated after \d{4}-\d\d-\d\d .*row 2 \(AAA 2100-01-04\); a bar cannot come from the future"),
+    ("2300-01-02", r"1 bar\(s\) dated outside 1677-09-22 \.\. 2262-04-11: row 2 \(AAA 2300-01-02\)"),
+    ("1500-01-02", r"1 bar\(s\) dated outside 1677-09-22 \.\. 2262-04-11: row 2 \(AAA 1500-01-02\)"),
+])
+@pytest.mark.parametrize("fmt, header", [("canonical", "time,tic,open,high,low,close,volume"),
+                                         ("yahoo", "date,tic,open,high,low,close,volume")])
+def test_bars_from_the_future_or_beyond_the_clock_are_refused(tmp_path, capsys, day, needle, fmt, header):
+    f = tmp_path / "dates.csv"
+    f.write_text(f"{header}\n2020-01-02,AAA,10,11,9,10.5,100\n2020-01-03,AAA,10,11,9,10.5,100\n"
+                 f"{day},AAA,10,11,9,10.5,100\n")
+    with pytest.raises(DataValidationError, match=needle):
+        read_vendor_file(f, fmt)
+    assert main(["data", "import", str(f), "--format", fmt, "--name", "d"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(f) in err
+    assert list_datasets() == []
+
+
+def test_an_intraday_bar_opening_after_now_is_refused(tmp_path, monkeypatch):
+    from data_processors.sources import _common
+
+    f = tmp_path / "m.csv"
+    f.write_text("time,tic,open,high,low,close,volume\n2024-03-04 14:30:00+00:00,AAA,10,11,9,10.5,100\n"
+                 "2024-03-04 14:31:00+00:00,AAA,10,11,9,10.5,100\n2024-03-04 14:32:00+00:00,AAA,10,11,9,10.5,100\n")
+    assert len(read_vendor_file(f, "canonical")) == 3
+    monkeypatch.setattr(_common, "now_utc", lambda: pd.Timestamp("2024-03-04 14:20:00", tz="UTC"))
+    with pytest.raises(DataValidationError, match=r"3 bar\(s\) dated opening after now .*row 0 \(AAA 2024-03-04T14:30:00"):
+        read_vendor_file(f, "canonical")
+
+
+def test_an_epoch_stamp_beyond_the_clock_names_its_row(tmp_path):
+    f = tmp_path / "b.csv"
+    f.write_text("unix,date,symbol,open,high,low,close,Volume BTC,Volume USDT\n"
+                 "1577923200000,2020-01-02,BTC/USDT,10,11,9,10.5,100,1000\n"
+                 "10413792000000,2300-01-02,BTC/USDT,10,11,9,10.5,100,1000\n")
+    with pytest.raises(DataValidationError, match=r"b\.csv: row 1: epoch stamp 10413792000000 is outside"):
+        read_vendor_file(f, "binance")

@@ -115,12 +115,73 @@ def parse_times(values: pd.Series | pd.Index, what: str, fmt: str | None = None,
     return out
 
 
-def epoch_to_utc(values: pd.Series) -> pd.Series:
-    """Epoch stamps (each row s, ms or us by its own magnitude, so mixed exports work) -> UTC."""
+def epoch_to_utc(values: pd.Series, what: str = "times") -> pd.Series:
+    """Epoch stamps (each row s, ms or us by its own magnitude, so mixed exports work) -> UTC.
+
+    A stamp outside what a nanosecond time can hold (1677-09-22 .. 2262-04-11) raises naming its row.
+    """
     v = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
     scale = np.where(v > 1e14, 1e3, np.where(v > 1e11, 1e6, 1e9))  # -> nanoseconds
     ns = np.round(v * scale)
+    out_of_range = ~(np.abs(ns) < 9.2e18)
+    if out_of_range.any():
+        i = int(np.flatnonzero(out_of_range)[0])
+        raise DataValidationError(f"{what}: row {i}: epoch stamp {values.iloc[i]} is outside 1677-09-22 .. 2262-04-11"
+                                  f"{_and_more(int(out_of_range.sum()))}")
     return pd.Series(pd.to_datetime(ns.astype("int64"), unit="ns", utc=True), index=values.index)
+
+
+def _and_more(n: int) -> str:
+    return f" (and {n - 1} more row(s))" if n > 1 else ""
+
+
+#: A daily bar may carry a date up to this far ahead of UTC (the exchanges furthest east, UTC+14).
+_DATE_LEAD = pd.Timedelta(hours=14)
+#: An intraday bar may open at most this far after the local clock (clock skew).
+_CLOCK_SKEW = pd.Timedelta(minutes=5)
+_NS_MIN, _NS_MAX = pd.Timestamp.min.ceil("D"), pd.Timestamp.max.floor("D")
+
+
+def now_utc() -> pd.Timestamp:
+    """The current time (UTC); a function so that tests can move the clock."""
+    return pd.Timestamp.now(tz="UTC")
+
+
+def _rows(t: pd.Series, tics: pd.Series, mask: np.ndarray, limit: int = 5) -> str:
+    pos = np.flatnonzero(mask)
+    def stamp(x) -> str:
+        x = pd.Timestamp(x)
+        return str(x.date()) if x.tzinfo is None and x == x.normalize() else x.isoformat()
+
+    shown = ", ".join(f"row {int(i)} ({tics.iloc[int(i)]} {stamp(t.iloc[int(i)])})" for i in pos[:limit])
+    return shown + (f" and {pos.size - limit} more" if pos.size > limit else "")
+
+
+def check_time_range(times: pd.Series, tics: pd.Series, what: str) -> None:
+    """Refuse times a nanosecond clock cannot hold (1677 .. 2262), naming the rows."""
+    t = pd.Series(times)
+    wall = t.dt.tz_convert("UTC").dt.tz_localize(None) if t.dt.tz is not None else t
+    bad = ((wall < _NS_MIN) | (wall > _NS_MAX)).to_numpy()
+    if bad.any():
+        raise DataValidationError(f"{what}: {int(bad.sum())} bar(s) dated outside {_NS_MIN.date()} .. {_NS_MAX.date()}: "
+                                  f"{_rows(t, tics, bad)}")
+
+
+def check_not_future(times: pd.Series, tics: pd.Series, what: str, *, daily: bool) -> None:
+    """Refuse bars that cannot exist yet: a date after today, or an intraday bar opening after now."""
+    now = now_utc()
+    t = pd.Series(times)
+    if daily:
+        limit = (now + _DATE_LEAD).tz_localize(None).normalize()
+        bad = (t > limit).to_numpy()
+        when = f"after {limit.date()} (the latest date anywhere on Earth now)"
+    else:
+        limit = now + _CLOCK_SKEW
+        bad = (t > limit).to_numpy()
+        when = f"opening after now ({now.floor('s').isoformat()})"
+    if bad.any():
+        raise DataValidationError(f"{what}: {int(bad.sum())} bar(s) dated {when}: {_rows(t, tics, bad)}; a bar cannot "
+                                  f"come from the future: fix or drop these rows")
 
 
 def is_daily(times: pd.Series, tics: pd.Series | None = None) -> bool:
@@ -178,12 +239,16 @@ def to_canonical_times(
     if label not in ("open", "end"):
         raise DataValidationError(f"{what}: label must be 'open' or 'end', not {label!r}")
     t = pd.Series(times)
+    tics = pd.Series(tics)
+    check_time_range(t, tics, what)
     daily = (freq in DAILY_FREQS) if freq is not None else is_daily(t, tics)
     if daily:
         if t.dt.tz is not None:
             t = t.dt.tz_convert(tz) if tz else t
             t = t.dt.tz_localize(None)
-        return t.dt.normalize().astype("datetime64[ns]")
+        out = t.dt.normalize().astype("datetime64[ns]")
+        check_not_future(out, tics, what, daily=True)
+        return out
     if t.dt.tz is None:
         try:
             t = t.dt.tz_localize(tz or "UTC", ambiguous="raise", nonexistent="raise")
@@ -195,7 +260,9 @@ def to_canonical_times(
         except ValueError as exc:
             raise DataValidationError(f"{what}: {exc}") from None
         t = t - bar
-    return t.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    out = t.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    check_not_future(out, tics, what, daily=False)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

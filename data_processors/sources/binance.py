@@ -156,9 +156,9 @@ class BinanceSource(DataSource):
             df = df.assign(symbol=Path(path).name.split("-")[0].split(".")[0])
         require_columns(df, ["open", "high", "low", "close", "volume"], what, self.name)
         if "unix" in df.columns:
-            times = epoch_to_utc(df["unix"])
+            times = epoch_to_utc(df["unix"], what)
         elif "open_time" in df.columns:
-            times = epoch_to_utc(df["open_time"])
+            times = epoch_to_utc(df["open_time"], what)
         elif "timestamp" in df.columns or "date" in df.columns:
             col = "timestamp" if "timestamp" in df.columns else "date"
             times = parse_times(df[col], what)
