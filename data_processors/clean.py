@@ -10,7 +10,10 @@ Two steps, used in this order by :class:`~data_processors.processor.DataProcesso
     is the position after the source's normaliser, which sorts by (time, tic)). Checks, in order:
     missing columns, empty frame, column types, NaT/NaN/inf in required columns, duplicate
     (time, tic) keys, unsorted rows, non-positive prices, negative volume, ``high < low``,
-    ``high < max(open, close)``, ``low > min(open, close)``, mixed bar frequencies.
+    ``high < max(open, close)``, ``low > min(open, close)``, mixed bar frequencies. The value checks
+    (non-positive prices, negative volume, the three high/low classes) are reported together: one
+    message names the first row and the count of every class found (Qlib-style health check);
+    :func:`repair_ohlc` applies an explicit ``on_bad_ohlc`` policy (error, clip, drop) first.
 
     Sort policy: ``validate`` *flags* unsorted input (``check_sorted=True``, the default: a vendor
     normaliser must sort); :func:`clean` *sorts* first and then validates, so it accepts any order.
@@ -204,33 +207,92 @@ def validate(
                 f"{where}: {_row(df, r)}: not sorted by (time, tic): it comes after {_row(df, r - 1)}"
                 f"{_more(bad_rows.size)}; sort the frame or use clean(), which sorts")
 
+    # value checks: every problem class is reported in one pass (first row of each, and a count)
     o, h, lo, c, v = (values[:, num_cols.index(k)] for k in ("open", "high", "low", "close", "volume"))
     price = values[:, [num_cols.index(k) for k in PRICE_COLUMNS]]
     nonpos = price <= 0
-    if nonpos.any():
-        rows = np.flatnonzero(nonpos.any(axis=1))
-        r = int(rows[0])
-        k = int(np.flatnonzero(nonpos[r])[0])
-        raise DataValidationError(
-            f"{where}: {_row(df, r)}: {PRICE_COLUMNS[k]} {price[r, k]} is not positive{_more(rows.size)}")
-    neg = np.flatnonzero(v < 0)
-    if neg.size:
-        r = int(neg[0])
-        raise DataValidationError(f"{where}: {_row(df, r)}: volume {v[r]} is negative{_more(neg.size)}")
 
-    tol = ohlc_rtol * np.maximum(np.abs(h), np.abs(lo))
-    checks = (
-        (h < lo - tol, lambda r: f"high {h[r]} < low {lo[r]}"),
-        (h < np.maximum(o, c) - tol, lambda r: f"high {h[r]} < max(open {o[r]}, close {c[r]})"),
-        (lo > np.minimum(o, c) + tol, lambda r: f"low {lo[r]} > min(open {o[r]}, close {c[r]})"),
-    )
-    for mask, msg in checks if check_ohlc else ():
-        rows = np.flatnonzero(mask)
-        if rows.size:
-            r = int(rows[0])
-            raise DataValidationError(f"{where}: {_row(df, r)}: {msg(r)}{_more(rows.size)}")
+    def first_nonpos(r: int) -> str:
+        k = int(np.flatnonzero(nonpos[r])[0])
+        return f"{PRICE_COLUMNS[k]} {price[r, k]} is not positive"
+
+    problems = [(nonpos.any(axis=1), first_nonpos), (v < 0, lambda r: f"volume {v[r]} is negative")]
+    ohlc = ohlc_masks(o, h, lo, c, ohlc_rtol) if check_ohlc else {}
+    problems += [(ohlc[k], lambda r, k=k: _OHLC_TEXT[k](o[r], h[r], lo[r], c[r])) for k in ohlc]
+    found = [(np.flatnonzero(mask), msg) for mask, msg in problems]
+    found = [(rows, msg) for rows, msg in found if rows.size]
+    if found:
+        text = "; also ".join(f"{_row(df, int(rows[0]))}: {msg(int(rows[0]))}{_more(rows.size)}" for rows, msg in found)
+        if any(ohlc[k].any() for k in ohlc):
+            text += ("; to repair high/low instead, import with --on-bad-ohlc clip|drop "
+                     "(clean(on_bad_ohlc=...), data.clean.on_bad_ohlc in a config)")
+        raise DataValidationError(f"{where}: {text}")
 
     return _check_frequency(df, where)
+
+
+#: The high/low consistency classes, in the order they are reported.
+OHLC_CLASSES = ("high_below_low", "high_below_open_close", "low_above_open_close")
+_OHLC_TEXT = {
+    "high_below_low": lambda o, h, lo, c: f"high {h} < low {lo}",
+    "high_below_open_close": lambda o, h, lo, c: f"high {h} < max(open {o}, close {c})",
+    "low_above_open_close": lambda o, h, lo, c: f"low {lo} > min(open {o}, close {c})",
+}
+#: ``on_bad_ohlc`` policies: refuse, widen high/low to enclose open/close, or drop the bar.
+OHLC_POLICIES = ("error", "clip", "drop")
+
+
+def ohlc_masks(o, h, lo, c, rtol: float = 1e-6) -> dict[str, np.ndarray]:
+    """Row masks of the three high/low consistency problems (relative tolerance ``rtol``)."""
+    tol = rtol * np.maximum(np.abs(h), np.abs(lo))
+    return {
+        "high_below_low": h < lo - tol,
+        "high_below_open_close": h < np.maximum(o, c) - tol,
+        "low_above_open_close": lo > np.minimum(o, c) + tol,
+    }
+
+
+def repair_ohlc(df: pd.DataFrame, policy: str = "error", where: str = "frame", *,
+                rtol: float = 1e-6) -> tuple[pd.DataFrame, dict]:
+    """Apply an explicit repair policy to bars whose high/low do not enclose open/close.
+
+    Args:
+        df: canonical long frame (``open, high, low, close`` numeric).
+        policy: ``"error"`` (change nothing; :func:`validate` then reports every class),
+            ``"clip"`` (set ``high = max(open, high, low, close)`` and ``low = min(...)`` on the
+            flagged rows only) or ``"drop"`` (remove the flagged rows; :func:`clean` then treats the
+            bar as missing and forward-fills it, not tradable).
+        where: file/dataset name for the error message.
+        rtol: tolerance of the checks (vendor rounding), as in :func:`validate`.
+
+    Returns:
+        ``(frame, record)``: ``record = {"policy", "rows_changed", "high_below_low",
+        "high_below_open_close", "low_above_open_close"}`` (the class counts, a row may fall in
+        two); it goes into the dataset manifest / clean report.
+    """
+    if policy not in OHLC_POLICIES:
+        raise ConfigError(f"on_bad_ohlc={policy!r}: use one of {', '.join(OHLC_POLICIES)}")
+    record = {"policy": policy, "rows_changed": 0, **{k: 0 for k in OHLC_CLASSES}}
+    if policy == "error" or not all(k in df.columns for k in PRICE_COLUMNS):
+        return df, record
+    cols = {k: pd.to_numeric(df[k], errors="coerce").to_numpy(dtype=np.float64) for k in PRICE_COLUMNS}
+    masks = ohlc_masks(cols["open"], cols["high"], cols["low"], cols["close"], rtol)
+    bad = np.zeros(len(df), dtype=bool)
+    for k, m in masks.items():
+        record[k] = int(m.sum())
+        bad |= m
+    record["rows_changed"] = int(bad.sum())
+    if not bad.any():
+        return df, record
+    if policy == "drop":
+        out = df.loc[~bad].reset_index(drop=True)
+        out.attrs = dict(df.attrs) if isinstance(df.attrs, dict) else {}
+        return out, record
+    stack = np.stack([cols[k] for k in PRICE_COLUMNS])
+    out = df.copy()
+    out["high"] = np.where(bad, np.nanmax(stack, axis=0), cols["high"])
+    out["low"] = np.where(bad, np.nanmin(stack, axis=0), cols["low"])
+    return out, record
 
 
 def _check_frequency(df: pd.DataFrame, where: str) -> str:
@@ -313,6 +375,8 @@ class CleanReport:
     coverage: dict[str, float] = field(default_factory=dict)
     #: ticker -> longest run of missing calendar bars (trailing run included)
     max_gap: dict[str, int] = field(default_factory=dict)
+    #: what the ``on_bad_ohlc`` policy did (see :func:`repair_ohlc`)
+    ohlc_repair: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -338,6 +402,11 @@ class CleanReport:
         no = sum(self.off_calendar.values())
         if no:
             lines.append(f"dropped {no} off-calendar rows")
+        if self.ohlc_repair.get("rows_changed"):
+            r = self.ohlc_repair
+            lines.append(f"on_bad_ohlc={r['policy']}: {r['rows_changed']} bars "
+                         f"{'dropped' if r['policy'] == 'drop' else 'clipped'} "
+                         f"({', '.join(f'{k} {r[k]}' for k in OHLC_CLASSES if r.get(k))})")
         return "\n".join(lines)
 
 
@@ -379,6 +448,7 @@ def clean(
     late_start: str = "cut",
     max_off_calendar: float = 0.05,
     check_ohlc: bool = True,
+    on_bad_ohlc: str = "error",
 ) -> tuple[pd.DataFrame, CleanReport]:
     """Validate, align to ``calendar``, forward-fill, and return a full (time, tic) panel.
 
@@ -397,6 +467,8 @@ def clean(
         max_off_calendar: the largest share of rows whose time is not a calendar bar that is
             dropped silently (reported); more raises (wrong calendar or time zone).
         check_ohlc: see :func:`validate`.
+        on_bad_ohlc: ``"error"`` (default), ``"clip"`` or ``"drop"``: see :func:`repair_ohlc`;
+            the count of bars changed is in ``report.ohlc_repair``.
 
     Returns:
         ``(frame, report)``: the frame has T*N rows sorted by (time, tic), columns of the input plus
@@ -408,6 +480,8 @@ def clean(
         raise ConfigError(f"min_coverage={min_coverage!r}: must lie in [0, 1]")
     if max_gap is not None and int(max_gap) < 0:
         raise ConfigError(f"max_gap={max_gap!r}: must be >= 0 or None")
+    if on_bad_ohlc not in OHLC_POLICIES:
+        raise ConfigError(f"on_bad_ohlc={on_bad_ohlc!r}: use one of {', '.join(OHLC_POLICIES)}")
     if not isinstance(df, pd.DataFrame):
         raise DataValidationError(f"{where}: expected a pandas DataFrame, got {type(df).__name__}")
 
@@ -420,6 +494,9 @@ def clean(
             d = d.assign(time=wall)  # daily bars stamped at UTC midnight -> tz-naive dates (schema)
     if all(c in d.columns for c in KEY_COLUMNS):
         d = d.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
+    ohlc_record = {"policy": on_bad_ohlc, "rows_changed": 0}
+    if check_ohlc and on_bad_ohlc != "error":
+        d, ohlc_record = repair_ohlc(d, on_bad_ohlc, where)
     found = validate(d, where, check_sorted=False, check_ohlc=check_ohlc)
     freq = freq or found
     step = freq_to_timedelta(freq)
@@ -444,7 +521,7 @@ def clean(
         if cal.tz is None and d["time"].dt.tz is not None:
             raise DataValidationError(f"{where}: daily calendar but tz-aware intraday times")
 
-    report = CleanReport(calendar=cal_name, freq=freq, rows_in=rows_in, tickers_in=tickers_in)
+    report = CleanReport(calendar=cal_name, freq=freq, rows_in=rows_in, tickers_in=tickers_in, ohlc_repair=ohlc_record)
 
     on_cal = d["time"].isin(cal).to_numpy()
     if not on_cal.all():

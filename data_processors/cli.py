@@ -52,6 +52,13 @@ def _done(manifest: dict, what: str) -> None:
                f"{manifest['start']} .. {manifest['end']} ({manifest['freq']}), sha256 {manifest['sha256'][:16]}")
 
 
+def _check_policy(policy: str) -> None:
+    from .clean import OHLC_POLICIES
+
+    if policy not in OHLC_POLICIES:
+        raise ConfigError(f"--on-bad-ohlc {policy!r}: use one of {', '.join(OHLC_POLICIES)}")
+
+
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
@@ -66,6 +73,9 @@ def download_cmd(
     end: str = typer.Option(..., "--end", help="End date (exclusive), YYYY-MM-DD."),
     freq: str = typer.Option("1d", "--freq", help="Bar frequency: 1d 1w 1mo 1m 5m 15m 30m 60m 1h."),
     name: str = typer.Option(..., "--name", "-n", help="Dataset name to store it under."),
+    on_bad_ohlc: str = typer.Option("error", "--on-bad-ohlc", help="Bars whose high/low do not enclose open/close: "
+                                    "'error' (refuse, listing every problem class), 'clip' (widen high/low) or "
+                                    "'drop' (remove the bar); the count is in the manifest."),
 ) -> None:
     """Download bars from a vendor, validate them and store them as dataset NAME.
 
@@ -76,6 +86,7 @@ def download_cmd(
     from .store import _check_name, save_dataset
 
     _check_name(name)
+    _check_policy(on_bad_ohlc)
     tics = _csv(tickers)
     if not tics:
         raise ConfigError("--tickers: give at least one ticker, e.g. --tickers AAPL,MSFT")
@@ -86,10 +97,12 @@ def download_cmd(
     with _progress(f"downloading {n} tickers from {source}"):
         df = src.download(tics, start, end, freq)
     with _progress("validating and storing"):
+        df, ohlc = _repair(df, on_bad_ohlc, f"{source} download")
         validate(df, where=f"{source} download")
         manifest = save_dataset(name, df, source=source,
                                 params={"tickers": sorted(df["tic"].unique().tolist()), "start": start, "end": end, "freq": freq,
-                                        "calendar": getattr(src, "calendar", None)})
+                                        "calendar": getattr(src, "calendar", None), "ohlc_repair": ohlc})
+    _ohlc_note(ohlc)
     _done(manifest, "stored")
 
 
@@ -102,6 +115,9 @@ def import_cmd(
     tz: Optional[str] = typer.Option(None, "--tz", help="Time zone of naive intraday times, e.g. America/New_York."),
     label: Optional[str] = typer.Option(None, "--label", help="Intraday stamps are bar 'open' or bar 'end' times."),
     freq: Optional[str] = typer.Option(None, "--freq", help="Bar frequency when it cannot be inferred."),
+    on_bad_ohlc: str = typer.Option("error", "--on-bad-ohlc", help="Bars whose high/low do not enclose open/close: "
+                                    "'error' (refuse, listing every problem class), 'clip' (widen high/low) or "
+                                    "'drop' (remove the bar); the count is in the manifest."),
 ) -> None:
     """Import a vendor file through its source's normaliser, validate it and store it as dataset NAME.
 
@@ -112,16 +128,34 @@ def import_cmd(
     from .store import _check_name, file_sha256, save_dataset
 
     _check_name(name)
+    _check_policy(on_bad_ohlc)
     options = {k: v for k, v in {"symbol": symbol, "tz": tz, "label": label, "freq": freq}.items() if v is not None}
     src = get_source(fmt)
     with _progress(f"reading {file.name} as {fmt}"):
         df = src.read_file(file, **options)
     with _progress("validating and storing"):
+        df, ohlc = _repair(df, on_bad_ohlc, str(file))
         validate(df, where=str(file))
         manifest = save_dataset(name, df, source=fmt,
                                 params={"file": file.name, "file_sha256": file_sha256(file), "format": fmt,
-                                        "options": options, "calendar": getattr(src, "calendar", None)})
+                                        "options": options, "calendar": getattr(src, "calendar", None),
+                                        "ohlc_repair": ohlc})
+    _ohlc_note(ohlc)
     _done(manifest, "imported")
+
+
+def _repair(df, policy: str, where: str):
+    from .clean import repair_ohlc
+
+    return repair_ohlc(df, policy, where)
+
+
+def _ohlc_note(record: dict) -> None:
+    if record.get("rows_changed"):
+        verb = "dropped" if record["policy"] == "drop" else "clipped"
+        classes = ", ".join(f"{k} {v}" for k, v in record.items() if k not in ("policy", "rows_changed") and v)
+        _console().print(f"--on-bad-ohlc {record['policy']}: {record['rows_changed']} bars {verb} ({classes})",
+                         highlight=False)
 
 
 def _load_vix(spec: str):
@@ -162,6 +196,9 @@ def features_cmd(
     late_start: str = typer.Option("cut", "--late-start", help="Late tickers: 'cut' the panel start or 'drop' them."),
     news: Optional[Path] = typer.Option(None, "--news", help="A headlines CSV: adds the daily VADER `sentiment` "
                                                               "(news after the close counts for the next session)."),
+    on_bad_ohlc: str = typer.Option("error", "--on-bad-ohlc", help="Bars whose high/low do not enclose open/close: "
+                                    "'error' (refuse, listing every problem class), 'clip' (widen high/low) or "
+                                    "'drop' (remove the bar); the count is in the manifest."),
 ) -> None:
     """Clean dataset NAME on its exchange calendar (forward fill only), add features, store as --out.
 
@@ -172,6 +209,7 @@ def features_cmd(
     from .store import _check_name, dataset_info, load_dataset, save_dataset
 
     _check_name(out)
+    _check_policy(on_bad_ohlc)
     if engine not in ("stockstats", "talib"):
         raise ConfigError(f"--engine {engine!r}: use stockstats or talib")
     inds = () if (indicators or "").strip().lower() == "none" else (tuple(_csv(indicators)) or DEFAULT_INDICATORS)
@@ -187,7 +225,7 @@ def features_cmd(
             daily_news = daily_sentiment(read_news(news), calendar=cal)
     with _progress(f"cleaning {name} on {cal}"):
         cleaned, report = clean(df, cal, where=f"dataset {name}", min_coverage=min_coverage, max_gap=max_gap,
-                                late_start=late_start)
+                                late_start=late_start, on_bad_ohlc=on_bad_ohlc)
     _console().print(report.summary(), highlight=False)
     with _progress(f"adding features ({engine})"):
         feat = add_features(cleaned, indicators=inds, engine=engine, vix=vix_df, turbulence=turbulence,
@@ -196,7 +234,7 @@ def features_cmd(
         manifest = save_dataset(out, feat, source=parent.get("source", "unknown"), params={
             "parent": name, "parent_sha256": parent.get("sha256"), "calendar": cal,
             "clean": {"min_coverage": min_coverage, "max_gap": max_gap, "late_start": late_start,
-                      "report": report.to_dict()},
+                      "on_bad_ohlc": on_bad_ohlc, "report": report.to_dict()},
             "features": {"engine": engine, "indicators": list(inds), "vix": vix, "turbulence": turbulence,
                          "turbulence_window": turbulence_window, "news": str(news) if news else None},
         })

@@ -25,7 +25,7 @@ import pandas as pd
 from finmeta.errors import DataValidationError
 
 from .arrays import MarketArrays, to_arrays
-from .clean import CleanReport, clean, validate
+from .clean import CleanReport, clean, repair_ohlc, validate
 from .schema import DEFAULT_INDICATORS
 from .store import load_dataset, save_dataset
 
@@ -71,22 +71,29 @@ class DataProcessor:
             return str(getattr(self.source, "calendar", "XNYS"))
         return "XNYS"
 
-    def download(self, tickers: Iterable[str] | str, start: str, end: str, freq: str = "1d", **kw: Any) -> "DataProcessor":
-        """Download ``tickers`` over ``[start, end)`` through the source; validates the result."""
+    def download(self, tickers: Iterable[str] | str, start: str, end: str, freq: str = "1d", *,
+                 on_bad_ohlc: str = "error", **kw: Any) -> "DataProcessor":
+        """Download ``tickers`` over ``[start, end)`` through the source; validates the result.
+
+        ``on_bad_ohlc``: ``"error"``, ``"clip"`` or ``"drop"`` (:func:`~data_processors.clean.repair_ohlc`).
+        """
         tickers = [tickers] if isinstance(tickers, str) else list(tickers)
         df = self.source.download(tickers, start, end, freq, **kw)
+        df, ohlc = repair_ohlc(df, on_bad_ohlc, f"{self.source_name} download")
         self.freq = validate(df, where=f"{self.source_name} download")
         self.df = df
         self.steps.append({"step": "download", "source": self.source_name, "tickers": tickers,
-                           "start": str(start), "end": str(end), "freq": freq, **_plain(kw)})
+                           "start": str(start), "end": str(end), "freq": freq, **_plain(kw), "ohlc_repair": ohlc})
         return self
 
-    def import_file(self, path: str | Path, **options: Any) -> "DataProcessor":
-        """Read a vendor file through the source's normaliser; validates the result."""
+    def import_file(self, path: str | Path, *, on_bad_ohlc: str = "error", **options: Any) -> "DataProcessor":
+        """Read a vendor file through the source's normaliser; validates the result (``on_bad_ohlc`` as in :meth:`download`)."""
         df = self.source.read_file(path, **options)
+        df, ohlc = repair_ohlc(df, on_bad_ohlc, str(path))
         self.freq = validate(df, where=str(path))
         self.df = df
-        self.steps.append({"step": "import", "source": self.source_name, "file": Path(path).name, **_plain(options)})
+        self.steps.append({"step": "import", "source": self.source_name, "file": Path(path).name, **_plain(options),
+                           "ohlc_repair": ohlc})
         return self
 
     def load(self, name: str) -> "DataProcessor":

@@ -48,3 +48,17 @@ def test_the_source_calendar_is_used_when_none_was_recorded_and_a_contradiction_
     with pytest.raises(ConfigError, match=r"data.calendar: XNYS, but dataset sse_tiny was stored on the XSHG"):
         build_arrays({**CONFIG, "data": {"dataset": "sse_tiny", "calendar": "XNYS"}})
     assert dataset_calendar("sse_tiny", "xshg") == "xshg"  # the same calendar, stated: fine
+
+
+def test_a_config_states_its_bad_tick_policy_and_the_count_reaches_the_provenance():
+    raw = _xshg_frame()
+    raw.loc[[4, 40, 41], "high"] = raw.loc[[4, 40, 41], ["open", "close"]].max(axis=1) * 0.999
+    save_dataset("sse_bad", raw, source="canonical", params={"calendar": "XSHG"})
+    cfg = {**CONFIG, "data": {"dataset": "sse_bad"}}
+    with pytest.raises(Exception, match=r"high .* < max\(open"):
+        build_arrays(cfg)
+    arrays, prov = build_arrays({**cfg, "data": {"dataset": "sse_bad", "clean": {"on_bad_ohlc": "clip"}}})
+    rec = prov["clean_report"]["ohlc_repair"]
+    assert rec["policy"] == "clip" and rec["rows_changed"] == 3 and rec["high_below_open_close"] == 3
+    with pytest.raises(ConfigError, match="on_bad_ohlc='mend'"):
+        build_arrays({**cfg, "data": {"dataset": "sse_bad", "clean": {"on_bad_ohlc": "mend"}}})

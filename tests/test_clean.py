@@ -372,3 +372,68 @@ def test_drop_policy_measures_lateness_from_kept_tickers():
     assert rep.tickers == ["BBB", "CCC"] and list(rep.dropped) == ["AAA"]
     assert rep.cut_start == (str(t0[0].date()), str(t0[2].date()))
     assert out.time.min() == t0[2] and len(out) == 2 * (len(t0) - 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# bad ticks: every problem class in one pass, and an explicit repair policy (issue 19)
+# ----------------------------------------------------------------------------------------------
+def _bad_ticks() -> pd.DataFrame:
+    """Rows 2, 5 with high < max(open, close); rows 3, 6, 8 with low > min(open, close)."""
+    df = frame()
+    df.loc[[2, 5], "high"] = df.loc[[2, 5], "close"] - 0.2
+    df.loc[[3, 6, 8], "low"] = df.loc[[3, 6, 8], "open"] + 0.2
+    return df
+
+
+def test_every_bad_tick_class_is_reported_in_one_pass():
+    with pytest.raises(DataValidationError) as info:
+        validate(_bad_ticks(), where="fx.csv")
+    msg = str(info.value)
+    assert "row 2 (AAA 2020-01-03): high 10.8 < max(open 10.5, close 11.0) (and 1 more row)" in msg
+    assert "also row 3 (BBB 2020-01-03): low 110.7 > min(open 110.5, close 111.0) (and 2 more rows)" in msg
+    assert "--on-bad-ohlc clip|drop" in msg and len(msg.splitlines()) == 1
+
+
+def test_clip_widens_only_the_flagged_bars_and_counts_them():
+    from data_processors.clean import repair_ohlc
+
+    bad = _bad_ticks()
+    fixed, rec = repair_ohlc(bad, "clip", "fx.csv")
+    assert rec == {"policy": "clip", "rows_changed": 5, "high_below_low": 0, "high_below_open_close": 2,
+                   "low_above_open_close": 3}
+    validate(fixed, where="fx.csv")
+    changed = (fixed[["high", "low"]] != bad[["high", "low"]]).any(axis=1)
+    assert sorted(np.flatnonzero(changed)) == [2, 3, 5, 6, 8]
+    assert (fixed.loc[[2, 5], "high"] == bad.loc[[2, 5], ["open", "close"]].max(axis=1)).all()
+    assert (fixed.loc[[3, 6, 8], "low"] == bad.loc[[3, 6, 8], ["open", "close"]].min(axis=1)).all()
+    untouched, rec = repair_ohlc(frame(), "clip")
+    assert rec["rows_changed"] == 0 and untouched.equals(frame())
+    with pytest.raises(ConfigError, match="on_bad_ohlc='fix'"):
+        repair_ohlc(bad, "fix")
+
+
+def test_clean_drop_policy_removes_bad_bars_and_reports_them():
+    out, report = clean(_bad_ticks(), "XNYS", on_bad_ohlc="drop")
+    assert report.ohlc_repair["rows_changed"] == 5 and report.ohlc_repair["policy"] == "drop"
+    assert "on_bad_ohlc=drop: 5 bars dropped" in report.summary()
+    # a dropped bar is missing, so it is forward-filled and not tradable (never invented from the future)
+    assert int((out["tradestatus"] == 0).sum()) == 5
+    with pytest.raises(DataValidationError, match="also"):
+        clean(_bad_ticks(), "XNYS")
+
+
+def test_import_on_bad_ohlc_records_the_count_in_the_manifest(tmp_path, capsys):
+    from data_processors.store import dataset_info
+    from finmeta.cli import main
+
+    f = tmp_path / "fx.csv"
+    _bad_ticks().assign(time=lambda d: d["time"].dt.strftime("%Y-%m-%d")).to_csv(f, index=False)
+    assert main(["data", "import", str(f), "--name", "fx"]) == 2
+    err = capsys.readouterr().err
+    assert "high 10.8 < max" in err and "low 110.7 > min" in err
+    assert main(["data", "import", str(f), "--name", "fx", "--on-bad-ohlc", "clip"]) == 0
+    assert "--on-bad-ohlc clip: 5 bars clipped" in capsys.readouterr().err
+    rec = dataset_info("fx")["params"]["ohlc_repair"]
+    assert rec["rows_changed"] == 5 and rec["policy"] == "clip"
+    assert main(["data", "import", str(f), "--name", "fx2", "--on-bad-ohlc", "mend"]) == 2
+    assert "--on-bad-ohlc 'mend'" in capsys.readouterr().err
