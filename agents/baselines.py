@@ -141,6 +141,10 @@ class Baseline(Agent):
 
     defaults: ClassVar[dict[str, Any]] = {"action_scheme": None, "hmax": None, "cash_slot": "last",
                                           "cost_pct": 0.001}
+    #: True for the gated variants (``*_gated``): the walk-forward loop trades them under the
+    #: window's turbulence stop, like the RL agents (sell everything and buy nothing while
+    #: turbulence >= threshold; the rule re-enters when the stop lifts).
+    trades_under_stop: ClassVar[bool] = False
 
     def __init__(self, prices: np.ndarray | None = None, **overrides: Any) -> None:
         super().__init__(**overrides)
@@ -321,6 +325,17 @@ class EqualWeight(Baseline):
         last = start + ((t - start) // k) * k  # the latest rebalancing bar <= t
         grown = hist[-1] / hist[last] / n
         return grown / grown.sum()
+
+
+@register_agent("equal_weight_gated")
+class EqualWeightGated(EqualWeight):
+    """Equal weights (as ``equal_weight``) traded under the turbulence stop: flat while it is on.
+
+    What the stop alone earns: the ICAIF 2020 rule without any learning.
+    """
+
+    name = "equal_weight_gated"
+    trades_under_stop = True
 
 
 @register_agent("min_variance")

@@ -156,18 +156,100 @@ def _progress_callback(report: Callable[[str, int, int], None], label: str, tota
     return _Progress()
 
 
-def stage_env_config(env_cfg: dict, arrays: MarketArrays, train: tuple[int, int]) -> dict:
-    """The env config of a window's stages: ``env_cfg`` with ``turbulence_quantile`` resolved.
+#: env-config keys that choose the turbulence stop's threshold per window (resolved here, never
+#: passed to the env); see :func:`turbulence_threshold`
+TURBULENCE_RULE_KEYS = ("turbulence_rule", "turbulence_quantile", "turbulence_insample", "turbulence_lookback",
+                        "turbulence_in_training")
+TURBULENCE_RULES = ("quantile", "icaif2020_switch")
 
-    ``turbulence_quantile: q`` sets ``turbulence_threshold`` to the q-quantile of the turbulence
-    over the *training* range ``train`` only (the ICAIF 2020 rule uses q = 0.99).
+
+def turbulence_threshold(env_cfg: dict, arrays: MarketArrays, train: tuple[int, int],
+                         validation_start: int | None = None) -> tuple[float | None, dict]:
+    """A window's turbulence-stop threshold under the config's rule, and how it was chosen.
+
+    Rules (``env.turbulence_rule``):
+
+    * ``quantile`` (default; used when ``turbulence_quantile: q`` is set): the q-quantile of the
+      turbulence over the window's *training* range ``train`` only (``q = 0.99`` in our
+      ``icaif2020_dow30`` config).
+    * ``icaif2020_switch``: the rule of the ICAIF 2020 code (``model/models.py`` lines 135-165 of
+      commit d8d7723). ``Q`` = the ``turbulence_quantile`` (paper: 0.90) of the turbulence over the
+      fixed in-sample range ``turbulence_insample: [start, end)`` (paper: 2009-01-01 ..
+      2015-10-01); ``M`` = its maximum. If the mean turbulence of the ``turbulence_lookback``
+      bars (paper: 63) ending at the window's validation start (inclusive; the trade start when
+      there is no validation) exceeds ``Q``, the threshold is ``Q``, else ``M``.
+
+    Returns:
+        ``(threshold or None, detail)``; ``detail`` has ``rule`` and, for the switch rule,
+        ``insample_q``, ``insample_max``, ``lookback_mean`` and ``choice`` (``"quantile"``/``"max"``).
     """
-    cfg = {k: v for k, v in env_cfg.items() if k != "turbulence_quantile"}
+    rule = env_cfg.get("turbulence_rule", "quantile")
+    if rule not in TURBULENCE_RULES:
+        raise ConfigError(f"env.turbulence_rule: {rule!r}; choose one of {', '.join(TURBULENCE_RULES)}")
     q = env_cfg.get("turbulence_quantile")
-    if q is not None and arrays.turbulence is not None:
+    if q is None or arrays.turbulence is None:
+        if rule != "quantile" and arrays.turbulence is None:
+            raise ConfigError("env.turbulence_rule: icaif2020_switch needs the turbulence feature "
+                              "(features.turbulence: true)")
+        return env_cfg.get("turbulence_threshold"), {"rule": "fixed" if env_cfg.get("turbulence_threshold") is not None
+                                                     else "none"}
+    if not 0.0 < float(q) <= 1.0:
+        raise ConfigError(f"env.turbulence_quantile: {q!r}; must lie in (0, 1]")
+    turb = np.asarray(arrays.turbulence, dtype=np.float64)
+    if rule == "quantile":
         lo, hi = train
-        cfg["turbulence_threshold"] = float(np.quantile(arrays.turbulence[lo:hi], float(q)))
+        return float(np.quantile(turb[lo:hi], float(q))), {"rule": "quantile"}
+    span = env_cfg.get("turbulence_insample")
+    if not (isinstance(span, (list, tuple)) and len(span) == 2):
+        raise ConfigError("env.turbulence_insample: give [start, end) dates of the in-sample range, e.g. "
+                          "['2009-01-01', '2015-10-01'] (the ICAIF 2020 code)")
+    lookback = env_cfg.get("turbulence_lookback", 63)
+    if not isinstance(lookback, int) or isinstance(lookback, bool) or lookback < 1:
+        raise ConfigError(f"env.turbulence_lookback: {lookback!r}; must be a whole number of bars >= 1")
+    import pandas as pd
+
+    times = pd.DatetimeIndex(arrays.times)
+    i0, i1 = (int(times.searchsorted(pd.Timestamp(str(d)), side="left")) for d in span)
+    if i1 <= i0:
+        raise ConfigError(f"env.turbulence_insample: {list(span)} holds no bars of the data "
+                          f"({times[0].date()} .. {times[-1].date()})")
+    at = validation_start if validation_start is not None else train[1]
+    if i1 > at:
+        raise ConfigError(f"env.turbulence_insample ends on {pd.Timestamp(str(span[1])).date()}, after the "
+                          f"window's validation start {times[at].date()}: its quantile would use the future")
+    ins = turb[i0:i1]
+    insample_q, insample_max = float(np.quantile(ins, float(q))), float(ins.max())
+    mean = float(turb[max(at - lookback + 1, 0): at + 1].mean())
+    choice = "quantile" if mean > insample_q else "max"
+    return (insample_q if choice == "quantile" else insample_max), {
+        "rule": rule, "insample_q": insample_q, "insample_max": insample_max, "lookback_mean": mean,
+        "choice": choice}
+
+
+def stage_env_config(env_cfg: dict, arrays: MarketArrays, train: tuple[int, int],
+                     validation_start: int | None = None) -> dict:
+    """The env config of a window's stages: ``env_cfg`` with its turbulence rule resolved.
+
+    The rule's keys (:data:`TURBULENCE_RULE_KEYS`) are replaced by ``turbulence_threshold`` (see
+    :func:`turbulence_threshold`); the rest goes to the env unchanged.
+    """
+    cfg = {k: v for k, v in env_cfg.items() if k not in TURBULENCE_RULE_KEYS}
+    threshold, detail = turbulence_threshold(env_cfg, arrays, train, validation_start)
+    if detail["rule"] not in ("none", "fixed"):
+        cfg["turbulence_threshold"] = threshold
     return cfg
+
+
+def _gated(name: str) -> bool:
+    """Whether baseline ``name`` trades under the turbulence stop (its class's ``trades_under_stop``)."""
+    from agents.base import AGENT_REGISTRY, agent_names
+
+    agent_names()  # imports the built-in agents
+    return bool(getattr(AGENT_REGISTRY.get(name), "trades_under_stop", False))
+
+
+def _validation_start(w: Window) -> int:
+    return w.validation[0] if w.validation else w.trade[0]
 
 
 def learns(name: str) -> bool:
@@ -382,7 +464,53 @@ class WalkForward:
         return self.arrays.slice(lo, hi)
 
     def _env_overrides(self, w: Window) -> dict:
-        return stage_env_config(self.env_cfg, self.arrays, w.train)
+        return stage_env_config(self.env_cfg, self.arrays, w.train, _validation_start(w))
+
+    def _training_stop(self) -> bool:
+        """Whether the training env has the turbulence stop (``env.turbulence_in_training``,
+        default true; the ICAIF 2020 code trains without it)."""
+        value = self.env_cfg.get("turbulence_in_training", True)
+        if not isinstance(value, bool):
+            raise ConfigError(f"env.turbulence_in_training: {value!r}; use true or false")
+        return value
+
+    def stop_mask(self) -> np.ndarray:
+        """``(T,)`` bool over the bar axis: True on trade bars whose turbulence is at or above their
+        window's threshold (the stop is active); False elsewhere and without a stop."""
+        hit = np.zeros(len(self.arrays.times), dtype=bool)
+        if self.arrays.turbulence is None:
+            return hit
+        turb = np.asarray(self.arrays.turbulence, dtype=np.float64)
+        for w in self.windows:
+            thr, _ = turbulence_threshold(self.env_cfg, self.arrays, w.train, _validation_start(w))
+            if thr is not None:
+                lo, hi = w.trade
+                hit[lo:hi] = turb[lo:hi] >= thr
+        return hit
+
+    def window_table(self) -> list[dict]:
+        """Per window: its dates, the turbulence threshold (and how the rule chose it) and the
+        number of trade bars on which the stop is active (turbulence >= threshold) -- the
+        ``windows.csv`` of a run directory."""
+        import pandas as pd
+
+        times = pd.DatetimeIndex(self.arrays.times)
+        turb = None if self.arrays.turbulence is None else np.asarray(self.arrays.turbulence, dtype=np.float64)
+        rows = []
+        for w in self.windows:
+            thr, detail = turbulence_threshold(self.env_cfg, self.arrays, w.train, _validation_start(w))
+            lo, hi = w.trade
+            row = {"window": w.index,
+                   "train_start": times[w.train[0]].date(), "train_end": times[w.train[1] - 1].date(),
+                   "validation_start": times[w.validation[0]].date() if w.validation else None,
+                   "validation_end": times[w.validation[1] - 1].date() if w.validation else None,
+                   "trade_start": times[lo].date(), "trade_end": times[hi - 1].date(), "trade_bars": hi - lo,
+                   "rule": detail["rule"], "threshold": thr, "choice": detail.get("choice"),
+                   "lookback_mean": detail.get("lookback_mean"),
+                   "stop_bars": None if thr is None or turb is None else int((turb[lo:hi] >= thr).sum()),
+                   "stop_in_training": self._training_stop() and thr is not None}
+            rows.append(row)
+        return rows
 
     def _model_path(self, name: str, w: Window, seed: int) -> Path:
         return self.run_dir / "models" / f"{name}_seed{seed}" / f"window_{w.index:03d}.zip"
@@ -404,7 +532,10 @@ class WalkForward:
         from agents import load_agent
 
         lo, hi = w.train
-        env = build_env(self._slice(lo, hi), self._env_overrides(w), **dict(self.config.get("train_env") or {}))
+        train_cfg = self._env_overrides(w)
+        if not self._training_stop():
+            train_cfg.pop("turbulence_threshold", None)  # the ICAIF 2020 code trains without the stop
+        env = build_env(self._slice(lo, hi), train_cfg, **dict(self.config.get("train_env") or {}))
         path = self._model_path(name, w, seed)
         if not self.cache_models:
             return self._fit(name, w, seed, env, path)
@@ -491,8 +622,10 @@ class WalkForward:
         return bool(self.config.get("baseline_turbulence", False))
 
     def _stop_threshold(self, name: str, w: Window) -> float | None:
-        """The turbulence stop agent ``name`` trades under in window ``w`` (None: no stop)."""
-        if learns(name) or self._baseline_turbulence():
+        """The turbulence stop agent ``name`` trades under in window ``w`` (None: no stop): learned
+        agents, gated baselines (``trades_under_stop``, e.g. ``equal_weight_gated``), and every
+        baseline under ``baseline_turbulence: true``."""
+        if learns(name) or self._baseline_turbulence() or _gated(name):
             return self._env_overrides(w).get("turbulence_threshold")
         return None
 

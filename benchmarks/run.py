@@ -7,14 +7,20 @@ A config is a plain YAML (or JSON) file; the names in ``benchmarks/configs/`` (`
               ``seed``), ``dataset: NAME`` (the store), or ``file: PATH`` + ``format`` (a vendor
               file; ``${FINMETA_DATA_DIR}`` is expanded); optional ``tickers`` list, ``start``,
               ``end``, ``calendar``.
-``features``  ``engine``, ``indicators``, ``turbulence``, ``vix`` (a file+format, or null).
-``env``       the env family and its config (``turbulence_quantile`` sets the threshold from the
-              training range of each window).
+``features``  ``engine``, ``indicators``, ``turbulence``, ``turbulence_mode`` (``returns`` |
+              ``icaif2020``), ``turbulence_window``, ``vix`` (a file+format, or null).
+``env``       the env family and its config; the turbulence stop's threshold per window comes from
+              ``turbulence_rule`` (``quantile``: ``turbulence_quantile`` of the training range;
+              ``icaif2020_switch``: the ICAIF 2020 code's rule, see
+              :func:`benchmarks.loop.turbulence_threshold`); ``turbulence_in_training: false``
+              trains without the stop. Every run writes ``windows.csv`` (per window: dates,
+              threshold, rule choice, stop bars in trade).
 ``windows``   see :func:`benchmarks.windows.make_windows`.
 ``agents``    agent name -> overrides (``total_timesteps`` is the training budget per window).
 ``index``     the market-index row(s): ``file`` + ``format`` + ``tic`` (+ ``name``), or
               ``price_weighted: true`` (a DJIA-style price-weighted index of the universe, for
-              synthetic markets); a list, or ``more_indices``, adds rows ``index_<name>``.
+              synthetic markets); a list, or ``more_indices``, adds rows ``index_<name>``;
+              ``index_gated`` among the agents adds the first index traded under the stop.
 ``use_tuned`` merge the tuner's best parameters (``finmeta tune``) into the agents.
 ``seeds``     the seeds; ``periods_per_year``.
 """
@@ -211,7 +217,8 @@ def build_arrays(config: dict, *, before=None) -> tuple[MarketArrays, dict]:
         vix, _ = load_frame(dict(fcfg["vix"]))
         if before is not None:
             vix = cut_before(vix, before)
-    kw = {k: fcfg[k] for k in ("indicators", "engine", "turbulence", "turbulence_window") if k in fcfg}
+    kw = {k: fcfg[k] for k in ("indicators", "engine", "turbulence", "turbulence_window", "turbulence_mode")
+          if k in fcfg}
     feat = add_features(df, vix=vix, **kw)
     feature_columns = fcfg.get("columns")
     if feature_columns is None and "indicators" in fcfg:
@@ -257,6 +264,39 @@ def index_rows(config: dict) -> list[tuple[str, dict]]:
         label = "index" if k == 0 else "index_" + str(r.get("name", r.get("tic", k))).replace(" ", "_")
         out.append((label, r))
     return out
+
+
+def gated_index_values(index: pd.Series, stop: np.ndarray, buy_cost: float = 0.0,
+                       sell_cost: float = 0.0) -> pd.Series:
+    """The index row traded under the turbulence stop (row ``index_gated``).
+
+    Args:
+        index: the index row's account values ``(L,)`` (buy-and-hold of the index level).
+        stop: ``(L,)`` bool, True where the stop is active on that bar (turbulence >= the window's
+            threshold; :meth:`WalkForward.stop_mask`).
+        buy_cost, sell_cost: fractions paid on the value moved into / out of the index.
+
+    On a stop bar the position is sold at that bar's close (paying ``sell_cost``) and held in cash
+    (no interest) until the first bar without the stop, where it is bought back at the close
+    (paying ``buy_cost``); the value then follows the index again. Starts invested, like ``index``.
+    """
+    v = index.to_numpy(dtype=np.float64)
+    stop = np.asarray(stop, dtype=bool)
+    if stop.shape != v.shape:
+        raise ConfigError(f"index_gated: stop mask of shape {stop.shape} for {v.shape[0]} index values")
+    out = np.empty_like(v)
+    out[0] = v[0] * ((1.0 - sell_cost) if stop[0] else 1.0)
+    invested = not stop[0]
+    for t in range(1, len(v)):
+        value = out[t - 1] * (v[t] / v[t - 1]) if invested else out[t - 1]
+        if invested and stop[t]:
+            value *= 1.0 - sell_cost
+            invested = False
+        elif not invested and not stop[t]:
+            value *= 1.0 - buy_cost
+            invested = True
+        out[t] = value
+    return pd.Series(out, index=index.index, name="index_gated")
 
 
 def index_values(icfg: dict, arrays: MarketArrays, times: np.ndarray, initial: float) -> pd.Series:
@@ -385,10 +425,19 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
         rows.append({"agent": ch.agent, "seed": ch.seed, **m})
     initial = float(wf.env_cfg.get("initial_cash", 1_000_000))
     if chains:
-        for label, icfg in index_rows(config):
+        for k, (label, icfg) in enumerate(index_rows(config)):
             idx = index_values(icfg, arrays, chains[0].times, initial)
             values[label] = idx
             rows.append({"agent": label, "seed": 0, **compute_metrics(idx.to_numpy(), periods_per_year=ppy)})
+            if k == 0 and "index_gated" in agents:
+                pos = pd.DatetimeIndex(arrays.times).get_indexer(pd.DatetimeIndex(chains[0].times))
+                gated = gated_index_values(idx, wf.stop_mask()[pos], float(wf.env_cfg.get("buy_cost_pct", 0.0)),
+                                           float(wf.env_cfg.get("sell_cost_pct", 0.0)))
+                values["index_gated"] = gated
+                rows.append({"agent": "index_gated", "seed": 0,
+                             **compute_metrics(gated.to_numpy(), periods_per_year=ppy)})
+    windows_table = pd.DataFrame(wf.window_table())
+    windows_table.to_csv(run_dir / "windows.csv", index=False)
     per_seed = pd.DataFrame(rows)
     table = aggregate_seeds(per_seed)
     manifest = build_manifest(

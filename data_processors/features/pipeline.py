@@ -34,6 +34,7 @@ def add_features(
     turbulence: bool = True,
     turbulence_window: int = 252,
     sentiment: pd.DataFrame | None = None,
+    turbulence_mode: str = "returns",
 ) -> pd.DataFrame:
     """Add feature columns to a cleaned canonical long frame.
 
@@ -45,8 +46,13 @@ def add_features(
         engine: ``"stockstats"`` or ``"talib"``.
         vix: VIX closes by date: a Series, a frame with date/close, a canonical frame holding
             ``^VIX`` rows, or a path to such a CSV. Aligned by forward fill only.
-        turbulence: add the ``turbulence`` column (FinRL definition, trailing window of returns).
-        turbulence_window: trading days in the turbulence window.
+        turbulence: add the ``turbulence`` column.
+        turbulence_window: trading days in the turbulence window (``"icaif2020"``: the first day
+            with a value).
+        turbulence_mode: ``"returns"`` (FinRL's definition: Mahalanobis distance of the day's
+            returns from a trailing window of returns) or ``"icaif2020"`` (what the ICAIF 2020 code
+            computes: of the day's price LEVELS from all earlier days, expanding); see
+            :func:`~data_processors.features.turbulence.compute_turbulence`.
         sentiment: daily sentiment frame (``time, tic, sentiment`` from
             :func:`~data_processors.features.sentiment.daily_sentiment`; without ``tic`` or with
             ``tic == ""``: market-wide) or a normalised news frame (``published, tic, text``),
@@ -86,7 +92,7 @@ def add_features(
 
     if turbulence:
         t0 = _time.perf_counter()
-        turb = compute_turbulence(df, window=turbulence_window)
+        turb = compute_turbulence(df, window=turbulence_window, mode=turbulence_mode)
         new["turbulence"] = turb.reindex(uniq).to_numpy()[row_t]
         timings["turbulence"] = _time.perf_counter() - t0
 

@@ -1,0 +1,136 @@
+"""The ICAIF 2020 code's own rules: its turbulence series, its threshold switch, no stop in
+training, and gated rule baselines that show what the stop alone earns (issue 13)."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import loop as loop_mod
+from benchmarks.loop import WalkForward, stage_env_config, turbulence_threshold
+from benchmarks.run import build_arrays, gated_index_values
+from benchmarks.windows import make_windows
+from finmeta.errors import ConfigError
+
+SWITCH = {"turbulence_rule": "icaif2020_switch", "turbulence_quantile": 0.90,
+          "turbulence_insample": ["2009-01-01", "2015-10-01"], "turbulence_lookback": 63}
+
+
+def _paper_turbulence(shared_data) -> SimpleNamespace:
+    ref = pd.read_csv(shared_data / "fixtures" / "icaif2020_dow30_turbulence_index.csv.gz")
+    times = pd.to_datetime(ref["datadate"].astype(str)).to_numpy()
+    return SimpleNamespace(times=times, turbulence=ref["turbulence"].to_numpy(dtype=np.float64))
+
+
+def test_the_switch_rule_on_the_papers_series_picks_its_thresholds(shared_data):
+    """On the paper's own turbulence file: q90 = 96.08 and max = 171.09 over 2009-01-01..2015-09-30;
+    per window the code's choice (mean of the 63 bars ending at the validation start above q90 ->
+    q90, else max), as models.py computes it."""
+    a = _paper_turbulence(shared_data)
+    ws = make_windows(pd.DatetimeIndex(a.times), train_start="2009-01-01", trade_start="2016-01-04",
+                      trade_end="2020-05-09", rebalance=63, validation=63)
+    assert len(ws) == 18
+    got = [turbulence_threshold(SWITCH, a, w.train, w.validation[0]) for w in ws]
+    for thr, d in got:
+        assert d["insample_q"] == pytest.approx(96.08, abs=0.01)
+        assert d["insample_max"] == pytest.approx(171.09, abs=0.01)
+        assert thr == (d["insample_q"] if d["choice"] == "quantile" else d["insample_max"])
+    q, m = "quantile", "max"
+    assert [d["choice"] for _, d in got] == [m, q, m, m, m, q, m, m, q, q, q, q, m, q, q, q, q, q]
+    # the in-sample range may not reach into a window's validation (its quantile would see the future)
+    with pytest.raises(ConfigError, match="would use the future"):
+        turbulence_threshold({**SWITCH, "turbulence_insample": ["2009-01-01", "2017-01-01"]}, a, ws[0].train,
+                             ws[0].validation[0])
+    with pytest.raises(ConfigError, match="turbulence_rule"):
+        turbulence_threshold({**SWITCH, "turbulence_rule": "paper"}, a, ws[0].train)
+    env = stage_env_config({"initial_cash": 1, **SWITCH}, a, ws[0].train, ws[0].validation[0])
+    assert env == {"initial_cash": 1, "turbulence_threshold": got[0][0]}
+
+
+def test_gated_index_sells_on_stop_bars_and_buys_back_when_it_lifts():
+    idx = pd.Series([100.0, 110.0, 121.0, 60.0, 66.0, 72.6])
+    stop = np.array([False, False, True, True, False, False])
+    v = gated_index_values(idx, stop, buy_cost=0.01, sell_cost=0.02).to_numpy()
+    assert v[1] == pytest.approx(110.0)
+    assert v[2] == pytest.approx(121.0 * 0.98)  # sold at bar 2's close
+    assert v[3] == pytest.approx(v[2])  # cash through the crash
+    assert v[4] == pytest.approx(v[3] * 0.99)  # bought back at bar 4's close
+    assert v[5] == pytest.approx(v[4] * 1.1)
+
+
+TINY = {
+    "name": "tiny_icaif",
+    "data": {"source": "synthetic", "tickers": 4, "start": "2016-01-01", "end": "2019-07-01", "seed": 3},
+    "features": {"engine": "stockstats", "indicators": ["macd"], "turbulence": True, "turbulence_mode": "icaif2020",
+                 "turbulence_window": 60},
+    "env": {"family": "stock_trading", "initial_cash": 100_000, "hmax": 50, "fill": "close",
+            "turbulence_rule": "icaif2020_switch",
+            "turbulence_quantile": 0.5, "turbulence_insample": ["2016-01-01", "2018-01-01"],
+            "turbulence_lookback": 63, "turbulence_in_training": False},
+    "windows": {"train_start": "2016-01-01", "trade_start": "2018-07-02", "trade_end": "2019-07-01",
+                "rebalance": 63, "validation": 42},
+    "agents": {"a2c": {"total_timesteps": 40, "n_steps": 5}, "equal_weight": {}, "equal_weight_gated": {}},
+    "index": {"price_weighted": True},
+    "seeds": [0],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_arrays():
+    a, _ = build_arrays(copy.deepcopy(TINY))
+    return a
+
+
+def test_the_training_env_has_no_stop_when_the_config_says_so(tiny_arrays, tmp_path, monkeypatch):
+    built = []
+    real = loop_mod.build_env
+
+    def spy(arrays, env_cfg, **kw):
+        built.append((arrays.times[-1], env_cfg.get("turbulence_threshold")))
+        return real(arrays, env_cfg, **kw)
+
+    monkeypatch.setattr(loop_mod, "build_env", spy)
+    wf = WalkForward(tiny_arrays, copy.deepcopy(TINY), tmp_path / "a")
+    w = wf.windows[0]
+    _, record = wf._run_window("a2c", w, 0, None)
+    (train_end, train_thr), (_, val_thr), (_, trade_thr) = built
+    assert train_end == tiny_arrays.times[w.train[1] - 1]
+    assert train_thr is None  # trained without the stop, as the paper's code
+    assert val_thr is not None and trade_thr == val_thr == record["threshold"]
+    built.clear()
+    cfg = copy.deepcopy(TINY)
+    cfg["env"]["turbulence_in_training"] = True
+    WalkForward(tiny_arrays, cfg, tmp_path / "b")._run_window("a2c", w, 0, None)
+    assert built[0][1] == record["threshold"]
+    cfg["env"]["turbulence_in_training"] = "no"
+    with pytest.raises(ConfigError, match="turbulence_in_training"):
+        WalkForward(tiny_arrays, cfg, tmp_path / "c")._run_window("a2c", w, 0, None)
+
+
+def test_gated_equal_weight_is_flat_while_the_stop_is_on_and_reenters(tiny_arrays, tmp_path):
+    wf = WalkForward(tiny_arrays, copy.deepcopy(TINY), tmp_path)
+    gated = wf.run_chain("equal_weight_gated", 0)
+    free = wf.run_chain("equal_weight", 0)
+    assert all(r["threshold"] is not None for r in gated.windows)
+    assert all(r["threshold"] is None for r in free.windows)
+    lo = wf.windows[0].trade[0]
+    stop = wf.stop_mask()[lo: wf.windows[-1].trade[1]]
+    assert 0 < stop.sum() < stop.size  # the rule fires on some bars, not all
+    r = np.diff(gated.values) / gated.values[:-1]
+    # the stop sells at a stop bar's close (fill: close), so the next bar earns nothing; an episode's
+    # first step is exempt (FinRL/ICAIF quirk): the first bar of the range and each window's carried-over bar
+    exempt = np.zeros(stop.size, dtype=bool)
+    exempt[[0] + [w.trade[0] - lo - 1 for w in wf.windows[1:]]] = True
+    on = stop[:-1] & ~exempt[:-1]
+    # a stop bar's step sells everything at its close: it loses only the fee (sell_cost_pct, default 0.1%)
+    assert on.sum() > 5 and np.all(np.abs(r[on]) <= 0.001 + 1e-9)
+    still = on[1:] & on[:-1]  # the stop still on a bar later: all cash, nothing earned or paid
+    assert still.sum() > 5 and np.allclose(r[1:][still], 0.0)
+    assert np.abs(r[~stop[:-1]]).max() > 0  # and it re-enters when the stop lifts
+    table = pd.DataFrame(wf.window_table())
+    assert list(table["stop_bars"]) == [int(stop[w.trade[0] - lo: w.trade[1] - lo].sum()) for w in wf.windows]
+    assert set(table["choice"]) <= {"quantile", "max"}
