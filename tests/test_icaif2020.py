@@ -134,3 +134,26 @@ def test_gated_equal_weight_is_flat_while_the_stop_is_on_and_reenters(tiny_array
     table = pd.DataFrame(wf.window_table())
     assert list(table["stop_bars"]) == [int(stop[w.trade[0] - lo: w.trade[1] - lo].sum()) for w in wf.windows]
     assert set(table["choice"]) <= {"quantile", "max"}
+
+
+#: zero-return days per trade window of the paper's ensemble run (shared/data/fixtures/README.md)
+PAPER_STOP_DAYS = [0, 0, 0, 0, 0, 7, 0, 0, 47, 18, 20, 53, 1, 54, 46, 58, 52, 55]
+
+
+def test_on_our_data_the_rule_makes_the_papers_choice_in_every_window(shared_data, tmp_path):
+    """icaif2020_rules on the shared Dow data: the q-vs-max choice matches the paper's code in all
+    18 windows. Stop days per window (measured 0,0,0,0,0,21,0,0,45,28,27,54,0,53,52,62,58,24)
+    follow the paper's zero-return days but not to +-5: up to 14 days apart (window 5), because our
+    series has 28 of its 30 names (a Mahalanobis distance grows with the dimension: our q90 is 89.2,
+    the paper's 96.1) and Yahoo prices, not Compustat's; our window 17 ends at 2020-05-08 (24 bars)."""
+    from benchmarks.run import load_config
+
+    cfg = load_config("icaif2020_rules")
+    arrays, _ = build_arrays(cfg)
+    table = pd.DataFrame(WalkForward(arrays, cfg, tmp_path).window_table())
+    q, m = "quantile", "max"
+    assert list(table["choice"]) == [m, q, m, m, m, q, m, m, q, q, q, q, m, q, q, q, q, q]
+    assert table["threshold"].nunique() == 2
+    diff = np.abs(table["stop_bars"].to_numpy()[:17] - np.array(PAPER_STOP_DAYS[:17]))
+    assert diff.max() <= 14 and diff.sum() <= 60, list(table["stop_bars"])
+    assert not table["stop_in_training"].any()
