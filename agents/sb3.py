@@ -53,8 +53,42 @@ FINRL_DEFAULTS: dict[str, dict[str, Any]] = {
             "ent_coef": "auto_0.1"},
 }
 
+#: Named presets (``preset: NAME`` in an agent's config; the agent's own keys override them).
+#:
+#: ``icaif2020``: the agents of the ICAIF 2020 ensemble code (commit d8d7723, ``model/models.py``),
+#: which used Stable-Baselines 2, translated to SB3 arguments:
+#:
+#: * PPO = SB2 ``PPO2(MlpPolicy, env, ent_coef=0.005, nminibatches=8)`` on one env: n_steps 128
+#:   (SB2 default), 8 minibatches -> batch 16, 4 epochs, clip 0.2, value clipping 0.2
+#:   (``cliprange_vf`` None in SB2 = the same 0.2), lr 2.5e-4, GAE 0.95, vf_coef 0.5, grad norm 0.5.
+#:   Not expressible in SB3: SB2's MlpPolicy shares its two 64-unit layers between policy and value
+#:   (SB3 >= 1.8 has separate ``pi``/``vf`` networks of the same size).
+#: * A2C = SB2 ``A2C(MlpPolicy, env)`` defaults: n_steps 5, lr 7e-4, ent_coef 0.01, vf_coef 0.25,
+#:   grad norm 0.5, RMSProp as TensorFlow's (SB3's ``RMSpropTFLike``, alpha 0.99, eps 1e-5). Same
+#:   shared-layer caveat.
+#: * DDPG = SB2 ``DDPG(MlpPolicy, env, param_noise=None, action_noise=OU(sigma=0.5))``: actor and
+#:   critic 64x64, actor lr 1e-4, critic lr 1e-3 (``actor_learning_rate``), tau 0.001, batch 128,
+#:   buffer 50k, 50 gradient steps per 100 env steps, OU noise sigma 0.5 theta 0.15 dt 0.01,
+#:   observations clipped to +-5 in training and acting (``clip_obs``; SB2 clips to
+#:   ``observation_range`` even without normalisation). Not expressible: SB2's critic takes the
+#:   action at its second layer (SB3 concatenates it with the observation at the input).
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "icaif2020": {
+        "ppo": {"n_steps": 128, "batch_size": 16, "n_epochs": 4, "ent_coef": 0.005, "clip_range": 0.2,
+                "clip_range_vf": 0.2, "learning_rate": 2.5e-4, "gae_lambda": 0.95, "gamma": 0.99,
+                "vf_coef": 0.5, "max_grad_norm": 0.5},
+        "a2c": {"n_steps": 5, "learning_rate": 7e-4, "ent_coef": 0.01, "vf_coef": 0.25, "max_grad_norm": 0.5,
+                "gamma": 0.99, "gae_lambda": 1.0, "optimizer": "rmsprop_tf_like"},
+        "ddpg": {"learning_rate": 1e-3, "actor_learning_rate": 1e-4, "tau": 0.001, "batch_size": 128,
+                 "buffer_size": 50_000, "train_freq": [100, "step"], "gradient_steps": 50,
+                 "learning_starts": 100, "gamma": 0.99, "policy_kwargs": {"net_arch": [64, 64]},
+                 "action_noise": "ornstein_uhlenbeck", "noise_sigma": 0.5, "clip_obs": 5.0},
+    },
+}
+
 #: keys FinMeta interprets itself (never passed to the SB3 constructor)
-_OWN_KEYS = ("policy", "device", "n_threads", "action_noise", "noise_sigma", "verbose")
+_OWN_KEYS = ("policy", "device", "n_threads", "action_noise", "noise_sigma", "verbose", "preset", "optimizer",
+             "clip_obs", "actor_learning_rate")
 _COMMON = {"policy": "MlpPolicy", "device": "cpu", "n_threads": 1, "verbose": 0}
 
 
@@ -81,8 +115,19 @@ class SB3Agent(Agent):
     off_policy: ClassVar[bool] = False
 
     def __init__(self, **overrides: Any) -> None:
+        preset = overrides.get("preset")
+        if preset is not None:
+            if preset not in PRESETS or self.name not in PRESETS[preset]:
+                have = sorted(p for p, agents in PRESETS.items() if self.name in agents)
+                raise ConfigError(f"{self.name}: unknown preset {preset!r}; presets for {self.name}: {have}")
+            overrides = {**copy.deepcopy(PRESETS[preset][self.name]), **overrides}
         super().__init__(**overrides)
         self.model = None
+        clip = self.config.get("clip_obs")
+        if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
+            raise ConfigError(f"{self.name}: clip_obs must be a positive number, got {clip!r}")
+        if self.config.get("actor_learning_rate") is not None and not self.off_policy:
+            raise ConfigError(f"{self.name}: actor_learning_rate is only for ddpg/td3/sac")
 
     @classmethod
     def sb3_class(cls):
@@ -105,7 +150,36 @@ class SB3Agent(Agent):
             if noise not in kinds:
                 raise ConfigError(f"{self.name}: action_noise must be one of {sorted(kinds)}, got {noise!r}")
             kwargs["action_noise"] = kinds[noise](mean=np.zeros(n), sigma=sigma)
+        opt = self.config.get("optimizer")
+        if opt is not None:
+            if opt != "rmsprop_tf_like":
+                raise ConfigError(f"{self.name}: optimizer must be 'rmsprop_tf_like' (or absent), got {opt!r}")
+            from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+
+            pk = dict(kwargs.get("policy_kwargs") or {})
+            pk.update(optimizer_class=RMSpropTFLike, optimizer_kwargs={"alpha": 0.99, "eps": 1e-5, "weight_decay": 0})
+            kwargs["policy_kwargs"] = pk
+        if isinstance(kwargs.get("train_freq"), list):  # YAML has no tuples: [100, "step"]
+            kwargs["train_freq"] = tuple(kwargs["train_freq"])
         return kwargs
+
+    def _algo_class(self):
+        """The SB3 class to build: with ``actor_learning_rate``, a subclass whose actor optimizer
+        gets that rate while the critic keeps ``learning_rate`` (SB2 DDPG's actor_lr/critic_lr)."""
+        base = self.sb3_class()
+        actor_lr = self.config.get("actor_learning_rate")
+        if actor_lr is None:
+            return base
+        actor_lr = float(actor_lr)
+
+        class _SplitLR(base):
+            def _update_learning_rate(self, optimizers):
+                super()._update_learning_rate(optimizers)
+                for group in self.actor.optimizer.param_groups:
+                    group["lr"] = actor_lr
+
+        _SplitLR.__name__ = base.__name__
+        return _SplitLR
 
     def learn(self, env, total_timesteps: int, seed: int = 0, callback=None) -> "SB3Agent":
         """Train a fresh SB3 model on ``env`` for ``total_timesteps`` steps (all sub-envs summed).
@@ -119,11 +193,13 @@ class SB3Agent(Agent):
             raise ConfigError(f"{self.name}: total_timesteps must be > 0, got {total_timesteps}")
         self._set_spaces(env)
         vec_env = wrap_env(env)
+        if self.config.get("clip_obs") is not None:
+            vec_env = _clip_obs_vec_env(vec_env, float(self.config["clip_obs"]))
         seed = int(seed)
         with torch_threads(self.config.get("n_threads", 1)):
             seed_everything(seed)
             try:
-                self.model = self.sb3_class()(
+                self.model = self._algo_class()(
                     self.config.get("policy", "MlpPolicy"),
                     vec_env,
                     seed=seed,
@@ -144,6 +220,9 @@ class SB3Agent(Agent):
         if self.model is None:
             raise AgentError(f"{self.name}: call learn(env, ...) or load(path, env) before act()")
         batch, single = self._check_obs(obs)
+        if self.config.get("clip_obs") is not None:
+            c = float(self.config["clip_obs"])
+            batch = np.clip(batch, -c, c)
         action, _ = self.model.predict(batch, deterministic=deterministic)
         action = np.asarray(action, dtype=np.float32)
         return action[0] if single else action
@@ -160,6 +239,24 @@ class SB3Agent(Agent):
             raise AgentLoadError(f"{path}: cannot load the SB3 {self.algo} model ({exc})") from exc
         self.observation_space = self.model.observation_space
         self.action_space = self.model.action_space
+
+
+def _clip_obs_vec_env(vec_env, bound: float):
+    """``vec_env`` whose observations are clipped to ``[-bound, bound]`` (SB2 DDPG's observation_range)."""
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    class _ClipObs(VecEnvWrapper):
+        def reset(self):
+            return np.clip(self.venv.reset(), -bound, bound)
+
+        def step_wait(self):
+            obs, rew, done, infos = self.venv.step_wait()
+            for info in infos:  # the terminal observation SB3 bootstraps from, clipped the same way
+                if "terminal_observation" in info:
+                    info["terminal_observation"] = np.clip(info["terminal_observation"], -bound, bound)
+            return np.clip(obs, -bound, bound), rew, done, infos
+
+    return _ClipObs(vec_env)
 
 
 def _make(name: str, algo: str, off_policy: bool) -> type[SB3Agent]:

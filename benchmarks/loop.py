@@ -64,7 +64,10 @@ class ChainResult:
 # --------------------------------------------------------------------------------------------
 #: agent-config keys that steer the training loop, not the agent (never passed to make_agent),
 #: with their defaults; ``retrain_timesteps`` None means ``total_timesteps``
-LOOP_KEYS: dict[str, Any] = {"total_timesteps": 10_000, "warm_start": False, "retrain_timesteps": None}
+#: ``deterministic: false`` validates and trades with SAMPLED policy actions (the ICAIF 2020 code
+#: trades sampled A2C/PPO actions), seeded by the stage's window seed so runs stay reproducible.
+LOOP_KEYS: dict[str, Any] = {"total_timesteps": 10_000, "warm_start": False, "retrain_timesteps": None,
+                             "deterministic": True}
 
 
 def split_agent_config(cfg: dict) -> tuple[dict, dict]:
@@ -83,13 +86,21 @@ def build_env(arrays: MarketArrays, env_cfg: dict, **overrides):
     return make_env(arrays, family=family, **cfg)
 
 
-def rollout(agent, env, *, seed: int, start: int = 0, start_state: dict | None = None) -> dict:
-    """Run ``agent`` deterministically through one episode of ``env`` from bar ``start`` to its end.
+def rollout(agent, env, *, seed: int, start: int = 0, start_state: dict | None = None,
+            deterministic: bool = True) -> dict:
+    """Run ``agent`` through one episode of ``env`` from bar ``start`` to its end.
+
+    ``deterministic=False`` samples the policy's actions; the global generators (torch, NumPy,
+    Python) are seeded with ``seed`` first, so a sampled rollout is reproducible too.
 
     Returns arrays over the episode's bars (L bars): ``values (L,)``, ``actions (L, N)`` (row i =
     action after observing bar i; NaN on the last), ``costs (L,)``, ``turnover (L,)``, and
     ``state`` (cash/holdings at the end, for carrying over).
     """
+    if not deterministic:
+        from agents.base import seed_everything
+
+        seed_everything(int(seed))
     options: dict[str, Any] = {"start": int(start)}
     if start_state is not None:
         options.update(cash=start_state["cash"], holdings=start_state["holdings"])
@@ -100,7 +111,7 @@ def rollout(agent, env, *, seed: int, start: int = 0, start_state: dict | None =
     actions: list[np.ndarray] = []
     done = False
     while not done:
-        action = agent.act(obs, deterministic=True, info=info)
+        action = agent.act(obs, deterministic=deterministic, info=info)
         actions.append(np.asarray(action, dtype=np.float64).reshape(-1))
         obs, _reward, terminated, truncated, info = env.step(action)
         values.append(float(info["portfolio_value"]))
@@ -645,11 +656,19 @@ class WalkForward:
         agent.learn(env, total_timesteps=0, seed=0)  # binds spaces and the env's (past-only) prices
         return agent
 
+    def _deterministic(self, name: str) -> bool:
+        """The agent's ``deterministic`` loop option (default true; the ensemble's chosen member's own)."""
+        value = split_agent_config(self.agent_cfg.get(name, {}) or {})[1]["deterministic"]
+        if not isinstance(value, bool):
+            raise ConfigError(f"agents.{name}.deterministic: {value!r}; use true or false")
+        return value
+
     def _validate(self, agent, w: Window, seed: int) -> float:
         if w.validation is None:
             return float("nan")
         env, start = self._stage_env(w, *w.validation)
-        out = rollout(agent, env, seed=window_seed(seed, w.index, "validation"), start=start)
+        out = rollout(agent, env, seed=window_seed(seed, w.index, "validation"), start=start,
+                      deterministic=self._deterministic(getattr(agent, "name", "")))
         return _sharpe(out["values"], self.periods_per_year)
 
     def _trade_env(self, w: Window, state: dict | None, *, turbulence: bool = True):
@@ -746,7 +765,8 @@ class WalkForward:
             agent = self._baseline(name, w, env)
             if name == "buy_and_hold" and state is not None:
                 agent = _HoldCurrent(agent)  # bought in the first window; held ever since
-        part = rollout(agent, env, seed=window_seed(seed, w.index, "trade"), start=start, start_state=state)
+        part = rollout(agent, env, seed=window_seed(seed, w.index, "trade"), start=start, start_state=state,
+                       deterministic=self._deterministic(getattr(agent, "name", name)))
         if hasattr(agent, "diversity_report"):  # the moe agent: measured on this trade window
             rep = agent.diversity_report(env, seed=window_seed(seed, w.index, "diversity"), start=start)
             record["diversity"] = {k: rep[k] for k in ("diversity", "router_entropy") if k in rep}

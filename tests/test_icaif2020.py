@@ -157,3 +157,55 @@ def test_on_our_data_the_rule_makes_the_papers_choice_in_every_window(shared_dat
     diff = np.abs(table["stop_bars"].to_numpy()[:17] - np.array(PAPER_STOP_DAYS[:17]))
     assert diff.max() <= 14 and diff.sum() <= 60, list(table["stop_bars"])
     assert not table["stop_in_training"].any()
+
+
+# ----------------------------------------------------------------------------------- agent presets
+def _tiny_env(tiny_arrays):
+    from benchmarks.loop import build_env
+
+    return build_env(tiny_arrays.slice(0, 120), {"family": "stock_trading", "initial_cash": 100_000, "hmax": 50})
+
+
+def test_the_icaif2020_presets_reach_sb3_as_intended(tiny_arrays):
+    from stable_baselines3.common.noise import OrnsteinUhlenbeckActionNoise
+    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
+
+    from agents import make_agent
+
+    env = _tiny_env(tiny_arrays)
+    ppo = make_agent("ppo", preset="icaif2020").learn(env, total_timesteps=128, seed=0).model
+    assert (ppo.n_steps, ppo.batch_size, ppo.n_epochs, ppo.ent_coef, ppo.gae_lambda) == (128, 16, 4, 0.005, 0.95)
+    assert ppo.clip_range(1.0) == 0.2 and ppo.clip_range_vf(1.0) == 0.2 and ppo.learning_rate == 2.5e-4
+    a2c = make_agent("a2c", preset="icaif2020").learn(env, total_timesteps=10, seed=0).model
+    assert isinstance(a2c.policy.optimizer, RMSpropTFLike) and a2c.vf_coef == 0.25 and a2c.n_steps == 5
+    assert a2c.policy.optimizer.defaults["eps"] == 1e-5 and a2c.policy.optimizer.defaults["alpha"] == 0.99
+    ddpg_agent = make_agent("ddpg", preset="icaif2020", learning_starts=10)
+    ddpg = ddpg_agent.learn(env, total_timesteps=220, seed=0).model
+    assert (ddpg.tau, ddpg.batch_size, ddpg.buffer_size, ddpg.gradient_steps) == (0.001, 128, 50_000, 50)
+    assert ddpg.train_freq.frequency == 100 and str(ddpg.train_freq.unit.value) == "step"
+    assert isinstance(ddpg.action_noise, OrnsteinUhlenbeckActionNoise)
+    assert np.allclose(ddpg.action_noise._sigma, 0.5) and ddpg.action_noise._theta == 0.15
+    assert ddpg.action_noise._dt == 0.01
+    assert [m.out_features for m in ddpg.actor.mu if hasattr(m, "out_features")][:2] == [64, 64]
+    # trained: the actor's optimizer ran at 1e-4, the critic's at 1e-3 (SB2's actor_lr / critic_lr)
+    assert ddpg.actor.optimizer.param_groups[0]["lr"] == 1e-4
+    assert ddpg.critic.optimizer.param_groups[0]["lr"] == 1e-3
+    # observations are clipped to +-5 in acting as in training (the raw state holds cash ~1e5)
+    obs, _ = env.reset(seed=0)
+    assert np.abs(obs).max() > 5
+    assert np.array_equal(ddpg_agent.act(obs), ddpg_agent.act(np.clip(obs, -5, 5)))
+    with pytest.raises(ConfigError, match="unknown preset 'sb2'"):
+        make_agent("ppo", preset="sb2")
+    # the agent's own keys override the preset's
+    assert make_agent("ppo", preset="icaif2020", n_steps=256).config["n_steps"] == 256
+
+
+def test_sampled_actions_are_seeded_and_differ_from_the_deterministic_ones(tiny_arrays, tmp_path):
+    cfg = copy.deepcopy(TINY)
+    cfg["agents"] = {"a2c": {"total_timesteps": 40, "n_steps": 5, "deterministic": False}}
+    one = WalkForward(tiny_arrays, copy.deepcopy(cfg), tmp_path / "s1").run_chain("a2c", 0)
+    two = WalkForward(tiny_arrays, copy.deepcopy(cfg), tmp_path / "s2").run_chain("a2c", 0)
+    assert np.array_equal(one.values, two.values)  # sampled, yet the same run twice
+    cfg["agents"]["a2c"]["deterministic"] = True
+    det = WalkForward(tiny_arrays, cfg, tmp_path / "d").run_chain("a2c", 0)
+    assert not np.array_equal(one.actions[:-1], det.actions[:-1])
