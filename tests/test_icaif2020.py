@@ -209,3 +209,18 @@ def test_sampled_actions_are_seeded_and_differ_from_the_deterministic_ones(tiny_
     cfg["agents"]["a2c"]["deterministic"] = True
     det = WalkForward(tiny_arrays, cfg, tmp_path / "d").run_chain("a2c", 0)
     assert not np.array_equal(one.actions[:-1], det.actions[:-1])
+
+
+def test_the_decomposition_steps_end_at_the_rules_and_original_configs():
+    from benchmarks.icaif2020_decomposition import STEPS, step_configs
+    from benchmarks.run import load_config
+
+    steps = step_configs()
+    assert tuple(steps) == STEPS
+    for step, name in (("training_stop", "icaif2020_rules"), ("sampled", "icaif2020_original")):
+        target = load_config(name)
+        for key in ("data", "features", "env", "windows", "index", "periods_per_year"):
+            assert steps[step][key] == target[key], (step, key)
+        for agent in ("a2c", "ppo", "ddpg", "ensemble"):
+            assert steps[step]["agents"][agent] == target["agents"][agent], (step, agent)
+    assert steps["today"]["env"] == load_config("icaif2020_dow30")["env"]
