@@ -366,6 +366,64 @@ def test_tushare_bad_token_not_retried_and_not_leaked(monkeypatch):
     assert "wrong-token-xyz" not in str(ei.value)
 
 
+def _chain(exc):
+    """The exception and everything chained to it (as a traceback would print it)."""
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
+    return seen
+
+
+def test_tushare_token_is_scrubbed_from_vendor_errors(monkeypatch):
+    """A vendor message (or URL in it) holding the token comes out masked, chain included (issue 19 B).
+
+    The real ``tushare.pro_api`` / ``DataApi.query`` run; only ``requests.post`` is mocked: once
+    answering the API's JSON error (``{"code": ..., "msg": ...}`` -> ``Exception(msg)``), once
+    raising a ConnectionError whose URL carries the token.
+    """
+    import traceback
+
+    import requests
+    import tushare.pro.client as client
+
+    token = "0123456789abcdef0123456789abcdef0123456789abcdef01234567"  # 56 hex, like a real token
+    monkeypatch.setenv("TUSHARE_TOKEN", token)
+    posts = []
+
+    class Resp:
+        def __init__(self, body):
+            self.text, self.status_code = body, 200
+
+        def __bool__(self):
+            return True
+
+    def rejected(url, json=None, timeout=None):
+        posts.append(json)
+        import json as _json
+
+        return Resp(_json.dumps({"code": 40101, "msg": f"您的token {json['token']} 不对，请确认。", "data": None}))
+
+    def refused(url, json=None, timeout=None):
+        posts.append(json)
+        raise requests.exceptions.ConnectionError(
+            f"HTTPConnectionPool(host='api.waditu.com', port=80): Max retries exceeded with url: "
+            f"/dataapi/daily?token={json['token']}&ts_code=600519.SH (Caused by NewConnectionError('refused'))")
+
+    for post, calls in ((rejected, 1), (refused, 3)):
+        posts.clear()
+        monkeypatch.setattr(client.requests, "post", post)
+        with pytest.raises(DataSourceError) as ei:
+            get_source("tushare", **FAST).download(["600519.SH"], "2020-01-01", "2020-02-01")
+        err = ei.value
+        assert len(posts) == calls and posts[0]["token"] == token  # the token did reach the vendor
+        assert "***" in str(err) and "600519.SH" in str(err)
+        text = "".join(traceback.format_exception(err))
+        for e in _chain(err):
+            assert token not in str(e) and token not in repr(e.args)
+        assert token not in text and token not in err.cause
+
+
 TS_MIN_FIELDS = ["ts_code", "trade_time", "close", "open", "high", "low", "vol", "amount"]  # stk_mins, in its order
 
 

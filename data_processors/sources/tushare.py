@@ -63,8 +63,11 @@ class TushareSource(DataSource):
 
     name = "tushare"
     calendar = "XSHG"
+    secret_env = (TOKEN_ENV,)  # the token is masked in every error text (base.scrub_exception)
 
     def is_permanent(self, exc: BaseException) -> bool:
+        if isinstance(exc, OSError):  # transport (requests' errors are OSErrors), even with token= in a URL
+            return False
         msg = str(exc)
         return any(k in msg for k in ("token", "Token", "权限", "积分", "api init error"))
 
