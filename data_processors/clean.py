@@ -497,7 +497,10 @@ def clean(
 
     base = int(first[keep].min())  # the first bar of the earliest kept ticker
     late = [j for j in np.flatnonzero(keep) if first[j] > base]
-    report.late_start = {str(tick[j]): _fmt_time(cal[first[j]]) for j in late}
+    if late:  # one label per calendar bar, not one Timestamp per ticker (200k tickers: seconds)
+        labels = np.array([_fmt_time(t) for t in cal[np.unique(first[late])]], dtype=object)
+        at = np.searchsorted(np.unique(first[late]), first[late])
+        report.late_start = dict(zip(tick[late].astype(str).tolist(), labels[at].tolist()))
     s0 = base
     if late and late_start == "drop":
         for j in late:
