@@ -34,7 +34,10 @@ Two steps, used in this order by :class:`~data_processors.processor.DataProcesso
       forward-filled.
     * leading bars before a ticker's first real bar are never invented: with
       ``late_start="cut"`` (default) the panel starts where every kept ticker exists; with
-      ``late_start="drop"`` late tickers are dropped instead.
+      ``late_start="drop"`` late tickers are dropped instead. After a cut, a ticker without a bar on
+      the new first bar is flat at its last earlier close there (forward fill across the cut).
+    * a panel of fewer than 2 bars (e.g. one bar per ticker, or a late-start cut to the last day)
+      is an error naming why, raised before the panel is built.
     * tickers are dropped when their coverage (real bars / calendar bars over the span of the data kept by start/end)
       is below ``min_coverage`` or their longest run of missing bars (trailing run included)
       exceeds ``max_gap``; the report says which and why.
@@ -430,9 +433,14 @@ def _max_run_fast(missing: np.ndarray) -> np.ndarray:
     return best
 
 
-def _ffill(a: np.ndarray) -> np.ndarray:
-    """Forward fill NaN along axis 0 of a (T, N) float array (never backward)."""
-    return pd.DataFrame(a).ffill().to_numpy()
+def _ffill(a: np.ndarray, seed: np.ndarray | None = None) -> np.ndarray:
+    """Forward fill NaN along axis 0 of a (T, N) float array (never backward).
+
+    ``seed`` (N,): the values just before row 0 (a ticker's last bar before a cut panel start).
+    """
+    if seed is None:
+        return pd.DataFrame(a).ffill().to_numpy()
+    return pd.DataFrame(np.vstack([seed[None, :], a])).ffill().to_numpy()[1:]
 
 
 def clean(
@@ -566,7 +574,10 @@ def clean(
 
     base = int(first[keep].min())  # the first bar of the earliest kept ticker
     late = [j for j in np.flatnonzero(keep) if first[j] > base]
-    report.late_start = {str(tick[j]): _fmt_time(cal[first[j]]) for j in late}
+    if late:  # one label per calendar bar, not one Timestamp per ticker (200k tickers: seconds)
+        labels = np.array([_fmt_time(t) for t in cal[np.unique(first[late])]], dtype=object)
+        at = np.searchsorted(np.unique(first[late]), first[late])
+        report.late_start = dict(zip(tick[late].astype(str).tolist(), labels[at].tolist()))
     s0 = base
     if late and late_start == "drop":
         for j in late:
@@ -581,14 +592,22 @@ def clean(
     kept = tick[keep]
     times = cal[s0:]
     T, N = len(times), len(kept)
+    if T < 2:  # before the (T x N) reindex and any feature work: nothing downstream can use it
+        raise DataValidationError(_one_bar_panel(where, times, kept, present.sum(axis=0)[keep], report, freq))
     pres = present[s0:][:, keep]
 
-    d = d[d["tic"].isin(set(kept.tolist())) & (d["time"] >= times[0])]
+    d = d[d["tic"].isin(set(kept.tolist()))]
+    # each kept ticker's last bar before a cut start seeds the forward fill (else: NaN prices on
+    # the first panel bar of a ticker without a bar there)
+    prior = d[d["time"] < times[0]].groupby("tic", sort=False).tail(1).set_index("tic").reindex(kept.tolist())
+    d = d[d["time"] >= times[0]]
     full = pd.MultiIndex.from_product([times, pd.Index(kept.tolist(), dtype=d["tic"].dtype)], names=["time", "tic"])
     out = d.set_index(["time", "tic"]).reindex(full).reset_index()
 
     cols = {c: out[c].to_numpy(dtype=np.float64, na_value=np.nan).reshape(T, N)
             for c in out.columns if c not in KEY_COLUMNS and pd.api.types.is_numeric_dtype(out[c])}
+    seed = {c: prior[c].to_numpy(dtype=np.float64, na_value=np.nan) if c in prior.columns else np.full(N, np.nan)
+            for c in cols}
     filled = ~pres
     if "tradestatus" in cols:
         status = np.where(filled, 0.0, np.nan_to_num(cols["tradestatus"], nan=1.0))
@@ -597,9 +616,9 @@ def clean(
     suspended = (~filled) & (status == 0)
     frozen = filled | suspended
     # the last *traded* close, carried forward; a ticker suspended on its first bar keeps the vendor's
-    close = _ffill(np.where(frozen, np.nan, cols["close"]))
-    close = np.where(np.isnan(close), _ffill(cols["close"]), close)
-    prev_close = np.vstack([np.full((1, N), np.nan), close[:-1]])
+    close = _ffill(np.where(frozen, np.nan, cols["close"]), seed["close"])
+    close = np.where(np.isnan(close), _ffill(cols["close"], seed["close"]), close)
+    prev_close = np.vstack([seed["close"][None, :], close[:-1]])
     for c in PRICE_COLUMNS:  # filled / suspended bars are flat at that close
         cols[c] = np.where(frozen, close, cols[c])
     for c in ("volume", "amount"):
@@ -609,7 +628,7 @@ def clean(
         cols["preclose"] = np.where(frozen & ~np.isnan(prev_close), prev_close, cols["preclose"])
     for c in cols:
         if c not in PRICE_COLUMNS and c not in ("volume", "amount", "preclose", "tradestatus"):
-            cols[c] = np.where(filled, _ffill(cols[c]), cols[c])
+            cols[c] = np.where(filled, _ffill(cols[c], seed[c]), cols[c])
     cols["tradestatus"] = status
 
     res = out[list(KEY_COLUMNS)].copy()
@@ -631,6 +650,23 @@ def clean(
     report.start, report.end = _fmt_time(times[0]), _fmt_time(times[-1])
     report.rows_out, report.num_times = len(res), T
     return res, report
+
+
+def _one_bar_panel(where: str, times: pd.DatetimeIndex, kept: np.ndarray, bars: np.ndarray,
+                   report: CleanReport, freq: str) -> str:
+    """The message for a panel of fewer than 2 bars (no returns, indicators or env step possible)."""
+    when = f" ({_fmt_time(times[0])})" if len(times) else ""
+    msg = (f"{where}: the cleaned panel has {len(times)} bar{when} for {len(kept)} tickers; a panel needs at "
+           f"least 2 {freq} bars (returns, indicators, turbulence and every env step need a time series)")
+    single = int((bars == 1).sum())
+    if single:
+        msg += f"; {single} of {len(kept)} tickers have a single bar"
+    if report.cut_start:
+        n_late = len(report.late_start)
+        msg += (f"; start cut from {report.cut_start[0]} to {report.cut_start[1]} by {n_late} late-starting "
+                f"ticker{'s' if n_late != 1 else ''}: --late-start drop (late_start='drop') keeps the full "
+                f"span without them")
+    return msg
 
 
 def _bound(x, intraday: bool) -> pd.Timestamp:

@@ -437,3 +437,21 @@ def test_import_on_bad_ohlc_records_the_count_in_the_manifest(tmp_path, capsys):
     assert rec["rows_changed"] == 5 and rec["policy"] == "clip"
     assert main(["data", "import", str(f), "--name", "fx2", "--on-bad-ohlc", "mend"]) == 2
     assert "--on-bad-ohlc 'mend'" in capsys.readouterr().err
+
+
+def test_cut_start_carries_the_last_earlier_close_into_the_panel():
+    """A ticker with no bar on the cut panel's first day (or none after it) is flat at its last
+    earlier close there, not NaN: forward fill from before the cut, never a NaN price (issue 19 C)."""
+    rows = [("2020-01-02", "A", 9.0), ("2020-01-03", "A", 10.0), ("2020-01-07", "A", 11.0),
+            ("2020-01-06", "B", 20.0), ("2020-01-07", "B", 21.0), ("2020-01-02", "C", 4.0), ("2020-01-03", "C", 5.0)]
+    df = pd.DataFrame(rows, columns=["time", "tic", "close"]).assign(time=lambda f: pd.to_datetime(f["time"]))
+    df = df.assign(open=df["close"], high=df["close"], low=df["close"], volume=1.0, is_st=0.0)
+    df.loc[df["tic"] == "C", "is_st"] = 1.0
+    out, rep = clean(df.sort_values(["time", "tic"]).reset_index(drop=True), "XNYS")
+    assert rep.cut_start == ("2020-01-02", "2020-01-06")
+    assert out[["open", "high", "low", "close"]].notna().all().all()
+    first = out[out["time"] == pd.Timestamp("2020-01-06")].set_index("tic")
+    assert first.loc["A", "close"] == 10.0 and first.loc["A", "tradestatus"] == 0 and first.loc["A", "volume"] == 0
+    assert first.loc["C", "close"] == 5.0 and first.loc["C", "is_st"] == 1
+    assert first.loc["B", "close"] == 20.0 and first.loc["B", "tradestatus"] == 1
+    assert out[out["tic"] == "C"]["close"].tolist() == [5.0, 5.0] and rep.filled == {"A": 1, "B": 0, "C": 2}

@@ -204,3 +204,37 @@ def test_check_command_reports_removes_orphans_and_fails_on_damage(_isolated_hom
     assert main(["data", "check", "ok1"]) == 1
     out = capsys.readouterr().out
     assert out.startswith("FAILED") and "truncated or was modified" in out
+
+
+def _one_bar_tickers(name: str, n: int, days: list[str]) -> None:
+    """A stored dataset of ``n`` tickers with ONE bar each, on ``days`` in turn (issue 19 C)."""
+    from data_processors.store import save_dataset
+
+    t = pd.to_datetime([days[i % len(days)] for i in range(n)])
+    c = 10.0 + np.arange(n) % 7
+    df = pd.DataFrame({"time": t, "tic": [f"T{i:05d}" for i in range(n)], "open": c, "high": c + 0.1,
+                       "low": c - 0.1, "close": c, "volume": 1000.0})
+    save_dataset(name, df.sort_values(["time", "tic"]).reset_index(drop=True), source="canonical",
+                 params={"calendar": "XNYS"})
+
+
+def test_features_on_one_bar_tickers_fails_fast_with_one_clear_error(capsys):
+    """One bar per ticker cannot make a time series: one line naming why, before any indicator runs."""
+    _one_bar_tickers("snap", 500, ["2020-01-02"])  # a one-day cross-section
+    assert main(["data", "features", "snap", "--out", "snap_feat"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "dataset snap" in err and "1 bar (2020-01-02)" in err and "500 tickers" in err
+    assert "500 of 500 tickers have a single bar" in err
+    # spread over days: the late-start cut leaves one bar; the error says so and names the way out
+    _one_bar_tickers("spread", 300, ["2020-01-02", "2020-01-03", "2020-01-06"])
+    assert main(["data", "features", "spread", "--out", "spread_feat"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "start cut from 2020-01-02 to 2020-01-06" in err and "--late-start drop" in err
+    assert list_datasets() == ["snap", "spread"]  # nothing stored
+    # with --late-start drop the 100 tickers present from the first day make a 3-bar panel
+    assert main(["data", "features", "spread", "--out", "spread_feat", "--late-start", "drop",
+                 "--indicators", "close_30_sma"]) == 0
+    out = load_dataset("spread_feat")
+    assert out["tic"].nunique() == 100 and out["time"].nunique() == 3 and out["close"].notna().all()

@@ -366,6 +366,111 @@ def test_tushare_bad_token_not_retried_and_not_leaked(monkeypatch):
     assert "wrong-token-xyz" not in str(ei.value)
 
 
+def _chain(exc):
+    """The exception and everything chained to it (as a traceback would print it)."""
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
+    return seen
+
+
+def test_tushare_token_is_scrubbed_from_vendor_errors(monkeypatch):
+    """A vendor message (or URL in it) holding the token comes out masked, chain included (issue 19 B).
+
+    The real ``tushare.pro_api`` / ``DataApi.query`` run; only ``requests.post`` is mocked: once
+    answering the API's JSON error (``{"code": ..., "msg": ...}`` -> ``Exception(msg)``), once
+    raising a ConnectionError whose URL carries the token.
+    """
+    import traceback
+
+    import requests
+    import tushare.pro.client as client
+
+    token = "0123456789abcdef0123456789abcdef0123456789abcdef01234567"  # 56 hex, like a real token
+    monkeypatch.setenv("TUSHARE_TOKEN", token)
+    posts = []
+
+    class Resp:
+        def __init__(self, body):
+            self.text, self.status_code = body, 200
+
+        def __bool__(self):
+            return True
+
+    def rejected(url, json=None, timeout=None):
+        posts.append(json)
+        import json as _json
+
+        return Resp(_json.dumps({"code": 40101, "msg": f"您的token {json['token']} 不对，请确认。", "data": None}))
+
+    def refused(url, json=None, timeout=None):
+        posts.append(json)
+        raise requests.exceptions.ConnectionError(
+            f"HTTPConnectionPool(host='api.waditu.com', port=80): Max retries exceeded with url: "
+            f"/dataapi/daily?token={json['token']}&ts_code=600519.SH (Caused by NewConnectionError('refused'))")
+
+    for post, calls in ((rejected, 1), (refused, 3)):
+        posts.clear()
+        monkeypatch.setattr(client.requests, "post", post)
+        with pytest.raises(DataSourceError) as ei:
+            get_source("tushare", **FAST).download(["600519.SH"], "2020-01-01", "2020-02-01")
+        err = ei.value
+        assert len(posts) == calls and posts[0]["token"] == token  # the token did reach the vendor
+        assert "***" in str(err) and "600519.SH" in str(err)
+        text = "".join(traceback.format_exception(err))
+        for e in _chain(err):
+            assert token not in str(e) and token not in repr(e.args)
+        assert token not in text and token not in err.cause
+
+
+TS_MIN_FIELDS = ["ts_code", "trade_time", "close", "open", "high", "low", "vol", "amount"]  # stk_mins, in its order
+
+
+class FakeMinApi:
+    """``DataApi`` stand-in for ``stk_mins``: two sessions of 5-minute bars, newest first, like the API.
+
+    Tushare labels a minute bar by its END (``(09:30, 09:35]`` -> ``09:35:00``); vol in shares,
+    amount in CNY (the stk_mins documentation).
+    """
+
+    def stk_mins(self, ts_code, start_date="", end_date="", freq="1min", **kw):
+        stamps = [f"{d} {t}" for d in ("2023-01-03", "2023-01-04") for t in ("09:35:00", "09:40:00", "13:05:00", "15:00:00")]
+        items = [[ts_code, s, 10.0 + i / 100, 10.0 + i / 100, 10.1 + i / 100, 9.9 + i / 100, 1000.0 * (i + 1), 10000.0 * (i + 1)]
+                 for i, s in enumerate(stamps)]
+        return pd.DataFrame(items[::-1], columns=TS_MIN_FIELDS)
+
+
+def test_tushare_minute_bars_keep_their_times(tmp_path):
+    """stk_mins / pro_bar(freq='5min') frames keep one distinct UTC bar-open time per bar (issue 19 A)."""
+    import tushare
+
+    raw = FakeMinApi().stk_mins(ts_code="600519.SH", freq="5min")
+    # pro_bar's own post-processing on top (adds trade_date and pre_close = previous BAR's close)
+    bar = tushare.pro_bar(ts_code="600519.SH", api=FakeMinApi(), freq="5min",
+                          start_date="2023-01-03 09:00:00", end_date="2023-01-04 15:00:00")
+    assert {"trade_time", "trade_date", "pre_close"} <= set(bar.columns)
+    path = tmp_path / "ts_5min.csv"
+    bar.to_csv(path, index=False)
+    src = get_source("tushare")
+    want = [pd.Timestamp(f"{d} {t}", tz="Asia/Shanghai").tz_convert("UTC") - pd.Timedelta(minutes=5)
+            for d in ("2023-01-03", "2023-01-04") for t in ("09:35", "09:40", "13:05", "15:00")]
+    for df in (src.normalize(raw), src.normalize(bar, freq="5min"), read_vendor_file(path, "tushare"),
+               read_vendor_file(path, "tushare", freq="5min")):
+        assert len(df) == 8 and df["time"].is_unique
+        assert str(df["time"].dt.tz) == "UTC"
+        assert list(df["time"]) == want  # 09:35 Beijing bar end -> 01:30 UTC bar open
+        assert df["volume"].tolist() == [1000.0 * (i + 1) for i in range(8)]  # already shares
+        assert df["amount"].iloc[-1] == 80000.0  # already CNY
+        assert "preclose" not in df.columns  # pro_bar's is the previous bar's close, not a session preclose
+    with pytest.raises(DataValidationError, match="intraday"):
+        src.normalize(raw, freq="1d")
+    # daily data stays a date
+    daily = src.normalize(FakePro("t").daily("600519.SH", "20200102", "20200103"))
+    assert list(daily["time"]) == [pd.Timestamp("2020-01-02"), pd.Timestamp("2020-01-03")]
+    assert daily["time"].dt.tz is None
+
+
 # ---------------------------------------------------------------------------------------------
 # baostock
 # ---------------------------------------------------------------------------------------------

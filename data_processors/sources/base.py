@@ -16,6 +16,12 @@ Sources register themselves by ``name`` (and ``aliases``) in :data:`REGISTRY`;
 Network calls go through :meth:`DataSource.call`: a hard wall-clock timeout per attempt (a daemon
 thread, see :mod:`._timeout`) on top of the vendor's own timeout, and at most ``attempts`` tries
 with exponential backoff. A hard timeout cannot kill the hung thread; it only stops waiting.
+
+Secrets: a source lists the environment variables holding its credentials in ``secret_env``
+(tushare: ``TUSHARE_TOKEN``; a subclass may extend :meth:`DataSource.secrets`). Every error that
+leaves :meth:`DataSource.download` or :meth:`DataSource.call` has them masked as ``***``: its
+message, and every exception chained to it (a chained vendor exception whose text holds a secret
+is replaced by a :class:`ScrubbedVendorError` with the masked text and the original traceback).
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ import csv
 import gzip
 import inspect
 import lzma
+import os
+import re
 import time as _time
 import zipfile
 import zlib
+from urllib.parse import quote, quote_plus
 from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
 
@@ -44,6 +53,80 @@ REGISTRY: dict[str, type["DataSource"]] = {}
 FREQUENCIES: tuple[str, ...] = ("1d", "1w", "1mo", "1m", "5m", "15m", "30m", "60m", "1h")
 
 T = TypeVar("T")
+
+#: What a secret becomes in error text.
+MASK = "***"
+
+
+class ScrubbedVendorError(Exception):
+    """Stands in, in an exception chain, for a vendor exception whose text held a secret.
+
+    Its message is ``"<module.Type>: <masked text>"``; it carries the original traceback.
+    """
+
+
+def scrub_text(text: str, secrets: list[str] | tuple[str, ...]) -> str:
+    """``text`` with every secret (and its URL-encoded forms) replaced by :data:`MASK`.
+
+    Secrets of 8+ characters are masked wherever they occur; shorter ones only where they stand
+    alone (not inside a longer run of letters and digits), so that a short value cannot blank out
+    ordinary words of the message.
+    """
+    text = str(text)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        for form in dict.fromkeys((secret, quote(secret, safe=""), quote_plus(secret))):
+            if len(form) >= 8:
+                text = text.replace(form, MASK)
+            else:
+                text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", MASK, text)
+    return text
+
+
+def _holds(exc: BaseException, secrets: list[str]) -> bool:
+    try:
+        texts = [str(exc), repr(exc.args)]
+    except Exception:  # an exception whose __str__ fails: treat as unsafe
+        return True
+    return any(scrub_text(t, secrets) != t for t in texts)
+
+
+def scrub_exception(exc: BaseException, secrets: list[str]) -> BaseException:
+    """Mask ``secrets`` in ``exc`` (a FinMeta error: in place) and along its whole cause/context chain.
+
+    A vendor exception whose text holds a secret is replaced by a :class:`ScrubbedVendorError`;
+    links without secrets are kept as they are. Returns the (possibly new) exception.
+    """
+    secrets = [s for s in secrets if s]
+    if not secrets:
+        return exc
+    done: dict[int, BaseException] = {}  # id(original) -> what replaces it (shared links, cycles)
+
+    def fix(e: BaseException | None) -> BaseException | None:
+        if e is None:
+            return None
+        if id(e) in done:
+            return done[id(e)]
+        out = done[id(e)] = e
+        if isinstance(e, FinMetaError):
+            e.args = tuple(scrub_text(a, secrets) if isinstance(a, str) else a for a in e.args)
+            if isinstance(getattr(e, "cause", None), str):
+                e.cause = scrub_text(e.cause, secrets)
+        elif _holds(e, secrets):
+            try:
+                text = str(e)
+            except Exception:
+                text = "<unprintable>"
+            out = ScrubbedVendorError(f"{type(e).__module__}.{type(e).__qualname__}: {scrub_text(text, secrets)}")
+            out = out.with_traceback(e.__traceback__)
+            out.__suppress_context__ = e.__suppress_context__
+            cause, context = e.__cause__, e.__context__
+            out.__cause__, out.__context__ = cause, context
+            done[id(e)] = e = out
+        e.__cause__ = fix(e.__cause__)
+        e.__context__ = fix(e.__context__)
+        return out
+
+    return fix(exc)
 
 
 class DataSource(abc.ABC):
@@ -66,6 +149,8 @@ class DataSource(abc.ABC):
     #: Hard wall-clock limit per attempt = ``timeout * hard_timeout_factor`` (the vendor's own
     #: timeout applies per HTTP request; one library call may make a few).
     hard_timeout_factor: float = 2.0
+    #: Environment variables holding this source's credentials: masked in every error text.
+    secret_env: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -107,14 +192,18 @@ class DataSource(abc.ABC):
         if freq not in FREQUENCIES:
             raise DataSourceError(self.name, tickers, f"unknown freq {freq!r}; choose one of {FREQUENCIES}")
         try:
-            raw = self._fetch(tickers, start, end, freq, **kw)
-        except FinMetaError:
+            try:
+                raw = self._fetch(tickers, start, end, freq, **kw)
+            except FinMetaError:
+                raise
+            except Exception as exc:  # a bug or an unexpected vendor format: still one clear error
+                raise DataSourceError(self.name, tickers, f"{type(exc).__name__}: {exc}") from exc
+            if raw is None or (isinstance(raw, pd.DataFrame) and raw.empty):
+                raise DataSourceError(self.name, tickers, f"empty result for {start}..{end} freq={freq}")
+            df = self._normalize(raw, freq=freq, **kw)
+        except FinMetaError as err:  # whatever the message quotes (vendor text, URLs): no secret in it
+            self._scrub(err)
             raise
-        except Exception as exc:  # a bug or an unexpected vendor format: still one clear error
-            raise DataSourceError(self.name, tickers, f"{type(exc).__name__}: {exc}") from exc
-        if raw is None or (isinstance(raw, pd.DataFrame) and raw.empty):
-            raise DataSourceError(self.name, tickers, f"empty result for {start}..{end} freq={freq}")
-        df = self._normalize(raw, freq=freq, **kw)
         if df.empty:
             raise DataSourceError(self.name, tickers, f"no rows left after normalisation for {start}..{end}")
         return df
@@ -178,6 +267,14 @@ class DataSource(abc.ABC):
         """True for failures that a retry cannot fix (bad credentials, unknown symbol)."""
         return False
 
+    def secrets(self) -> list[str]:
+        """The secret strings to mask in error text: the values of :attr:`secret_env` now set."""
+        return [v for v in (os.environ.get(k, "").strip() for k in self.secret_env) if v]
+
+    def _scrub(self, err: BaseException) -> BaseException:
+        """Mask this source's secrets in ``err`` (in place) and along its chain; see :func:`scrub_exception`."""
+        return scrub_exception(err, self.secrets())
+
     def call(
         self, fn: Callable[..., T], *args: Any, tickers: Any = (), hard_timeout: float | None = None, **kwargs: Any
     ) -> T:
@@ -192,20 +289,29 @@ class DataSource(abc.ABC):
         """
         last: BaseException | None = None
         delay = self.backoff
+        permanent = False
         for attempt in range(1, self.attempts + 1):
             try:
                 return fn()
-            except FinMetaError:
+            except FinMetaError as err:
+                self._scrub(err)
                 raise
             except Exception as exc:  # vendor libraries raise anything
                 last = exc
                 if self.is_permanent(exc):
-                    raise DataSourceError(self.name, tickers, f"{type(exc).__name__}: {exc}") from exc
+                    permanent = True
+                    break
                 if attempt < self.attempts:
                     _time.sleep(delay)
                     delay *= 2
-        what = "timed out" if isinstance(last, VendorTimeout) else f"{type(last).__name__}: {last}"
-        raise DataSourceError(self.name, tickers, f"{what} (after {self.attempts} attempts)") from last
+        # raised outside the except block, so the vendor exception is only the (scrubbed) cause
+        if permanent:
+            err = DataSourceError(self.name, tickers, f"{type(last).__name__}: {last}")
+        else:
+            what = "timed out" if isinstance(last, VendorTimeout) else f"{type(last).__name__}: {last}"
+            err = DataSourceError(self.name, tickers, f"{what} (after {self.attempts} attempts)")
+        err.__cause__ = last
+        raise self._scrub(err)
 
 
 #: What reading a damaged or foreign file raises (parsers, decoders, decompressors).

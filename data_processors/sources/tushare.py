@@ -21,6 +21,12 @@ download (Tushare's ``pro_bar`` definition, so qfq history changes with the end 
 Files: raw ``pro.daily`` CSV exports (columns above), and the FinRL-Meta Tushare processor output
 (``tic, time, open, high, low, close, volume, day``; volume in lots; ``day`` kept with
 ``keep_extra``).
+
+Minute bars (``pro.stk_mins`` / ``ts.pro_bar(freq="1min"|"5min"|...)`` exports): ``ts_code,
+trade_time ('2023-01-03 09:35:00', Beijing time, the bar's END: Tushare counts (09:30, 09:35] as
+09:35), close, open, high, low, vol (shares), amount (CNY)`` (+ pro_bar's ``trade_date`` and
+``pre_close`` = previous bar's close, both dropped). Canonical: UTC bar open (Beijing end - bar
+length, ``freq`` or inferred), volume and amount unscaled. Downloads stay daily/weekly/monthly.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import pandas as pd
 
 from finmeta.errors import DataSourceError, DataValidationError
 
-from ._common import ashare_codes, finalize, parse_times, rename, require_columns, to_canonical_times, \
+from ._common import DAILY_FREQS, ashare_codes, finalize, parse_times, rename, require_columns, to_canonical_times, \
     to_numeric_checked, where
 from .base import DataSource
 
@@ -41,6 +47,15 @@ _API = {("stock", "1d"): "daily", ("stock", "1w"): "weekly", ("stock", "1mo"): "
         ("index", "1d"): "index_daily", ("index", "1w"): "index_weekly", ("index", "1mo"): "index_monthly"}
 _COLUMNS = {"ts_code": "tic", "trade_date": "time", "pre_close": "preclose", "vol": "volume"}
 _PRICES = ("open", "high", "low", "close", "preclose")
+TZ = "Asia/Shanghai"  # Tushare's minute stamps are Beijing time
+
+
+def _bar_freq(freq: str | None) -> str | None:
+    """Tushare's ``1min``/``5min``/``60min`` spelling -> FinMeta's ``1m``/``5m``/``60m`` (None: inferred)."""
+    if freq is None:
+        return None
+    f = str(freq).strip().lower()
+    return f[:-2] if f.endswith("min") and f[:-3].isdigit() else f
 
 
 class TushareSource(DataSource):
@@ -48,8 +63,11 @@ class TushareSource(DataSource):
 
     name = "tushare"
     calendar = "XSHG"
+    secret_env = (TOKEN_ENV,)  # the token is masked in every error text (base.scrub_exception)
 
     def is_permanent(self, exc: BaseException) -> bool:
+        if isinstance(exc, OSError):  # transport (requests' errors are OSErrors), even with token= in a URL
+            return False
         msg = str(exc)
         return any(k in msg for k in ("token", "Token", "权限", "积分", "api init error"))
 
@@ -100,18 +118,30 @@ class TushareSource(DataSource):
         """Tushare ``pro.daily`` frame or FinRL-Meta Tushare file -> canonical frame (shares, CNY).
 
         Args:
-            raw: (n, 11[+1]) ``pro.daily`` (+ ``adj_factor``) frame, or (n, 8) FinRL-Meta frame.
+            raw: (n, 11[+1]) ``pro.daily`` (+ ``adj_factor``) frame, (n, 8) FinRL-Meta frame, or an
+                (n, 8+) ``stk_mins`` / minute ``pro_bar`` frame (``trade_time`` column).
             adjust: ``none`` | ``qfq`` | ``hfq`` (needs ``adj_factor``).
+            freq: minute bar length (``5min`` or ``5m``; inferred from the stamps when None).
         """
         what = where(path, self.name)
+        intraday = "trade_time" in raw.columns  # stk_mins / pro_bar(freq="5min"): Beijing bar END stamps
+        if intraday:
+            if freq in DAILY_FREQS:
+                raise DataValidationError(f"{what}: intraday trade_time stamps but freq={freq!r}")
+            # pro_bar adds trade_date (the stamp's date) and pre_close (the previous BAR's close, not
+            # a session preclose: the A-share limit rules would misread it)
+            raw = raw.drop(columns=[c for c in ("trade_date", "pre_close") if c in raw.columns])
+            raw = raw.rename(columns={"trade_time": "time"})
         df = rename(raw, _COLUMNS)
         require_columns(df, ["time", "tic", "open", "high", "low", "close", "volume"], what, self.name)
+        # daily exports: vol in lots, amount in thousand CNY; minute bars: shares and CNY already
+        vol_unit, amount_unit = (1.0, 1.0) if intraday else (100.0, 1000.0)
         df = df.assign(
             tic=ashare_codes(df["tic"], index=asset == "index", what=what),
-            volume=to_numeric_checked(df["volume"], "vol", what) * 100.0,  # lots -> shares
+            volume=to_numeric_checked(df["volume"], "vol", what) * vol_unit,
         )
         if "amount" in df.columns:  # Tushare's unit in every export (FinRL-Meta keeps it too)
-            df["amount"] = to_numeric_checked(df["amount"], "amount", what) * 1000.0  # thousand CNY -> CNY
+            df["amount"] = to_numeric_checked(df["amount"], "amount", what) * amount_unit
         for c in ("change", "pct_chg"):
             if c in df.columns and not keep_extra:
                 df = df.drop(columns=c)
@@ -127,7 +157,12 @@ class TushareSource(DataSource):
                 if c in df.columns:
                     df[c] = to_numeric_checked(df[c], c, what) * fac
             df = df.drop(columns="adj_factor")
-        fmt = "%Y%m%d" if pd.Series(df["time"]).astype(str).str.fullmatch(r"\d{8}").all() else None
-        times = parse_times(df["time"].astype(str), what, fmt=fmt)
-        df = df.assign(time=to_canonical_times(times, df["tic"], what, freq=freq if freq else "1d"))
+        if intraday:  # Beijing bar ends -> UTC bar opens, like every other intraday source
+            times = parse_times(df["time"].astype(str), what)
+            df = df.assign(time=to_canonical_times(times, df["tic"], what, freq=_bar_freq(freq),
+                                                   tz=TZ, label="end"))
+        else:
+            fmt = "%Y%m%d" if pd.Series(df["time"]).astype(str).str.fullmatch(r"\d{8}").all() else None
+            times = parse_times(df["time"].astype(str), what, fmt=fmt)
+            df = df.assign(time=to_canonical_times(times, df["tic"], what, freq=freq if freq else "1d"))
         return finalize(df, what, source=self.name, calendar=self.calendar, keep_extra=keep_extra)
