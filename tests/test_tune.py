@@ -242,14 +242,16 @@ def test_benchmark_configs_parse_and_reference_existing_files(shared_data, monke
     monkeypatch.setenv("FINMETA_DATA_DIR", str(shared_data))
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     assert {"quickstart", "icaif2020_dow30", "finrl2023_dow30", "sse50_ashare", "crypto_btc_eth"} <= set(names)
-    known_agents = set(agent_names()) | {"ensemble"}
+    from benchmarks.loop import TURBULENCE_RULE_KEYS
+
+    known_agents = set(agent_names()) | {"ensemble", "index_gated"}  # index_gated: an index row, not an agent
     frames: dict[tuple[str, str], pd.DataFrame] = {}
     for name in names:
         cfg = load_config(name)
         for key in ("data", "env", "windows", "agents"):
             assert isinstance(cfg.get(key), dict), f"{name}: no {key} section"
         assert set(cfg["agents"]) <= known_agents, f"{name}: unknown agents {set(cfg['agents']) - known_agents}"
-        env = {k: v for k, v in cfg["env"].items() if k not in ("family", "turbulence_quantile")}
+        env = {k: v for k, v in cfg["env"].items() if k not in ("family", *TURBULENCE_RULE_KEYS)}
         EnvConfig.for_family(cfg["env"].get("family", "stock_trading"), **env)  # unknown/bad keys raise
         assert set(cfg.get("tune") or {}) <= {"trials", "timesteps", "parallel", "validation", "search_space"}
         members = (cfg["agents"].get("ensemble") or {}).get("members", [])
