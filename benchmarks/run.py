@@ -42,6 +42,7 @@ import yaml
 
 from data_processors.arrays import MarketArrays, to_arrays
 from finmeta.errors import ConfigError
+from finmeta.timeparse import parse_date
 
 from .loop import ChainResult, WalkForward, has_artefacts
 
@@ -158,6 +159,9 @@ def load_frame(data: dict) -> tuple[pd.DataFrame, str]:
     from data_processors.sources import get_source
 
     data = dict(data)
+    for key in ("start", "end"):  # ISO dates only, checked before any file or network work
+        if key in data:
+            parse_date(data[key], f"data.{key}")
     if "dataset" in data:
         from data_processors.store import load_dataset
 
@@ -188,9 +192,9 @@ def load_frame(data: dict) -> tuple[pd.DataFrame, str]:
             raise ConfigError(f"data.tickers not in {where}: {missing}")
         df = df[df["tic"].isin(tickers)]
     if "start" in data:
-        df = df[df["time"] >= _ts_like(df["time"], data["start"])]
+        df = df[df["time"] >= _ts_like(df["time"], parse_date(data["start"], "data.start"))]
     if "end" in data:
-        df = cut_before(df, data["end"])
+        df = cut_before(df, parse_date(data["end"], "data.end"))
     return df.reset_index(drop=True), cal
 
 
@@ -368,6 +372,7 @@ def run_benchmark(
     seeds = [int(s) for s in (seeds or config.get("seeds") or [0])]
     if not agents:
         raise ConfigError("no agents to run (config.agents is empty and --agents not given)")
+    check_agent_names(agents, config)  # a typo fails now, not after the first agent trained
     run_dir = Path(out) if out else Path("runs") / str(config.get("name", "run"))
     check_run_dir(run_dir)
     created = not run_dir.exists()
@@ -377,6 +382,26 @@ def run_benchmark(
         if created and not has_artefacts(run_dir):  # failed before anything reusable was written
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def check_agent_names(agents: list[str], config: dict) -> None:
+    """Refuse unknown agent names (with the closest known ones) before any data or training work."""
+    import difflib
+
+    from agents import agent_names
+
+    labels = [label for label, _ in index_rows(config)]
+    known = sorted(set(agent_names()) | {"ensemble", "index_gated", *labels})
+    bad = [a for a in agents if a not in known]
+    if bad:
+        hints = "; ".join(f"{a!r}: did you mean {difflib.get_close_matches(a, known, n=2, cutoff=0.6) or 'none'}?"
+                          for a in bad)
+        raise ConfigError(f"unknown agent(s) {bad} ({hints}); known: {', '.join(known)}")
+    members = (config.get("agents") or {}).get("ensemble", {}) or {}
+    if "ensemble" in agents:
+        unknown = [m for m in members.get("members", []) if m not in known]
+        if unknown:
+            raise ConfigError(f"agents.ensemble.members: unknown agent(s) {unknown}")
 
 
 def check_run_dir(run_dir: Path) -> None:

@@ -37,7 +37,9 @@ class Window:
 
 
 def _pos(times: pd.DatetimeIndex, when, name: str) -> int:
-    ts = pd.Timestamp(when)
+    from finmeta.timeparse import parse_date
+
+    ts = parse_date(when, f"windows.{name}")
     if times.tz is not None and ts.tz is None:
         ts = ts.tz_localize(times.tz)
     i = int(times.searchsorted(ts, side="left"))

@@ -30,14 +30,18 @@ app = typer.Typer(
 _STATE = {"debug": False}
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _main(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     _STATE["debug"] = debug
     if version:
         typer.echo(__version__)
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:  # `finmeta --debug` alone: the help, as `finmeta`
+        typer.echo(ctx.get_help())
         raise typer.Exit(0)
 
 

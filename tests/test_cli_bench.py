@@ -140,3 +140,42 @@ def test_out_on_a_users_folder_is_refused_and_a_failed_run_leaves_nothing_that_b
     cfg.write_text(yaml.safe_dump(dict(TINY, env={**TINY["env"], "hmax": 60})))
     rc = main(["bench", str(cfg), "--out", str(run), "--no-tearsheets"])
     assert rc == 2 and "different config" in capsys.readouterr().err
+
+
+def test_an_agent_typo_is_refused_before_any_data_or_training_work(tmp_path, capsys, monkeypatch):
+    """``--agents ppo,equalweight`` used to train ppo first and reject the typo afterwards (issue 18)."""
+    import benchmarks.run as run
+
+    def no_data(*a, **k):  # any data work before the check would be the bug
+        raise AssertionError("data was loaded before the agent names were checked")
+
+    monkeypatch.setattr(run, "load_frame", no_data)
+    cfg = tmp_path / "tiny_cli.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    rc = main(["bench", str(cfg), "--agents", "equal_weight,equalweight", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "'equalweight'" in err and "did you mean ['equal_weight'" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("section,key", [("windows", "trade_start"), ("data", "end")])
+def test_a_non_iso_date_in_a_config_is_one_error_naming_its_key(tmp_path, capsys, section, key):
+    """``05-06-2020`` was read silently as May 6 (US order); dates in configs are ISO only (issue 18)."""
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config[section][key] = "07-02-2018"
+    cfg = tmp_path / "tiny_cli.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    rc = main(["bench", str(cfg), "--out", str(tmp_path / "run"), "--no-tearsheets"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert f"{section}.{key}: '07-02-2018' is not an ISO date" in err
+
+
+def test_version_and_bare_invocation(capsys):
+    from finmeta import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == __version__
+    assert main(["--debug"]) == 0
+    assert "Usage" in capsys.readouterr().out

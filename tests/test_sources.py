@@ -798,3 +798,41 @@ def test_read_file_rejects_options_that_do_not_apply(tmp_path):
 def test_file_only_sources_refuse_download():
     with pytest.raises(DataSourceError, match="cannot download"):
         get_source("netease").download(["000300"], "2020-01-01", "2020-02-01")
+
+
+def test_baostock_chatter_stays_off_stdout(fake_baostock, capsys):
+    """baostock prints "login success!" etc. to stdout; stdout carries results only (issue 18)."""
+    def chatty_login(*a, **k):
+        print("login success!")
+        return bs_result([], [], "0", "success")
+
+    fake_baostock["login"] = Counter(chatty_login)
+    get_source("baostock", **FAST).download(["600519.SH"], "2010-01-01", "2020-01-01")
+    assert "login success" not in capsys.readouterr().out
+
+
+def test_dates_are_iso_and_ordered_before_any_vendor_call(fake_baostock):
+    from finmeta.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"start: '05-06-2020' is not an ISO date"):
+        get_source("baostock", **FAST).download(["600519.SH"], "05-06-2020", "2021-01-01")
+    with pytest.raises(DataSourceError, match="end 2020-01-01 is not after start 2020-06-01"):
+        get_source("baostock", **FAST).download(["600519.SH"], "2020-06-01", "2020-01-01")
+    with pytest.raises(DataSourceError, match="end 2020-01-01 is not after start"):
+        get_source("synthetic").download(3, "2020-06-01", "2020-01-01")
+    assert fake_baostock["login"].calls == 0 and fake_baostock["queries"] == []
+
+
+def test_a_missing_vendor_library_says_how_to_install_it(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_yfinance(name, *a, **k):
+        if name == "yfinance":
+            raise ModuleNotFoundError("No module named 'yfinance'", name="yfinance")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_yfinance)
+    with pytest.raises(DataSourceError, match=r"'yfinance' package is not installed.*pip install 'finmeta\[sources\]'"):
+        get_source("yahoo", **FAST).download(["AAPL"], "2020-01-01", "2020-02-01")

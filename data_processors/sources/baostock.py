@@ -67,9 +67,14 @@ class BaostockSource(DataSource):
         codes = ashare_codes(pd.Series(tickers), index=asset == "index", what=self.name)
 
         def login() -> object:
-            lg = bs.login()
+            with _quiet():
+                lg = bs.login()
             _check(lg, self.name, tickers, "login")
             return lg
+
+        def logout() -> object:
+            with _quiet():
+                return bs.logout()
 
         self.call(login, tickers=tickers, hard_timeout=self.timeout)
         try:
@@ -77,12 +82,14 @@ class BaostockSource(DataSource):
             for tic, code in zip(tickers, codes):
 
                 def query(code=code) -> tuple[list[str], list[list[str]], object]:
-                    rs = bs.query_history_k_data_plus(baostock_code(code), fields, start_date=start_s, end_date=end_s,
-                                                      frequency=bfreq, adjustflag=_ADJUST[adjust])
-                    _check(rs, self.name, [tic], "query_history_k_data_plus")
-                    rows = []
-                    while (rs.error_code == "0") and rs.next():  # next() may fetch the next page
-                        rows.append(rs.get_row_data())
+                    with _quiet():
+                        rs = bs.query_history_k_data_plus(baostock_code(code), fields, start_date=start_s,
+                                                          end_date=end_s, frequency=bfreq,
+                                                          adjustflag=_ADJUST[adjust])
+                        _check(rs, self.name, [tic], "query_history_k_data_plus")
+                        rows = []
+                        while (rs.error_code == "0") and rs.next():  # next() may fetch the next page
+                            rows.append(rs.get_row_data())
                     _check(rs, self.name, [tic], "reading rows")
                     return list(rs.fields), rows
 
@@ -92,7 +99,7 @@ class BaostockSource(DataSource):
                 frames.append(pd.DataFrame(rows, columns=cols))
         finally:
             try:
-                self.call(bs.logout, tickers=tickers, hard_timeout=min(self.timeout, 5.0))
+                self.call(logout, tickers=tickers, hard_timeout=min(self.timeout, 5.0))
             except DataSourceError:
                 pass  # the data is in; a failed logout only leaks baostock's session
         return pd.concat(frames, ignore_index=True)
@@ -137,6 +144,14 @@ class BaostockSource(DataSource):
 
 class BaostockNetworkError(ConnectionError):
     """baostock reported a network error code (10002xxx): worth a retry."""
+
+
+def _quiet():
+    """baostock prints "login success!" and the like to stdout: results must keep stdout to themselves."""
+    import contextlib
+    import io
+
+    return contextlib.redirect_stdout(io.StringIO())
 
 
 def _check(result: object, source: str, tickers: list[str], what: str) -> None:

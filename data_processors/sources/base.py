@@ -191,11 +191,19 @@ class DataSource(abc.ABC):
             raise DataSourceError(self.name, tickers, "no tickers given")
         if freq not in FREQUENCIES:
             raise DataSourceError(self.name, tickers, f"unknown freq {freq!r}; choose one of {FREQUENCIES}")
+        from finmeta.timeparse import parse_date
+
+        t0, t1 = parse_date(start, "start"), parse_date(end, "end")  # before any network call
+        if t1 <= t0:
+            raise DataSourceError(self.name, tickers, f"end {end} is not after start {start} (end is exclusive)")
         try:
             try:
                 raw = self._fetch(tickers, start, end, freq, **kw)
             except FinMetaError:
                 raise
+            except ModuleNotFoundError as exc:  # the vendor's library is an optional dependency
+                raise DataSourceError(self.name, tickers, f"the {exc.name!r} package is not installed; install the "
+                                      f"data sources with: pip install 'finmeta[sources]'") from exc
             except Exception as exc:  # a bug or an unexpected vendor format: still one clear error
                 raise DataSourceError(self.name, tickers, f"{type(exc).__name__}: {exc}") from exc
             if raw is None or (isinstance(raw, pd.DataFrame) and raw.empty):

@@ -407,6 +407,10 @@ class SyntheticSource(DataSource):
             Canonical long frame, T*N rows sorted by (time, tic): time, tic, open, high, low,
             close, volume.
         """
+        from finmeta.timeparse import parse_date
+
+        if parse_date(end, "end") <= parse_date(start, "start"):
+            raise DataSourceError(self.name, [], f"end {end} is not after start {start} (end is exclusive)")
         unknown = sorted(set(params) - set(_KNOWN_OPTIONS))
         if unknown:
             raise ConfigError(f"synthetic: unknown option(s) {unknown}; known: {list(_KNOWN_OPTIONS)}")

@@ -1,0 +1,33 @@
+"""One strict reader of user-given dates: ISO 8601 only, so ``05-06-2020`` is an error, not May 6.
+
+``parse_date(value, key)`` accepts ``datetime``/``date``/``pd.Timestamp``/``np.datetime64`` objects
+(YAML reads an unquoted ``2016-01-04`` as a date) and strings ``YYYY-MM-DD`` with an optional time
+(``YYYY-MM-DD HH:MM[:SS[.fff]]``, ``T`` separator, ``Z`` or ``+HH:MM`` offset); anything else raises
+one :class:`~finmeta.errors.ConfigError` naming ``key`` (the config key or CLI option).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+
+import numpy as np
+import pandas as pd
+
+from finmeta.errors import ConfigError
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$")
+
+
+def parse_date(value, key: str) -> pd.Timestamp:
+    """``value`` as a Timestamp; a string must be ISO 8601 (``YYYY-MM-DD[ HH:MM[:SS]][offset]``)."""
+    if isinstance(value, (pd.Timestamp, _dt.datetime, _dt.date, np.datetime64)):
+        return pd.Timestamp(value)
+    text = str(value).strip()
+    if not _ISO.match(text):
+        raise ConfigError(f"{key}: {value!r} is not an ISO date; write YYYY-MM-DD (e.g. 2020-05-06), so that day "
+                          f"and month cannot be swapped")
+    try:
+        return pd.Timestamp(text)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not a valid date ({exc})") from None
