@@ -836,3 +836,45 @@ def test_a_missing_vendor_library_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_yfinance)
     with pytest.raises(DataSourceError, match=r"'yfinance' package is not installed.*pip install 'finmeta\[sources\]'"):
         get_source("yahoo", **FAST).download(["AAPL"], "2020-01-01", "2020-02-01")
+
+
+def _yf_offline(tickers, **kw):
+    """What yfinance 1.x does offline: log "possibly delisted; no timezone found" per ticker, return empty."""
+    import logging
+
+    for t in tickers:
+        logging.getLogger("yfinance").error(f"${t}: possibly delisted; no timezone found")
+    return yf_empty(tickers)
+
+
+def test_yahoo_offline_is_reported_as_a_network_failure(monkeypatch):
+    """Offline, yfinance blames the ticker ("possibly delisted"); the error must say it is the network
+    (issue 18). The conftest guard refuses the reachability probe as an offline machine would."""
+    import yfinance
+
+    monkeypatch.setattr(yfinance, "download", _yf_offline)
+    with pytest.raises(DataSourceError) as ei:
+        get_source("yahoo", **FAST).download(["AAPL"], "2020-01-01", "2020-02-01")
+    msg = str(ei.value)
+    assert "network failure, cannot reach query2.finance.yahoo.com" in msg and "AAPL" in msg
+
+
+def test_yahoo_unknown_ticker_online_keeps_yfinances_reason(monkeypatch):
+    """Reachable host, no rows: not a network failure; yfinance's own words stay."""
+    import socket
+
+    import yfinance
+
+    class Reachable:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    monkeypatch.setattr(yfinance, "download", _yf_offline)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: Reachable())
+    with pytest.raises(DataSourceError) as ei:
+        get_source("yahoo", **FAST).download(["NOSUCH"], "2020-01-01", "2020-02-01")
+    msg = str(ei.value)
+    assert "possibly delisted; no timezone found" in msg and "network failure" not in msg

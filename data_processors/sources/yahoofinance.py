@@ -99,6 +99,8 @@ class YahooSource(DataSource):
             missing = _missing_tickers(data, chunk)
             if missing:
                 detail = "; ".join(capture.messages[-3:]) or "yfinance returned no rows"
+                if len(missing) == len(chunk):  # nothing came back: offline looks like "possibly delisted"
+                    detail = _network_failure(detail) or detail
                 # offline / rate-limited: transient, so raise something with_retries retries
                 raise ConnectionError(f"no data for {missing}: {detail}")
             return data
@@ -180,6 +182,31 @@ def _stack_wide(raw: pd.DataFrame, what: str) -> pd.DataFrame:
     long.columns = [str(c) for c in long.columns]
     long = long.rename(columns={"Ticker": "tic"})
     return rename(long, _COLUMNS)
+
+
+#: The host yfinance downloads from; a TCP connect to it tells "offline" from "no such ticker".
+YAHOO_HOST = ("query2.finance.yahoo.com", 443)
+_NETWORK_WORDS = ("could not resolve host", "failed to perform", "timed out", "connection refused",
+                  "network is unreachable", "dnserror", "connectionerror")
+
+
+def _network_failure(detail: str, probe_timeout: float = 3.0) -> str | None:
+    """A network-failure message when Yahoo cannot be reached, else ``None``.
+
+    yfinance reports an offline machine per ticker as "possibly delisted; no timezone found" (or a
+    curl error): when its messages already name a network error, or a TCP connect to
+    :data:`YAHOO_HOST` fails, the user is told it is the network, not the tickers.
+    """
+    import socket
+
+    if any(w in detail.lower() for w in _NETWORK_WORDS):
+        return f"network failure, Yahoo Finance could not be reached (yfinance: {detail})"
+    try:
+        with socket.create_connection(YAHOO_HOST, timeout=probe_timeout):
+            return None
+    except OSError as exc:
+        return (f"network failure, cannot reach {YAHOO_HOST[0]} ({type(exc).__name__}: {exc}); check the "
+                f"connection or proxy (yfinance said: {detail})")
 
 
 def _missing_tickers(data: pd.DataFrame | None, tickers: list[str]) -> list[str]:
