@@ -29,25 +29,55 @@ def _csv_list(value: str | None, cast=str) -> list | None:
         raise ConfigError(f"cannot read the list {value!r}: {exc}") from None
 
 
-def _print_table(table) -> None:
+def _print_table(table, caption: str | None = None) -> None:
+    """The table as ``table.md`` shows it (same columns: turnover and costs too, ``mean ± std``).
+
+    On a terminal a rich table whose cells fold instead of being cut; piped to a file or CI, the
+    Markdown table itself (rich would cut it to 80 columns there: ``cumula…``)."""
+    from .report import table_cells, table_markdown
+
+    if caption:
+        typer.echo(caption)
+    if not sys.stdout.isatty():
+        typer.echo(table_markdown(table), nl=False)
+        return
     from rich.console import Console
     from rich.table import Table
 
-    cols = ["agent", "cumulative_return", "annual_return", "annual_volatility", "sharpe", "sortino",
-            "calmar", "max_drawdown"]
+    header, rows = table_cells(table)
     t = Table(show_header=True, header_style="bold")
-    for c in cols:
-        t.add_column(c)
-    for _, row in table.iterrows():
-        cells = [str(row["agent"])]
-        for c in cols[1:]:
-            v = row.get(c)
-            s = "nan" if v is None else f"{v:.4f}"
-            if f"{c}_std" in row and row[f"{c}_std"] == row[f"{c}_std"]:
-                s += f" ± {row[f'{c}_std']:.4f}"
-            cells.append(s)
+    for c in header:
+        t.add_column(c, overflow="fold", justify="left" if c == "agent" else "right")
+    for cells in rows:
         t.add_row(*cells)
     Console().print(t)
+
+
+def run_caption(run_dir: Path) -> str | None:
+    """One line saying what the table measured: trade period, data, fill, seeds (from the run's
+    ``manifest.json`` and ``windows.csv``); ``None`` where the run directory lacks them."""
+    import pandas as pd
+
+    from .report import read_manifest
+
+    m = read_manifest(run_dir)
+    if not m:
+        return None
+    parts = []
+    windows = Path(run_dir) / "windows.csv"
+    if windows.is_file():
+        w = pd.read_csv(windows)
+        parts.append(f"trade {w['trade_start'].iloc[0]} -> {w['trade_end'].iloc[-1]} "
+                     f"({int(w['trade_bars'].sum())} bars, {len(w)} windows)")
+    data = (m.get("config") or {}).get("data") or {}
+    what = (f"dataset {data['dataset']}" if "dataset" in data else f"file(s) {data.get('files') or data['file']}"
+            if ("files" in data or "file" in data) else f"source {data.get('source', 'synthetic')}")
+    ds = m.get("dataset") or {}
+    parts.append(f"data: {what}, {len(ds.get('tickers') or [])} tickers, hash {str(m.get('dataset_hash'))[:12]}")
+    fill = m.get("fill")
+    parts.append("fill: " + {"open": "next bar's open", "close": "this bar's close (FinRL parity)"}.get(fill, str(fill)))
+    parts.append("seeds: " + ",".join(str(s) for s in m.get("seeds") or []))
+    return " | ".join(parts)
 
 
 def bench(
@@ -78,7 +108,7 @@ def bench(
     if as_json:
         typer.echo(table.to_json(orient="records", double_precision=15))
     else:
-        _print_table(table)
+        _print_table(table, run_caption(run_dir))
         typer.echo(f"run directory: {run_dir}")
 
 

@@ -463,7 +463,16 @@ class WalkForward:
             wcfg = dict(config.get("windows") or {})
             if "trade_start" not in wcfg or "train_start" not in wcfg:
                 raise ConfigError("config.windows needs train_start and trade_start")
-            windows = make_windows(arrays.times, **wcfg)
+            try:
+                windows = make_windows(arrays.times, **wcfg)
+            except ConfigError as exc:
+                cut = (arrays.meta or {}).get("cut_start")
+                if not cut:
+                    raise
+                late = ", ".join(f"{k} {v}" for k, v in ((arrays.meta or {}).get("late_start") or {}).items())
+                raise ConfigError(f"{exc}; the data start at {cut[1]}, not {cut[0]}: cleaning cut the panel to the "
+                                  f"first bar of its late-listing ticker(s) ({late}); set data.clean.late_start: drop "
+                                  f"to drop them and keep the full span") from None
         self.windows: list[Window] = list(windows)
         self.env_cfg: dict = dict(config.get("env") or {})
         self.periods_per_year = float(config.get("periods_per_year", 252))

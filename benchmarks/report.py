@@ -283,7 +283,8 @@ def _digits(figure: str, digits: int) -> int:
     return 2 if figure == "costs_paid" else digits
 
 
-def _cells(table: pd.DataFrame, digits: int, pm: str) -> tuple[list[str], list[list[str]]]:
+def table_cells(table: pd.DataFrame, digits: int = 4, pm: str = " ± ") -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows of a table, as every rendering (Markdown, LaTeX, the console) shows them."""
     figs = _figure_columns(table)
     header = ["agent"] + [FIGURE_LABELS.get(f, f) for f in figs]
     rows = []
@@ -306,7 +307,7 @@ def _cells(table: pd.DataFrame, digits: int, pm: str) -> tuple[list[str], list[l
 
 def table_markdown(table: pd.DataFrame, digits: int = 4) -> str:
     """The table as Markdown: one row per agent, ``mean ± std`` when several seeds ran."""
-    header, rows = _cells(table, digits, " ± ")
+    header, rows = table_cells(table, digits, " ± ")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -321,7 +322,7 @@ def _tex_escape(s: str) -> str:
 
 def table_latex(table: pd.DataFrame, digits: int = 4, caption: str | None = None) -> str:
     """The table as a LaTeX ``tabular`` (booktabs), ``mean $\\pm$ std`` when several seeds ran."""
-    header, rows = _cells(table, digits, "\x01")
+    header, rows = table_cells(table, digits, "\x01")
     col = "l" + "r" * (len(header) - 1)
     out = [r"\begin{table}[ht]", r"\centering", rf"\begin{{tabular}}{{{col}}}", r"\toprule"]
     out.append(" & ".join(_tex_escape(h) for h in header) + r" \\")

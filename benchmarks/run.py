@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ import pandas as pd
 import yaml
 
 from data_processors.arrays import MarketArrays, to_arrays
-from finmeta.errors import ConfigError
+from data_processors.schema import CANONICAL_COLUMNS
+from finmeta.errors import ConfigError, FinMetaError
 from finmeta.timeparse import parse_date
 
 from .loop import ChainResult, WalkForward, has_artefacts
@@ -214,27 +216,46 @@ def build_arrays(config: dict, *, before=None) -> tuple[MarketArrays, dict]:
         raw = cut_before(raw, before)
         if raw.empty:
             raise ConfigError(f"no bars before {before}")
-    df, report = clean(raw, calendar=cal, **dict(dcfg.get("clean") or {}))
+    # a dataset written by `finmeta data features`: its feature columns are set aside (cleaning is on
+    # prices); the config's `features` section recomputes them, else the stored ones are used as they are
+    stored = [c for c in raw.columns if c not in CANONICAL_COLUMNS] if "dataset" in dcfg else []
+    kept = raw[["time", "tic", *stored]] if stored and "features" not in config else None
+    df, report = clean(raw.drop(columns=stored), calendar=cal, **dict(dcfg.get("clean") or {}))
     fcfg = dict(config.get("features") or {})
-    vix = None
-    if fcfg.get("vix"):
-        vix, _ = load_frame(dict(fcfg["vix"]))
-        if before is not None:
-            vix = cut_before(vix, before)
-    kw = {k: fcfg[k] for k in ("indicators", "engine", "turbulence", "turbulence_window", "turbulence_mode")
-          if k in fcfg}
-    feat = add_features(df, vix=vix, **kw)
-    feature_columns = fcfg.get("columns")
-    if feature_columns is None and "indicators" in fcfg:
-        feature_columns = list(fcfg["indicators"])
+    if kept is not None:
+        feat = df.merge(kept, on=["time", "tic"], how="left", validate="one_to_one", indicator=True)
+        missing = feat["_merge"] != "both"
+        if missing.any():
+            r = feat[missing].iloc[0]
+            raise ConfigError(f"data.dataset {dcfg['dataset']}: cleaning added {int(missing.sum())} bar(s) its stored "
+                              f"features do not cover (first: {r['tic']} {r['time']}); add a `features` section "
+                              f"to recompute them")
+        feat = feat.drop(columns="_merge")
+        feature_columns = fcfg.get("columns")
+    else:
+        vix = None
+        if fcfg.get("vix"):
+            vix, _ = load_frame(dict(fcfg["vix"]))
+            if before is not None:
+                vix = cut_before(vix, before)
+        kw = {k: fcfg[k] for k in ("indicators", "engine", "turbulence", "turbulence_window", "turbulence_mode")
+              if k in fcfg}
+        feat = add_features(df, vix=vix, **kw)
+        feature_columns = fcfg.get("columns")
+        if feature_columns is None and "indicators" in fcfg:
+            feature_columns = list(fcfg["indicators"])
     h = hashlib.sha256(pd.util.hash_pandas_object(feat, index=False).values.tobytes()).hexdigest()
     meta = {"dataset_hash": h, "calendar": cal}
+    if getattr(report, "cut_start", None):  # the windows' error says why the data start late
+        meta.update(cut_start=list(report.cut_start), late_start=dict(report.late_start))
     if before is not None:
         meta["cut_before"] = str(before)
     arrays = to_arrays(feat, feature_columns, meta=meta)
     prov = {"dataset_hash": h, "calendar": cal, "rows": int(len(feat)), "tickers": list(arrays.tickers),
             "start": str(pd.Timestamp(arrays.times[0]).date()), "end": str(pd.Timestamp(arrays.times[-1]).date()),
             "clean_report": _jsonable(report)}
+    if stored:
+        prov["stored_features"] = {"columns": stored, "used": kept is not None}
     return arrays, prov
 
 
@@ -373,15 +394,24 @@ def run_benchmark(
     if not agents:
         raise ConfigError("no agents to run (config.agents is empty and --agents not given)")
     check_agent_names(agents, config)  # a typo fails now, not after the first agent trained
-    run_dir = Path(out) if out else Path("runs") / str(config.get("name", "run"))
+    run_dir = Path(out) if out else default_run_dir(config)
     check_run_dir(run_dir)
     created = not run_dir.exists()
+    if not created and (run_dir / "fingerprint.json").exists() and progress:
+        print(f"resuming {run_dir}: finished windows load from their checkpoints, the rest runs; "
+              f"the manifest keeps every invocation's wall time", file=sys.stderr)
     try:
         return _run(config, agents, seeds, run_dir, executor, progress, tearsheets, command, t0, commit)
     except BaseException:
         if created and not has_artefacts(run_dir):  # failed before anything reusable was written
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+def default_run_dir(config: dict) -> Path:
+    """Where a run goes without ``--out``: ``./runs/<config name>`` in the current folder (datasets,
+    by contrast, live in the store under ``FINMETA_HOME``)."""
+    return Path("runs") / str(config.get("name", "run"))
 
 
 def check_agent_names(agents: list[str], config: dict) -> None:
@@ -481,12 +511,28 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
         command=command,
         windows={f"{c.agent}_seed{c.seed}": c.windows for c in chains},
     )
+    manifest["invocations"] = invocations(run_dir, manifest)
     actions = {f"{c.agent}_seed{c.seed}": pd.DataFrame(c.actions, index=pd.DatetimeIndex(c.times),
                                                        columns=list(arrays.tickers)[: c.actions.shape[1]])
                for c in chains}
     write_report(run_dir, values, table, manifest, per_seed=per_seed, actions=actions,
                  periods_per_year=ppy, tearsheets=tearsheets)
     return table, run_dir
+
+
+def invocations(run_dir: Path, manifest: dict) -> list[dict]:
+    """Every ``finmeta bench`` that wrote this run directory, oldest first: ``{created_utc, command,
+    wall_time_s, git_commit, agents, seeds}``. A resumed run's ``wall_time_s`` is only its own
+    (seconds, not the first run's minutes): the earlier ones stay here."""
+    from .report import read_manifest
+
+    try:
+        previous = read_manifest(run_dir) or {}
+    except FinMetaError:
+        previous = {}
+    keys = ("created_utc", "command", "wall_time_s", "git_commit", "agents", "seeds")
+    history = list(previous.get("invocations") or ([{k: previous.get(k) for k in keys}] if previous else []))
+    return history + [{k: manifest.get(k) for k in keys}]
 
 
 def _run_local(wf: WalkForward, jobs: list[tuple[str, int]], progress: bool) -> list[ChainResult]:

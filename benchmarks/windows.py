@@ -82,7 +82,8 @@ def make_windows(
     if first - validation - lo < 2:
         raise ConfigError(
             f"windows: only {first - validation - lo} training bars before the first validation window "
-            f"(train_start={train_start}, trade_start={trade_start}, validation={validation})"
+            f"(train_start={train_start}, trade_start={trade_start}, validation={validation}; the data span "
+            f"{t[0].date()} .. {t[-1].date()})"
         )
     if mode == "rolling" and not train_length:
         raise ConfigError("windows.mode='rolling' needs windows.train_length (bars)")

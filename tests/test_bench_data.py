@@ -62,3 +62,48 @@ def test_a_config_states_its_bad_tick_policy_and_the_count_reaches_the_provenanc
     assert rec["policy"] == "clip" and rec["rows_changed"] == 3 and rec["high_below_open_close"] == 3
     with pytest.raises(ConfigError, match="on_bad_ohlc='mend'"):
         build_arrays({**cfg, "data": {"dataset": "sse_bad", "clean": {"on_bad_ohlc": "mend"}}})
+
+
+def test_a_featured_dataset_feeds_a_config_with_or_without_a_features_section():
+    """`finmeta data features` output used to fail in bench with "add_features: the frame already has
+    column(s)" (issue 18): without a features section its stored features are used as they are; with
+    one they are recomputed from the config after cleaning."""
+    from data_processors.clean import clean
+    from data_processors.features.pipeline import add_features
+
+    raw = _xshg_frame()
+    cleaned, _ = clean(raw, "XSHG")
+    feat = add_features(cleaned, indicators=["macd", "rsi_30"], turbulence=False)
+    save_dataset("sse_feat", feat, source="canonical",
+                 params={"calendar": "XSHG", "features": {"indicators": ["macd", "rsi_30"]}})
+    arrays, prov = build_arrays({"data": {"dataset": "sse_feat"}})
+    assert list(arrays.feature_names) == ["macd", "rsi_30"]
+    wide = feat.pivot(index="time", columns="tic", values="rsi_30").to_numpy(np.float32)
+    np.testing.assert_array_equal(arrays.features[:, :, 1], wide)
+    assert prov["stored_features"] == {"columns": ["macd", "rsi_30"], "used": True}
+    arrays2, prov2 = build_arrays({"data": {"dataset": "sse_feat"}, "features": {"indicators": ["macd"],
+                                                                                  "turbulence": False}})
+    assert list(arrays2.feature_names) == ["macd"] and prov2["stored_features"]["used"] is False
+    np.testing.assert_allclose(arrays2.features[:, :, 0], arrays.features[:, :, 0], rtol=1e-6)
+
+
+def test_too_few_training_bars_after_a_late_listing_cut_says_why_and_what_to_do(tmp_path):
+    """A raw dataset with one late-listing ticker is cut to that ticker's first bar; the windows error
+    used to say only "only -63 training bars" (issue 18)."""
+    from benchmarks.loop import WalkForward
+
+    raw = _xshg_frame()
+    late = (raw.tic == "sh.601318") & (raw.time < pd.Timestamp("2020-01-02"))
+    save_dataset("sse_late", raw[~late].reset_index(drop=True), source="canonical", params={"calendar": "XSHG"})
+    config = {**CONFIG, "data": {"dataset": "sse_late"},
+              "windows": {"train_start": "2019-06-03", "trade_start": "2019-12-02", "rebalance": 21, "validation": 21}}
+    arrays, _ = build_arrays(config)
+    with pytest.raises(ConfigError) as ei:
+        WalkForward(arrays, config, tmp_path / "run")
+    msg = str(ei.value)
+    assert "training bars before the first validation window" in msg
+    assert "the data start at 2020-01-02, not 2019-06-03" in msg and "sh.601318 2020-01-02" in msg
+    assert "data.clean.late_start: drop" in msg
+    dropped = {**config, "data": {"dataset": "sse_late", "clean": {"late_start": "drop"}}}
+    arrays, _ = build_arrays(dropped)
+    assert len(WalkForward(arrays, dropped, tmp_path / "run2").windows) > 0

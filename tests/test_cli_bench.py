@@ -179,3 +179,27 @@ def test_version_and_bare_invocation(capsys):
     assert capsys.readouterr().out.strip() == __version__
     assert main(["--debug"]) == 0
     assert "Usage" in capsys.readouterr().out
+
+
+def test_piped_table_is_whole_and_says_what_was_traded_and_a_rerun_keeps_the_first_wall_time(tmp_path, capsys):
+    """Piped output (capsys is not a terminal) is the Markdown table with every column uncut, under a
+    caption naming the trade period, data, fill and seeds; a resumed rerun says so on stderr and the
+    manifest keeps both invocations' wall times instead of overwriting the first (issue 18)."""
+    cfg = tmp_path / "tiny_cli.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    out_dir = tmp_path / "run"
+    assert main(["bench", str(cfg), "--out", str(out_dir), "--no-tearsheets"]) == 0
+    first = capsys.readouterr()
+    lines = first.out.splitlines()
+    assert lines[0].startswith("trade 2018-07-02 -> 2018-12-31 (126 bars, 2 windows) | data: source synthetic, 3 "
+                               "tickers, hash ") and "fill: next bar's open | seeds: 0" in lines[0]
+    assert lines[1].startswith("| agent | Cumulative return |") and "| Turnover | Costs paid |" in lines[1]
+    assert "…" not in first.out
+    assert (out_dir / "table.md").read_text() in first.out  # the same table as the run directory's
+    wall_first = json.loads((out_dir / "manifest.json").read_text())["wall_time_s"]
+    assert main(["bench", str(cfg), "--out", str(out_dir), "--no-tearsheets"]) == 0
+    assert f"resuming {out_dir}" in capsys.readouterr().err
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    runs = manifest["invocations"]
+    assert len(runs) == 2 and runs[0]["wall_time_s"] == wall_first
+    assert runs[1]["wall_time_s"] == manifest["wall_time_s"] and runs[1]["command"].startswith("finmeta bench ")
