@@ -148,41 +148,56 @@ def backtest(
     agent: str = typer.Option(..., "--agent", help="Agent name (a baseline, or the kind of --model)."),
     model: Path = typer.Option(None, "--model", help="A saved agent (from finmeta train); none for baselines."),
     out: Path = typer.Option(Path("runs/backtest"), "--out", help="Run directory for values, table and report."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON instead of a table."),
+    tearsheets: bool = typer.Option(True, "--tearsheets/--no-tearsheets", help="Write quantstats HTML tearsheets."),
 ) -> None:
-    """Trade the config's whole trading range with one agent, without retraining, and report.
+    """Trade the config's trading windows with one agent, without retraining, and report.
+
+    The bench's code path: the same windows, turbulence-stop rule (learned agents trade under it, rule
+    baselines not), carried-over holdings, costs, and the same run directory (manifest, values with
+    turnover and costs, actions/, tables); a saved model trades every window unchanged. A rule
+    baseline's backtest equals its bench row.
 
     Example: finmeta backtest quickstart --agent ppo --model ppo.zip --out runs/bt
     """
-    import pandas as pd
-
-    from agents import load_agent, make_agent
-
-    from .loop import build_env, rollout, stage_env_config
-    from .metrics import compute_metrics
-    from .report import aggregate_seeds, write_report
-    from .run import build_arrays, load_config
-    from .windows import make_windows
+    from .run import load_config, run_benchmark
 
     cfg = load_config(config)
-    arrays, prov = build_arrays(cfg)
-    ws = make_windows(arrays.times, **cfg["windows"])
-    base, lo, hi = ws[0].train[0], ws[0].trade[0], ws[-1].trade[1]
-    # bars before the trading range are the past (look-back, baselines' trailing estimates)
-    env = build_env(arrays.slice(base, hi), stage_env_config(cfg.get("env") or {}, arrays, ws[0].train))
-    if model:
-        ag = load_agent(model, env)
+    check_backtest_agent(agent, model)
+    table, run_dir = run_benchmark(cfg, agents=[agent], seeds=[0], out=out, tearsheets=tearsheets,
+                                   command=_command_line(), models={agent: model} if model else None)
+    if as_json:
+        typer.echo(table.to_json(orient="records", double_precision=15))
     else:
-        ag = make_agent(agent)
-        ag.learn(env, total_timesteps=0, seed=0)  # baselines: binds spaces and past-only prices
-    res = rollout(ag, env, seed=0, start=lo - base)
-    times = pd.DatetimeIndex(arrays.times[lo:hi])
-    ppy = float(cfg.get("periods_per_year", 252))
-    m = compute_metrics(res["values"], periods_per_year=ppy, turnover=res["turnover"], costs=res["costs"])
-    table = aggregate_seeds(pd.DataFrame([{"agent": agent, "seed": 0, **m}]))
-    write_report(Path(out), {agent: pd.Series(res["values"], index=times, name=agent)}, table,
-                 {"config": cfg, "agent": agent, "model": str(model) if model else None, "dataset": prov},
-                 periods_per_year=ppy)
-    _print_table(table)
+        _print_table(table, run_caption(run_dir))
+        typer.echo(f"run directory: {run_dir}")
+
+
+def check_backtest_agent(agent: str, model: Path | None) -> None:
+    """``--agent``/``--model`` agree before any data work: a learned agent needs its saved model, a rule
+    baseline takes none, and the file must hold that agent (``--agent sac --model ppo.zip`` is refused)."""
+    from agents import agent_names
+    from agents.base import read_manifest
+
+    from .loop import learns
+
+    if agent == "ensemble":
+        raise ConfigError("backtest --agent ensemble: the ensemble picks a member per window by validation; "
+                          "run it with finmeta bench")
+    if agent not in agent_names():
+        raise ConfigError(f"backtest --agent {agent!r}: unknown agent; known: {', '.join(agent_names())}")
+    if model is None:
+        if learns(agent):
+            raise ConfigError(f"backtest --agent {agent} needs --model, a file saved by `finmeta train CONFIG "
+                              f"--agent {agent} --out {agent}.zip` (a backtest does not train)")
+        return
+    if not learns(agent):
+        raise ConfigError(f"backtest --agent {agent}: a rule baseline takes no --model")
+    if not Path(model).is_file():
+        raise ConfigError(f"--model {model}: no such file")
+    held = read_manifest(model).get("name")
+    if held != agent:
+        raise ConfigError(f"--model {model} holds a {held!r} agent, not {agent!r}: pass --agent {held}")
 
 
 def register(app: typer.Typer) -> None:

@@ -451,8 +451,12 @@ class WalkForward:
         on_window: Callable[[str, int, int, int], None] | None = None,
         on_train: Callable[[str, int, int], None] | None = None,
         windows: list[Window] | None = None,
+        models: dict[str, str | Path] | None = None,
     ) -> None:
         self.arrays = arrays
+        #: ``{agent: saved model}``: that agent is not trained, every window trades the saved model
+        #: (``finmeta backtest``); everything else (stop rule, carried state, costs, report) is the bench's
+        self.models: dict[str, Path] = {k: Path(v) for k, v in (models or {}).items()}
         self.config = config
         self.run_dir = Path(run_dir)
         self.on_window = on_window
@@ -556,6 +560,8 @@ class WalkForward:
         if not self._training_stop():
             train_cfg.pop("turbulence_threshold", None)  # the ICAIF 2020 code trains without the stop
         env = build_env(self._slice(lo, hi), train_cfg, **dict(self.config.get("train_env") or {}))
+        if name in self.models:  # a backtest: the given model, not trained here
+            return load_agent(self.models[name], env)
         path = self._model_path(name, w, seed)
         if not self.cache_models:
             return self._fit(name, w, seed, env, path)
@@ -695,6 +701,10 @@ class WalkForward:
         if "baseline_turbulence" in self.config:  # only when set: older run directories keep their hash
             body["baseline_turbulence"] = self.config["baseline_turbulence"]
         body["dataset_hash"] = self.arrays.meta.get("dataset_hash")
+        if self.models:  # a backtest's checkpoints hold its model's trades: bound to that file's content
+            from data_processors.store import file_sha256
+
+            body["models"] = {k: file_sha256(v) for k, v in sorted(self.models.items())}
         text = json.dumps(body, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 

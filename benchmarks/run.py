@@ -374,11 +374,13 @@ def run_benchmark(
     progress: bool = True,
     tearsheets: bool = True,
     command: str | None = None,
+    models: dict[str, str | Path] | None = None,
 ) -> tuple[pd.DataFrame, Path]:
     """Run ``config`` for every agent and seed; write the run directory; return (table, run_dir).
 
     ``tearsheets=False`` skips the quantstats HTML tearsheets (a few seconds each). ``command``
-    (the command line that started the run) is recorded in the manifest.
+    (the command line that started the run) is recorded in the manifest. ``models`` (``{agent:
+    saved model}``, ``finmeta backtest``) trades those files in every window instead of training.
     """
     from .report import git_commit
 
@@ -401,7 +403,7 @@ def run_benchmark(
         print(f"resuming {run_dir}: finished windows load from their checkpoints, the rest runs; "
               f"the manifest keeps every invocation's wall time", file=sys.stderr)
     try:
-        return _run(config, agents, seeds, run_dir, executor, progress, tearsheets, command, t0, commit)
+        return _run(config, agents, seeds, run_dir, executor, progress, tearsheets, command, t0, commit, models)
     except BaseException:
         if created and not has_artefacts(run_dir):  # failed before anything reusable was written
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -446,13 +448,15 @@ def check_run_dir(run_dir: Path) -> None:
                           f"fingerprint.json or manifest.json); its files would be overwritten: choose a new folder")
 
 
-def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, command, t0, commit):
+def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, command, t0, commit, models=None):
     from .metrics import compute_metrics
     from .report import aggregate_seeds, build_manifest, write_report
 
     arrays, prov = build_arrays(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    wf = WalkForward(arrays, config, run_dir)
+    wf = WalkForward(arrays, config, run_dir, models=models)
+    if models and executor != "local":
+        raise ConfigError("a backtest of saved models runs with --executor local")
     ppy = wf.periods_per_year
 
     chains: list[ChainResult] = []
@@ -511,6 +515,10 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
         command=command,
         windows={f"{c.agent}_seed{c.seed}": c.windows for c in chains},
     )
+    if models:
+        from data_processors.store import file_sha256
+
+        manifest["models"] = {k: {"path": str(v), "sha256": file_sha256(v)} for k, v in models.items()}
     manifest["invocations"] = invocations(run_dir, manifest)
     actions = {f"{c.agent}_seed{c.seed}": pd.DataFrame(c.actions, index=pd.DatetimeIndex(c.times),
                                                        columns=list(arrays.tickers)[: c.actions.shape[1]])

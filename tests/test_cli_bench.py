@@ -203,3 +203,45 @@ def test_piped_table_is_whole_and_says_what_was_traded_and_a_rerun_keeps_the_fir
     runs = manifest["invocations"]
     assert len(runs) == 2 and runs[0]["wall_time_s"] == wall_first
     assert runs[1]["wall_time_s"] == manifest["wall_time_s"] and runs[1]["command"].startswith("finmeta bench ")
+
+
+def test_backtest_is_the_bench_code_path(tmp_path, capsys):
+    """`finmeta backtest` used to trade one env over the whole range under the turbulence stop and
+    disagree with bench on a rule baseline (equal weight 0.2993 vs 0.3776), accept `--agent sac
+    --model ppo.zip`, and write a thinner run folder (issue 18)."""
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["features"]["turbulence"] = True  # a stop for learned agents, none for rule baselines
+    config["env"]["turbulence_quantile"] = 0.8
+    config["agents"]["ppo"] = {"total_timesteps": 64, "n_steps": 32, "batch_size": 32, "n_epochs": 1}
+    cfg = tmp_path / "tiny_cli.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    assert main(["bench", str(cfg), "--agents", "equal_weight", "--out", str(tmp_path / "bench"),
+                 "--no-tearsheets", "--json"]) == 0
+    bench = {r["agent"]: r for r in json.loads(capsys.readouterr().out)}
+    assert main(["backtest", str(cfg), "--agent", "equal_weight", "--out", str(tmp_path / "bt"),
+                 "--no-tearsheets", "--json"]) == 0
+    bt = {r["agent"]: r for r in json.loads(capsys.readouterr().out)}
+    for figure in ("cumulative_return", "sharpe", "turnover", "costs_paid"):
+        assert bt["equal_weight"][figure] == bench["equal_weight"][figure]
+    assert (tmp_path / "bt" / "actions" / "equal_weight_seed0.csv").is_file()
+    assert {"account_value", "turnover", "cost"} <= set(pd.read_csv(tmp_path / "bt" / "values" /
+                                                                   "equal_weight_seed0.csv").columns)
+    manifest = json.loads((tmp_path / "bt" / "manifest.json").read_text())
+    assert manifest["command"].startswith("finmeta backtest ") and manifest["dataset_hash"]
+
+    assert main(["backtest", str(cfg), "--agent", "ppo", "--out", str(tmp_path / "x")]) == 2
+    assert "backtest --agent ppo needs --model" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--agent", "ppo", "--out", str(tmp_path / "ppo.zip")]) == 0
+    capsys.readouterr()
+    assert main(["backtest", str(cfg), "--agent", "sac", "--model", str(tmp_path / "ppo.zip"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "holds a 'ppo' agent, not 'sac'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    argv = ["backtest", str(cfg), "--agent", "ppo", "--model", str(tmp_path / "ppo.zip"), "--out",
+            str(tmp_path / "bt_ppo"), "--no-tearsheets", "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    windows = json.loads((tmp_path / "bt_ppo" / "manifest.json").read_text())["windows"]["ppo_seed0"]
+    assert [w["threshold"] is not None for w in windows] == [True, True]  # learned: under the stop
+    assert main(argv) == 0  # resumes from the checkpoints bound to this model: the same table
+    assert json.loads(capsys.readouterr().out) == first
