@@ -25,7 +25,7 @@ def _finite_or_none(x: float) -> float | None:
 
 
 def metrics_cmd(
-    file: Path = typer.Argument(..., help="CSV (.csv, .csv.gz) or Parquet file of account values."),
+    file: Path = typer.Argument(..., metavar="FILE", help="CSV (.csv, .csv.gz) or Parquet file of account values."),
     periods_per_year: float = typer.Option(
         None, "--periods-per-year", "-p",
         help="Periods a year: 252 daily stocks (default), 365 daily crypto, bars a year intraday.",
@@ -68,7 +68,7 @@ def metrics_cmd(
 
 
 def report_cmd(
-    run_dir: Path = typer.Argument(..., help="Run directory holding values/<agent>[_seed<k>].csv|parquet."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run directory holding values/<agent>[_seed<k>].csv|parquet."),
     periods_per_year: float = typer.Option(
         None, "--periods-per-year", "-p",
         help="Periods a year (default: manifest.json's periods_per_year, else 252).",

@@ -81,7 +81,7 @@ def run_caption(run_dir: Path) -> str | None:
 
 
 def bench(
-    config: str = typer.Argument(..., help="A config name in benchmarks/configs (e.g. quickstart) or a file."),
+    config: str = typer.Argument(..., metavar="CONFIG", help="A config name in benchmarks/configs (e.g. quickstart) or a file."),
     seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the config's)."),
     agents: str = typer.Option(None, "--agents", help="Comma-separated agents (default: the config's)."),
     executor: str = typer.Option("local", "--executor", help="local or ray."),
@@ -113,7 +113,7 @@ def bench(
 
 
 def train(
-    config: str = typer.Argument(..., help="A config name or file."),
+    config: str = typer.Argument(..., metavar="CONFIG", help="A config name or file."),
     agent: str = typer.Option(..., "--agent", help="a2c, ppo, ddpg, td3 or sac."),
     seed: int = typer.Option(0, "--seed"),
     timesteps: int = typer.Option(None, "--timesteps", help="Training budget (default: the config's)."),
@@ -144,7 +144,7 @@ def train(
 
 
 def backtest(
-    config: str = typer.Argument(..., help="A config name or file."),
+    config: str = typer.Argument(..., metavar="CONFIG", help="A config name or file."),
     agent: str = typer.Option(..., "--agent", help="Agent name (a baseline, or the kind of --model)."),
     model: Path = typer.Option(None, "--model", help="A saved agent (from finmeta train); none for baselines."),
     out: Path = typer.Option(Path("runs/backtest"), "--out", help="Run directory for values, table and report."),

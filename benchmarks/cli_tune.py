@@ -9,7 +9,7 @@ import typer
 
 
 def tune(
-    config: str = typer.Argument(..., help="A config name in benchmarks/configs (e.g. quickstart) or a file."),
+    config: str = typer.Argument(..., metavar="CONFIG", help="A config name in benchmarks/configs (e.g. quickstart) or a file."),
     agent: str = typer.Option(..., "--agent", help="a2c, ppo, ddpg, td3 or sac."),
     trials: int = typer.Option(None, "--trials", help="Number of trials (default: the config's tune.trials or 20)."),
     backend: str = typer.Option("optuna", "--backend", help="optuna (sequential) or ray (parallel batches)."),

@@ -19,6 +19,7 @@ from finmeta.errors import ConfigError
 from .schema import DEFAULT_INDICATORS
 
 data_app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: no <bool> type labels, defaults wrapped not cut
     help="Download, import, feature and inspect datasets.\n\nExample: finmeta data list",
     no_args_is_help=True,
 )
@@ -108,7 +109,7 @@ def download_cmd(
 
 @data_app.command("import")
 def import_cmd(
-    file: Path = typer.Argument(..., help="The vendor file (CSV, .csv.gz, or Parquet for canonical)."),
+    file: Path = typer.Argument(..., metavar="FILE", help="The vendor file (CSV, .csv.gz, or Parquet for canonical)."),
     fmt: str = typer.Option("canonical", "--format", "-f", help=f"File format: {', '.join(FORMATS)}."),
     name: str = typer.Option(..., "--name", "-n", help="Dataset name to store it under."),
     symbol: Optional[str] = typer.Option(None, "--symbol", help="Ticker for one-ticker files without a ticker column."),
@@ -180,11 +181,11 @@ def _load_vix(spec: str):
 
 @data_app.command("features")
 def features_cmd(
-    name: str = typer.Argument(..., help="The stored dataset to clean and feature."),
+    name: str = typer.Argument(..., metavar="NAME", help="The stored dataset to clean and feature."),
     out: str = typer.Option(..., "--out", "-o", help="Name of the new dataset."),
     engine: str = typer.Option("stockstats", "--engine", help="Indicator engine: stockstats or talib."),
     indicators: Optional[str] = typer.Option(None, "--indicators",
-                                             help=f"Comma-separated indicators (default {','.join(DEFAULT_INDICATORS)}); "
+                                             help=f"Comma-separated indicators (default {', '.join(DEFAULT_INDICATORS)}); "
                                                   f"'none' for no indicators."),
     vix: Optional[str] = typer.Option(None, "--vix", help="VIX as a dataset name or a file (canonical/long CSV)."),
     turbulence: bool = typer.Option(True, "--turbulence/--no-turbulence", help="Add the turbulence index."),
@@ -250,7 +251,7 @@ def _source_calendar(source: str | None) -> str:
 
 @data_app.command("info")
 def info_cmd(
-    name: str = typer.Argument(..., help="Dataset name."),
+    name: str = typer.Argument(..., metavar="NAME", help="Dataset name."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Show a dataset's manifest (rows, tickers, span, frequency, columns, sha256) and check its hash.
@@ -314,7 +315,7 @@ def list_cmd() -> None:
 
 @data_app.command("check")
 def check_cmd(
-    name: Optional[str] = typer.Argument(None, help="Dataset to check (default: every folder in the store)."),
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="Dataset to check (default: every folder in the store)."),
     keep_orphans: bool = typer.Option(False, "--keep-orphans", help="Report unreferenced files, do not remove them."),
 ) -> None:
     """Verify every stored artefact (manifest, data file, sha256, rows, columns) and remove orphan files.

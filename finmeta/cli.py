@@ -20,6 +20,7 @@ from finmeta import __version__
 from finmeta.errors import FinMetaError
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: no <bool> type labels, defaults wrapped not cut
     name="finmeta",
     help="FinMeta: data -> market environments -> agents -> benchmarks.\n\nExample: finmeta bench quickstart",
     no_args_is_help=True,

@@ -245,3 +245,14 @@ def test_backtest_is_the_bench_code_path(tmp_path, capsys):
     assert [w["threshold"] is not None for w in windows] == [True, True]  # learned: under the stop
     assert main(argv) == 0  # resumes from the checkpoints bound to this model: the same table
     assert json.loads(capsys.readouterr().out) == first
+
+
+@pytest.mark.parametrize("argv", [["bench", "--help"], ["backtest", "--help"], ["data", "features", "--help"]])
+def test_help_screens_are_plain_and_whole(argv, capsys):
+    """Help showed rich `<bool>` labels on flags, `{file}` argument labels and defaults cut with `…`."""
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and "--json <bool>" not in out and "<bool>" not in out
+    assert "CONFIG" in out or "NAME" in out
+    if argv[:2] == ["data", "features"]:
+        assert "close_60_sma" in out  # the whole default list of indicators
