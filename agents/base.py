@@ -224,6 +224,13 @@ class Agent(abc.ABC):
     #: ``warm_start``); False when every ``learn()`` starts a fresh model (the SB3 agents)
     supports_warm_start: ClassVar[bool] = False
 
+    @classmethod
+    def config_keys(cls) -> set[str] | None:
+        """The option names this agent accepts (what a config's ``agents.<name>`` may set besides
+        the loop's keys), or ``None`` when the agent checks its options itself. Default: the keys of
+        :attr:`defaults`."""
+        return set(cls.defaults) if cls.defaults else None
+
     def __init__(self, **overrides: Any) -> None:
         self.config: dict[str, Any] = {**self.defaults, **overrides}
         self.observation_space: gym.Space | None = None
@@ -377,8 +384,15 @@ def make_agent(name: str, **overrides: Any) -> Agent:
     (same as the name ``"elegantrl_ppo"``).
     """
     _import_builtin()
+    key = registry_key(name, overrides.pop("backend", None))
+    return AGENT_REGISTRY[key](**overrides)
+
+
+def registry_key(name: str, backend: str | None = None) -> str:
+    """The registry name that ``make_agent(name, backend=backend)`` builds; :class:`ConfigError`
+    for an unknown agent or backend."""
+    _import_builtin()
     key = str(name).lower()
-    backend = overrides.pop("backend", None)
     if backend is not None and backend not in ("sb3", "stable_baselines3"):
         if backend != "elegantrl":
             raise ConfigError(f"agent '{name}': backend must be 'sb3' or 'elegantrl', got {backend!r}")
@@ -388,7 +402,7 @@ def make_agent(name: str, **overrides: Any) -> Agent:
         if key in RESERVED_NAMES:
             raise ConfigError(f"agent '{key}' is reserved but not implemented yet{broken}")
         raise ConfigError(f"unknown agent '{name}'; known: {', '.join(sorted(AGENT_REGISTRY))}{broken}")
-    return AGENT_REGISTRY[key](**overrides)
+    return key
 
 
 def load_agent(path: str | os.PathLike, env: Any = None, **overrides: Any) -> Agent:

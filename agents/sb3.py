@@ -130,6 +130,15 @@ class SB3Agent(Agent):
             raise ConfigError(f"{self.name}: actor_learning_rate is only for ddpg/td3/sac")
 
     @classmethod
+    def config_keys(cls) -> set[str]:
+        """FinMeta's own keys, the defaults, and every argument of the SB3 algorithm's constructor."""
+        import inspect
+
+        sb3_args = {p for p in inspect.signature(cls.sb3_class().__init__).parameters
+                    if p not in ("self", "env", "args", "kwargs") and not p.startswith("_")}
+        return set(_OWN_KEYS) | set(cls.defaults) | sb3_args
+
+    @classmethod
     def sb3_class(cls):
         import stable_baselines3 as sb3
 

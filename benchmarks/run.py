@@ -73,6 +73,9 @@ def load_config(name_or_path: str | Path) -> dict:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a config must be a mapping")
     cfg.setdefault("name", path.stem)
+    from .spec import validate_config
+
+    validate_config(cfg, str(path))  # every section and key, before any data is read
     cfg["_path"] = str(path)
     return cfg
 
@@ -395,6 +398,9 @@ def run_benchmark(
     seeds = [int(s) for s in (seeds or config.get("seeds") or [0])]
     if not agents:
         raise ConfigError("no agents to run (config.agents is empty and --agents not given)")
+    from .spec import validate_config
+
+    validate_config(config, config.get("_path") or config.get("name"))  # dict configs (API, tests) too
     check_agent_names(agents, config)  # a typo fails now, not after the first agent trained
     run_dir = Path(out) if out else default_run_dir(config)
     check_run_dir(run_dir)

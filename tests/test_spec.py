@@ -1,0 +1,115 @@
+"""The typed run spec (benchmarks/spec.py): every config key checked at load, before any data work."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks.run import load_config, run_benchmark
+from benchmarks.spec import reference_markdown, validate_config
+from finmeta.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((ROOT / "benchmarks" / "configs").glob("*.yaml"))
+
+BASE = {
+    "name": "spec_tiny",
+    "data": {"source": "synthetic", "tickers": 3, "start": "2017-01-01", "end": "2019-01-01", "seed": 5},
+    "features": {"engine": "stockstats", "indicators": ["macd"], "turbulence": False},
+    "env": {"family": "stock_trading", "initial_cash": 100_000, "hmax": 50},
+    "windows": {"train_start": "2017-01-01", "trade_start": "2018-07-02", "rebalance": 63, "validation": 21},
+    "agents": {"equal_weight": {"rebalance_every": 5}, "ppo": {"total_timesteps": 64, "n_steps": 32},
+               "ddpg": {"backend": "elegantrl", "total_timesteps": 64}},
+}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_is_valid(path):
+    validate_config(yaml.safe_load(path.read_text()), path.stem)
+
+
+def _with(path: str, value):
+    cfg = copy.deepcopy(BASE)
+    *parents, key = path.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p]
+    node[key] = value
+    return cfg
+
+
+def _without(path: str):
+    cfg = copy.deepcopy(BASE)
+    *parents, key = path.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p]
+    del node[key]
+    return cfg
+
+
+CASES = [
+    # (config, the message's start after "config spec: ", a fragment that must follow)
+    (_with("windows.rebalnce", 63), "windows.rebalnce: unknown key", "did you mean ['rebalance']"),
+    (_with("windows.rebalance", "x"), "windows.rebalance: Input should be a valid integer", "'x'"),
+    (_with("windows.validation", -1), "windows.validation:", "greater than or equal to 0"),
+    (_with("windows.mode", "expandng"), "windows.mode:", "'expanding' or 'rolling'"),
+    (_with("windows.trade_start", "07-02-2018"), "windows.trade_start: '07-02-2018' is not an ISO date", ""),
+    (_with("data.end", "01/01/2019"), "data.end: '01/01/2019' is not an ISO date", ""),
+    (_with("data.clean", {"late_start": "cutt"}), "data.clean.late_start:", "'cut' or 'drop'"),
+    (_with("data.clean", {"min_coverag": 0.5}), "data.clean.min_coverag: unknown key", "min_coverage"),
+    (_with("features.engine", "ta-lib"), "features.engine:", "'stockstats' or 'talib'"),
+    (_with("features.turbulence_mod", "icaif2020"), "features.turbulence_mod: unknown key", "turbulence_mode"),
+    (_with("env.hmaxx", 3), "env.hmaxx: unknown option", "did you mean ['hmax']"),
+    (_with("env.turbulence_rule", "switch"), "env.turbulence_rule: 'switch'", "icaif2020_switch"),
+    (_with("env.turbulence_quantile", 1.5), "env.turbulence_quantile: 1.5", "(0, 1]"),
+    (_with("env.fill", "midday"), "env.fill:", ""),
+    (_with("train_env", {"hmx": 3}), "train_env.hmx: unknown option", "hmax"),
+    (_with("agents.equal_weight", {"rebalance_evry": 5}), "agents.equal_weight.rebalance_evry: unknown option",
+     "did you mean ['rebalance_every']"),
+    (_with("agents.ppo", {"n_step": 32}), "agents.ppo.n_step: unknown option", "did you mean ['n_steps'"),
+    (_with("agents.ppo", {"backend": "jax"}), "agents.ppo.backend:", "'sb3' or 'elegantrl'"),
+    (_with("agents.ensemble", {"member": ["a2c"]}), "agents.ensemble.member: unknown option", "members"),
+    (_with("agents.equalweight", {}), "agents.equalweight: unknown agent", "equal_weight"),
+    (_with("seeds", ["a"]), "seeds.0:", "valid integer"),
+    (_with("ray", {"max_retry": 2}), "ray.max_retry: unknown key", "max_retries"),
+    (_with("indexx", {"price_weighted": True}), "indexx: unknown key", "did you mean ['index'"),
+    (_without("windows.trade_start"), "windows.trade_start: Field required", ""),
+]
+
+
+@pytest.mark.parametrize("cfg,start,fragment", CASES, ids=[c[1].split(":")[0] for c in CASES])
+def test_a_bad_key_or_value_is_one_error_naming_section_and_key(cfg, start, fragment):
+    with pytest.raises(ConfigError) as ei:
+        validate_config(cfg, "spec")
+    msg = str(ei.value)
+    assert msg.startswith(f"config spec: {start}"), msg
+    assert fragment in msg and "\n" not in msg
+
+
+def test_the_check_comes_before_any_data_is_read(tmp_path, monkeypatch):
+    import benchmarks.run as run
+
+    def no_data(*a, **k):
+        raise AssertionError("data was read before the config was validated")
+
+    monkeypatch.setattr(run, "load_frame", no_data)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_with("env.hmaxx", 3)))
+    with pytest.raises(ConfigError, match=r"bad.yaml: env.hmaxx: unknown option"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"agents.equal_weight.rebalance_evry"):
+        run_benchmark(_with("agents.equal_weight", {"rebalance_evry": 5}), out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_docs_config_reference_is_the_spec():
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    block = re.search(r"<!-- config-reference:start -->\n(.*)<!-- config-reference:end -->", text, re.S)
+    assert block is not None, "docs/benchmarks.md lost its config reference markers"
+    assert block.group(1) == reference_markdown(), (
+        "docs/benchmarks.md's config reference is stale: regenerate it from benchmarks.spec.reference_markdown()")
