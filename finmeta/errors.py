@@ -43,3 +43,14 @@ class InvalidActionError(FinMetaError, ValueError):
     Names the sub-env and the asset at fault. Raised before the kernel touches the books, so the
     account state is unchanged.
     """
+
+
+class UnknownSourceError(ConfigError, DataSourceError):
+    """A source / file format name that is not registered: a configuration mistake, not a failed
+    download (still a :class:`DataSourceError` for callers that catch that)."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.source, self.tickers = name, []
+        self.cause = f"unknown source; choose one of {known}"
+        FinMetaError.__init__(self, f"{name!r}: unknown source (or file format); choose one of {known}")
+

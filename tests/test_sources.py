@@ -878,3 +878,13 @@ def test_yahoo_unknown_ticker_online_keeps_yfinances_reason(monkeypatch):
         get_source("yahoo", **FAST).download(["NOSUCH"], "2020-01-01", "2020-02-01")
     msg = str(ei.value)
     assert "possibly delisted; no timezone found" in msg and "network failure" not in msg
+
+
+def test_an_unknown_format_is_a_config_mistake_not_a_failed_download():
+    """It read "nonsense: download of [] failed: unknown source" for `data import --format nonsense`."""
+    from finmeta.errors import ConfigError
+
+    with pytest.raises(ConfigError) as ei:
+        get_source("nonsense")
+    assert isinstance(ei.value, DataSourceError)  # callers catching DataSourceError still catch it
+    assert "download" not in str(ei.value) and "'nonsense': unknown source (or file format)" in str(ei.value)

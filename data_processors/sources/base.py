@@ -43,7 +43,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 import pandas as pd
 
-from finmeta.errors import DataSourceError, DataValidationError, FinMetaError
+from finmeta.errors import DataSourceError, DataValidationError, FinMetaError, UnknownSourceError
 
 from ._timeout import VendorTimeout, call_with_timeout
 
@@ -409,7 +409,7 @@ def get_source(name: str, **kwargs) -> DataSource:
     try:
         cls = REGISTRY[name]
     except KeyError:
-        raise DataSourceError(name, [], f"unknown source; choose one of {sorted(REGISTRY)}") from None
+        raise UnknownSourceError(name, sorted(REGISTRY)) from None
     return cls(**kwargs)
 
 
