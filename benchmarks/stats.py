@@ -437,11 +437,13 @@ def run_statistics(paths: Mapping[str, Sequence[pd.Series]], table: pd.DataFrame
                    seed: int = DEFAULT_SEED, n_blocks: int = DEFAULT_BLOCKS) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Every statistic of a run: per-row columns (:data:`STAT_COLUMNS`) and run-level figures.
 
-    ``paths``: ``{agent: [account values per seed (Series)]}``; ``table``: the run's table (its
+    ``paths``: ``{agent: [account values per seed (Series), in seed order]}`` (rows are taken in
+    name order, so the bootstrap draws do not depend on the order of the mapping); ``table``: the run's table (its
     ``sharpe`` column picks the best rule baseline). Returns ``(rows, run)``: ``rows`` one row per
     agent (column ``agent`` + statistics), ``run`` a JSON-ready dict (``n_trials``,
     ``sharpe_variance``, ``expected_max_sharpe``, ``pbo``, ``spa_pvalue``, ... see docs/metrics.md).
     """
+    paths = {a: paths[a] for a in sorted(paths)}  # the draws do not depend on the callers' order
     agents = list(paths)
     r, groups, index = align_returns(paths)
     t = r.shape[0]
