@@ -181,7 +181,7 @@ def test_run_statistics_of_a_small_run():
     rows, run = st.run_statistics(paths, table, 252, reps=500, seed=0)
     rows = rows.set_index("agent")
     assert run["n_trials"] == 4 and run["index_row"] == "index" and run["best_rule"] == "equal_weight"
-    assert run["pbo_strategies"] == ["ppo", "equal_weight"] and run["spa_models"] == ["ppo"]
+    assert run["pbo_strategies"] == ["equal_weight", "ppo"] and run["spa_models"] == ["ppo"]
     assert run["spa_pvalue"] < 0.05  # the edge is real
     for a in paths:
         assert rows.loc[a, "sharpe_lo"] < table.set_index("agent").loc[a, "sharpe"] < rows.loc[a, "sharpe_hi"]
@@ -192,3 +192,16 @@ def test_run_statistics_of_a_small_run():
     again, run2 = st.run_statistics(paths, table, 252, reps=500, seed=0)
     pd.testing.assert_frame_equal(rows, again.set_index("agent"))
     assert run2["spa_pvalue"] == run["spa_pvalue"] and run2["pbo"] == run["pbo"]
+
+
+def test_tuning_trials_count_from_the_tuned_files(tmp_path):
+    """N counts every tuning trial: ``finmeta tune`` writes each trial into the tuned file that
+    ``config.tuned`` names."""
+    import yaml
+
+    f = tmp_path / "ppo.yaml"
+    f.write_text(yaml.safe_dump({"agent": "ppo", "params": {}, "trials": [{"number": i} for i in range(7)]}))
+    man = {"config": {"tuned": {"ppo": {"file": str(f), "params": {}},
+                                "a2c": {"file": str(tmp_path / "gone.yaml"), "params": {}}}}}
+    assert st.count_tuning_trials(man) == {"ppo": 7}
+    assert st.count_tuning_trials(None) == {} and st.count_tuning_trials({"config": {}}) == {}
