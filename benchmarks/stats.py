@@ -178,7 +178,7 @@ def block_length(returns: np.ndarray) -> float:
 
 def bootstrap_sharpes(returns: np.ndarray, groups: Sequence[Sequence[int]], periods_per_year: float,
                       reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED, mean_block: float | None = None,
-                      chunk: int = 100) -> tuple[np.ndarray, float]:
+                      max_floats: int = 5_000_000) -> tuple[np.ndarray, float]:
     """Joint bootstrap distribution of every group's annualised Sharpe (the mean over its seeds).
 
     ``returns`` (T, K): all paths on the same dates; ``groups``: for each of G rows the column
@@ -187,6 +187,9 @@ def bootstrap_sharpes(returns: np.ndarray, groups: Sequence[Sequence[int]], peri
     seeds with replacement (the stratified bootstrap over seeds of Agarwal et al. 2021); the row's
     statistic is the mean annualised Sharpe of the drawn seeds on the drawn dates.
     Returns ``(draws (reps, G), mean_block)``. Seeded: same inputs and seed, same draws.
+    Resamples are drawn in chunks of 100, fewer when 100 would hold more than ``max_floats``
+    resampled returns (memory stays bounded for long intraday paths); the chunk size depends only
+    on T and K, so the same inputs still give the same draws.
     """
     r = np.asarray(returns, dtype=np.float64)
     n, k = r.shape
@@ -195,6 +198,7 @@ def bootstrap_sharpes(returns: np.ndarray, groups: Sequence[Sequence[int]], peri
     out = np.empty((reps, len(groups)))
     seed_draws = [rng.integers(0, len(g), size=(reps, len(g))) for g in groups]
     ann = math.sqrt(periods_per_year)
+    chunk = max(1, min(100, int(max_floats // max(1, n * k))))
     for lo in range(0, reps, chunk):
         hi = min(reps, lo + chunk)
         idx = stationary_indices(n, hi - lo, b, rng)
