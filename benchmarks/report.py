@@ -465,9 +465,10 @@ def plot_sharpe_intervals(table: pd.DataFrame, path: str | Path) -> Path:
         ax.axvline(0.0, color="grey", linewidth=0.8)
         ax.set_xlabel("annualised Sharpe")
         ax.grid(alpha=0.3, axis="x")
-        ax.legend(loc="best", fontsize=7)
+        ax.margins(x=0.05)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=7, frameon=False)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
     return Path(path)
