@@ -58,6 +58,9 @@ setup(
         "sb3-contrib>=2.3",
         "quantstats>=0.0.62",
         "pyportfolioopt>=1.5",
+        # benchmarks/stats.py: stationary-bootstrap block length, Hansen SPA (rliable is not used:
+        # it pins arch < 8 and its interval estimates fail on arch 8)
+        "arch>=8.0",
         "tqdm>=4.66",
     ],
     extras_require={

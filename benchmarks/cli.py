@@ -24,6 +24,19 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
+def _psr_of(frame: pd.DataFrame) -> float:
+    """PSR against 0 of the file's simple returns (per-period Sharpe, their skewness and kurtosis;
+    :func:`benchmarks.stats.psr`)."""
+    from benchmarks.metrics import simple_returns
+    from benchmarks.stats import psr, sharpe_per_period, skew_kurt
+
+    r = simple_returns(frame["account_value"])
+    if r.size < 2:
+        return float("nan")
+    sk, ku = skew_kurt(r)
+    return psr(float(sharpe_per_period(r)), int(r.size), sk, ku)
+
+
 def metrics_cmd(
     file: Path = typer.Argument(..., metavar="FILE", help="CSV (.csv, .csv.gz) or Parquet file of account values."),
     periods_per_year: float = typer.Option(
@@ -35,7 +48,7 @@ def metrics_cmd(
 ) -> None:
     """Print the performance figures of an account-value series.
 
-    The file holds one value column (dated or not; an unnamed index column is ignored). Periods a year are never inferred from dates: the default is 252 (daily stocks).
+    The file holds one value column (dated or not; an unnamed index column is ignored). Periods a year are never inferred from dates: the default is 252 (daily stocks). psr is the probabilistic Sharpe ratio against 0 (Bailey & Lopez de Prado 2012; docs/metrics.md).
 
     Example: finmeta metrics run/values/ppo.csv --periods-per-year 365 --json
     """
@@ -47,6 +60,7 @@ def metrics_cmd(
     ppy_note = "given" if periods_per_year is not None else "default: daily stocks; not inferred from dates"
     ppy = float(periods_per_year) if periods_per_year is not None else float(TRADING_DAYS_STOCK)
     figs = metrics_of_frame(frame, ppy, name=str(file))
+    figs["psr"] = _psr_of(frame)
     dated = isinstance(frame.index, pd.DatetimeIndex)
     if as_json:
         payload = {k: _finite_or_none(v) for k, v in figs.items()}
@@ -78,21 +92,25 @@ def report_cmd(
 ) -> None:
     """(Re)build tables, plots and tearsheets of a run directory from its saved account values.
 
-    Writes table.csv, table_seeds.csv, table.md, table.tex, equity.png, drawdown.png and tearsheets/<agent>.html (see docs/metrics.md for the layout).
+    Writes table.csv, table_seeds.csv, table.md, table.tex, equity.png, drawdown.png and tearsheets/<agent>.html (see docs/metrics.md for the layout), and the statistics: Sharpe intervals, PSR/DSR, tests against the index and the best rule baseline, PBO, SPA (stats.json, sharpe_intervals.png, improvement.png; docs/metrics.md).
 
     Example: finmeta report ~/.finmeta/runs/dow30_ppo --benchmark index
     """
-    from benchmarks.report import build_report, table_markdown
+    from benchmarks.report import build_report, stats_markdown, table_markdown
 
     if periods_per_year is not None and not periods_per_year > 0:
         raise MetricsError(f"--periods-per-year must be > 0, got {periods_per_year}")
     res = build_report(run_dir, periods_per_year=periods_per_year, benchmark=benchmark, tearsheets=tearsheets)
     typer.echo(f"periods per year: {res['periods_per_year']:g} ({res['periods_source']})")
     typer.echo(table_markdown(res["table"]).rstrip())
+    if res.get("statistics"):
+        typer.echo("")
+        typer.echo(stats_markdown(res["table"], res["statistics"]).rstrip())
     fallbacks = [a for a, info in res["tearsheets"].items() if info.get("fallback")]
     for a in fallbacks:
         typer.echo(f"warning: quantstats failed for {a}; wrote a plain HTML page ({res['tearsheets'][a]['error']})", err=True)
     typer.echo(f"wrote {run_dir}/table.csv, table.md, table.tex, equity.png, drawdown.png"
+               + (", stats.json, sharpe_intervals.png, improvement.png" if (Path(run_dir) / "stats.json").is_file() else "")
                + (f", {len(res['tearsheets'])} tearsheet(s)" if res["tearsheets"] else ""))
 
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.stats import STAT_COLUMNS
 from benchmarks.metrics import (
     ALL_FIGURES,
     FIGURES,
@@ -263,7 +264,7 @@ def _figure_columns(table: pd.DataFrame) -> list[str]:
     known = [f for f in ALL_FIGURES if f in table.columns]
     extra = [
         c for c in table.columns
-        if c not in known and c not in ("agent", "n_seeds", "seed")
+        if c not in known and c not in ("agent", "n_seeds", "seed") and c not in STAT_COLUMNS
         and not c.endswith(("_std", "_ci95")) and pd.api.types.is_numeric_dtype(table[c])
     ]
     return known + extra
@@ -336,17 +337,169 @@ def table_latex(table: pd.DataFrame, digits: int = 4, caption: str | None = None
     return "\n".join(out) + "\n"
 
 
-def write_tables(run_dir: str | Path, table: pd.DataFrame) -> dict[str, Path]:
-    """Write ``table.csv``, ``table.md`` and ``table.tex``; returns ``{kind: path}``."""
+def write_tables(run_dir: str | Path, table: pd.DataFrame, run_stats: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``table.csv``, ``table.md`` and ``table.tex``; returns ``{kind: path}``.
+
+    When ``table`` has the statistics columns (:data:`benchmarks.stats.STAT_COLUMNS`), ``table.md``
+    and ``table.tex`` get a second table, the statistics section (:func:`stats_markdown`,
+    :func:`stats_latex`), with the run-level figures of ``run_stats``."""
     if "agent" not in table.columns:
         raise RunDirError("the result table needs an 'agent' column")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     paths = {"csv": run / "table.csv", "md": run / "table.md", "tex": run / "table.tex"}
     table.to_csv(paths["csv"], index=False)
-    paths["md"].write_text(table_markdown(table), encoding="utf-8")
-    paths["tex"].write_text(table_latex(table), encoding="utf-8")
+    md, tex = table_markdown(table), table_latex(table)
+    if any(c in table.columns for c in STAT_COLUMNS):
+        md += "\n" + stats_markdown(table, run_stats)
+        tex += "\n" + stats_latex(table, run_stats)
+    paths["md"].write_text(md, encoding="utf-8")
+    paths["tex"].write_text(tex, encoding="utf-8")
     return paths
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics section (benchmarks/stats.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def _p(x: Any) -> str:
+    if x is None or not isinstance(x, (int, float, np.floating)) or not math.isfinite(x):
+        return "–"
+    return "< 0.001" if x < 0.001 else f"{float(x):.3f}"
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    if x is None or not isinstance(x, (int, float, np.floating)) or not math.isfinite(x):
+        return "–"
+    return f"{float(x):.{digits}f}"
+
+
+def _stats_cells(table: pd.DataFrame, run_stats: Mapping[str, Any] | None) -> tuple[list[str], list[list[str]]]:
+    rs = run_stats or {}
+    kinds = rs.get("kinds") or {}
+    seeds = "sharpe_iqm" in table.columns
+    idx, rule = rs.get("index_row") or "index", rs.get("best_rule") or "best rule"
+    header = ["agent", "kind", "Sharpe", "95% CI", "PSR", "DSR", f"ΔSR vs {idx}", "p", f"ΔSR vs {rule}", "p"]
+    if seeds:
+        header += ["IQM", "IQM 95% CI", f"P(> {idx})", f"P(> {rule})"]
+    rows = []
+    for _, row in table.iterrows():
+        g = row.get
+        cells = [str(row["agent"]), str(kinds.get(str(row["agent"]), "")), _num(g("sharpe")),
+                 f"[{_num(g('sharpe_lo'))}, {_num(g('sharpe_hi'))}]", _num(g("psr")), _num(g("dsr")),
+                 _num(g("sr_diff_index")), _p(g("p_index")), _num(g("sr_diff_rule")), _p(g("p_rule"))]
+        if seeds:
+            cells += [_num(g("sharpe_iqm")), f"[{_num(g('sharpe_iqm_lo'))}, {_num(g('sharpe_iqm_hi'))}]",
+                      _num(g("p_improve_index"), 2), _num(g("p_improve_rule"), 2)]
+        rows.append(cells)
+    return header, rows
+
+
+def run_stats_lines(run_stats: Mapping[str, Any] | None) -> list[str]:
+    """The run-level figures as short lines (trials, V[SR], SR_0, PBO, SPA, bootstrap)."""
+    rs = run_stats or {}
+    if not rs or "n_trials" not in rs:
+        return [str(rs.get("note", "no statistics"))]
+    tuning = rs.get("n_trials_tuning") or {}
+    lines = [
+        f"trials N = {rs['n_trials']} ({rs.get('n_trials_runs', '?')} (agent, seed) runs"
+        + (", tuning trials " + ", ".join(f"{a} {n}" for a, n in tuning.items()) if tuning else "")
+        + f"); variance of their Sharpes {_num(rs.get('sharpe_variance_annual'))} (annualised), "
+        f"expected maximum Sharpe SR_0 {_num(rs.get('expected_max_sharpe_annual'))} (annualised)",
+        f"PBO (CSCV, S = {rs.get('pbo_blocks', '–')} blocks, {len(rs.get('pbo_strategies') or [])} strategies): "
+        f"{_num(rs.get('pbo'))}",
+        f"SPA p-value ({rs.get('spa_models_kind', 'learned')} rows {', '.join(rs.get('spa_models') or []) or '–'} "
+        f"vs {rs.get('index_row') or '–'}): {_p(rs.get('spa_pvalue'))}",
+        f"bootstrap: stationary, mean block {_num(rs.get('block_length'), 1)} days, {rs.get('bootstrap_reps')} "
+        f"resamples, seed {rs.get('seed')}; {rs.get('n_returns')} common returns"
+        + (f" ({rs['start']} -> {rs['end']})" if rs.get("start") else ""),
+    ]
+    return lines
+
+
+def stats_markdown(table: pd.DataFrame, run_stats: Mapping[str, Any] | None = None) -> str:
+    """The statistics section: one row per agent (Sharpe and its 95 % interval, PSR, DSR, the
+    Sharpe difference to the index row and to the best rule baseline with its p-value, and across
+    seeds the IQM and the probability of improvement), then the run-level figures."""
+    header, rows = _stats_cells(table, run_stats)
+    lines = ["## Statistics (docs/metrics.md)", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join(["---", "---"] + ["---:"] * (len(header) - 2)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += [""] + [f"- {x}" for x in run_stats_lines(run_stats)]
+    return "\n".join(lines) + "\n"
+
+
+def _tex_cmp(s: str) -> str:
+    return s.replace("<", "$<$").replace(">", "$>$")
+
+
+def stats_latex(table: pd.DataFrame, run_stats: Mapping[str, Any] | None = None) -> str:
+    """The statistics section as a LaTeX tabular (booktabs); run-level figures in the caption."""
+    header, rows = _stats_cells(table, run_stats)
+    out = [r"\begin{table}[ht]", r"\centering", rf"\begin{{tabular}}{{ll{'r' * (len(header) - 2)}}}", r"\toprule"]
+    out.append(" & ".join(_tex_cmp(_tex_escape(h)).replace("Δ", r"$\Delta$") for h in header) + r" \\")
+    out.append(r"\midrule")
+    for r in rows:
+        out.append(" & ".join(_tex_cmp(_tex_escape(c)).replace("–", "--") for c in r) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    out.append(rf"\caption{{{_tex_cmp(_tex_escape('; '.join(run_stats_lines(run_stats)))).replace('–', '--')}}}")
+    out.append(r"\end{table}")
+    return "\n".join(out) + "\n"
+
+
+def plot_sharpe_intervals(table: pd.DataFrame, path: str | Path) -> Path:
+    """rliable-style interval plot: each agent's Sharpe (point) and its 95 % bootstrap interval
+    (bar), and the IQM interval across seeds when there are several."""
+    plt = _pyplot()
+    t = table.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(t) + 1.2))
+    try:
+        y = np.arange(len(t))
+        lo, hi, sr = (t[c].to_numpy(dtype=np.float64) for c in ("sharpe_lo", "sharpe_hi", "sharpe"))
+        ax.barh(y, hi - lo, left=lo, height=0.5, alpha=0.35, color="tab:blue", label="95% CI (stationary bootstrap)")
+        ax.plot(sr, y, "k|", markersize=14, label="Sharpe")
+        if "sharpe_iqm_lo" in t.columns:
+            ilo, ihi = t["sharpe_iqm_lo"].to_numpy(dtype=np.float64), t["sharpe_iqm_hi"].to_numpy(dtype=np.float64)
+            ax.barh(y - 0.32, ihi - ilo, left=ilo, height=0.12, color="tab:orange", label="IQM 95% CI (seeds)")
+        ax.set_yticks(y, [str(a) for a in t["agent"]])
+        ax.axvline(0.0, color="grey", linewidth=0.8)
+        ax.set_xlabel("annualised Sharpe")
+        ax.grid(alpha=0.3, axis="x")
+        ax.margins(x=0.05)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=7, frameon=False)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def plot_improvement_matrix(run_stats: Mapping[str, Any], path: str | Path) -> Path | None:
+    """Heat map of P(row's Sharpe > column's Sharpe) under the joint bootstrap (None without it)."""
+    mat = (run_stats or {}).get("improvement_matrix")
+    if not mat or len(mat.get("agents", [])) < 2:
+        return None
+    plt = _pyplot()
+    names = mat["agents"]
+    p = np.array([[np.nan if v is None else v for v in row] for row in mat["p"]], dtype=np.float64)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(1.0 * n + 2.5, 0.8 * n + 1.5))
+    try:
+        im = ax.imshow(p, vmin=0.0, vmax=1.0, cmap="RdBu")
+        for i in range(n):
+            for j in range(n):
+                if np.isfinite(p[i, j]):
+                    ax.text(j, i, f"{p[i, j]:.2f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(n), names, rotation=45, ha="right")
+        ax.set_yticks(range(n), names)
+        ax.set_title("P(row Sharpe > column Sharpe), joint bootstrap")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -584,6 +737,8 @@ def write_report(
     benchmark: str | pd.Series | None = None,
     tearsheets: bool = True,
     save_values: bool = True,
+    statistics: bool = True,
+    seed_values: Mapping[str, Sequence[pd.Series]] | None = None,
 ) -> dict[str, Any]:
     """Write a run directory: values, tables, plots, tearsheets, manifest (layout: module doc).
 
@@ -597,16 +752,22 @@ def write_report(
     ``actions``: optional ``{key: DataFrame (T, N)}`` -> ``actions/<key>.csv``.
     ``benchmark``: an agent of ``account_values`` or a Series of account values, the tearsheets'
     benchmark; None uses the agent ``index`` when present.
-    Returns ``{"tables", "values", "equity", "drawdown", "tearsheets", "manifest"}`` (paths/infos).
+    ``statistics``: add the statistics of :func:`benchmarks.stats.run_statistics` (columns
+    :data:`benchmarks.stats.STAT_COLUMNS` in the tables, a statistics section in table.md/.tex,
+    ``stats.json``, ``sharpe_intervals.png``, ``improvement.png``, and the run-level figures under
+    the manifest's ``statistics`` key); they are computed from ``seed_values``
+    (``{agent: [values per seed]}``) when given, else from ``account_values``.
+    Returns ``{"tables", "values", "equity", "drawdown", "tearsheets", "manifest", "table",
+    "statistics"}`` (paths/infos; ``table`` with the statistics columns).
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"tables": write_tables(run, table), "values": {}}
+    result: dict[str, Any] = {"values": {}}
     if per_seed is not None:
         per_seed.to_csv(run / "table_seeds.csv", index=False)
-        result["tables"]["seeds"] = run / "table_seeds.csv"
 
     groups: dict[str, list[pd.DataFrame]] = {}
+    by_seed: dict[str, list[tuple[int, pd.Series]]] = {}
     for key, v in account_values.items():
         extra: dict[str, Any] = {}
         if isinstance(v, pd.DataFrame):
@@ -622,7 +783,22 @@ def write_report(
         if save_values:
             result["values"][str(key)] = save_account_values(run, agent, s, seed=seed, **extra)
         groups.setdefault(agent, []).append(pd.DataFrame({VALUE_COLUMN: s.to_numpy(dtype=np.float64)}, index=s.index))
+        by_seed.setdefault(agent, []).append((-1 if seed is None else seed, s))
     curves = {agent: _mean_curve(frames) for agent, frames in groups.items()}
+    run_stats: dict[str, Any] | None = None
+    if statistics:
+        paths = seed_values if seed_values is not None else {
+            a: [s for _, s in sorted(pairs, key=lambda x: x[0])] for a, pairs in by_seed.items()}
+        table, run_stats = add_statistics(table, paths, periods_per_year, manifest if manifest is not None
+                                          else read_manifest(run))
+    result["tables"] = write_tables(run, table, run_stats)
+    if per_seed is not None:
+        result["tables"]["seeds"] = run / "table_seeds.csv"
+    result["table"], result["statistics"] = table, run_stats
+    if run_stats is not None and "n_trials" in run_stats:
+        (run / "stats.json").write_text(json.dumps(_stats_json(run_stats), indent=2) + "\n", encoding="utf-8")
+        result["sharpe_intervals"] = plot_sharpe_intervals(table, run / "sharpe_intervals.png")
+        result["improvement"] = plot_improvement_matrix(run_stats, run / "improvement.png")
     if actions:
         folder = run / "actions"
         folder.mkdir(exist_ok=True)
@@ -649,8 +825,45 @@ def write_report(
                 benchmark=None if name == bench_name else bench_series,
                 periods_per_year=periods_per_year, title=f"FinMeta: {name}",
             )
-    result["manifest"] = write_manifest(run, manifest) if manifest is not None else None
+    if manifest is not None:
+        if run_stats is not None:
+            manifest = {**manifest, "statistics": _stats_json(run_stats, manifest=True)}
+        result["manifest"] = write_manifest(run, manifest)
+    else:
+        result["manifest"] = None
+        old = read_manifest(run) if run_stats is not None else None
+        if old is not None:  # a rebuild: only the statistics key of the loop's manifest changes
+            old["statistics"] = _stats_json(run_stats, manifest=True)
+            write_manifest(run, old)
     return result
+
+
+def _stats_json(run_stats: Mapping[str, Any], manifest: bool = False) -> dict[str, Any]:
+    """Run-level statistics for ``stats.json`` (everything) or the manifest (without the matrix)."""
+    from benchmarks.stats import json_ready
+
+    d = dict(run_stats)
+    if manifest:
+        d.pop("improvement_matrix", None)
+    return json_ready(d)
+
+
+def add_statistics(table: pd.DataFrame, paths: Mapping[str, Sequence[pd.Series]], periods_per_year: float,
+                   manifest: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``table`` with the per-row statistics columns merged in (replacing earlier ones) and the
+    run-level figures (:func:`benchmarks.stats.run_statistics`). A failure of the statistics never
+    loses the report: it is warned about and the table is returned unchanged."""
+    from benchmarks.stats import run_statistics
+
+    base = table.drop(columns=[c for c in STAT_COLUMNS if c in table.columns])
+    try:
+        rows, run_stats = run_statistics(paths, base, periods_per_year, manifest=manifest)
+    except Exception as exc:  # noqa: BLE001 - third-party numerics: keep the report
+        warnings.warn(f"statistics not computed: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+        return base, {"note": f"statistics not computed: {type(exc).__name__}: {exc}"}
+    merged = base.merge(rows, on="agent", how="left", sort=False)
+    merged.index = base.index
+    return merged, run_stats
 
 
 def _mean_curve(frames: Sequence[pd.DataFrame]) -> pd.Series:
@@ -704,7 +917,8 @@ def build_report(
 
     ``periods_per_year``: None reads ``periods_per_year`` from ``<run>/manifest.json`` and falls
     back to 252. Writes ``table_seeds.csv`` (per agent and seed) and ``table.csv`` (aggregated);
-    the manifest is left as it is. Returns :func:`write_report`'s dict plus ``table``,
+    the manifest is left as it is but for its ``statistics`` key (the run-level figures of
+    :func:`benchmarks.stats.run_statistics`, rewritten from the values). Returns :func:`write_report`'s dict plus ``table``,
     ``seed_table`` and ``periods_per_year`` / ``periods_source``.
     """
     run = Path(run_dir)
@@ -729,9 +943,11 @@ def build_report(
     seed_table = _keep_cost_figures(seed_table, run / "table_seeds.csv")
     table = aggregate_seeds(seed_table.drop(columns=["seed"]))
     curves = {a: _mean_curve(fs) for a, fs in by_agent.items()}
+    seed_values = {a: [frames[(a, s)][VALUE_COLUMN] for s in sorted(
+        (s for (b, s) in frames if b == a), key=lambda x: -1 if x is None else x)] for a in by_agent}
     result = write_report(run, curves, table, manifest=None, per_seed=seed_table, periods_per_year=periods_per_year,
-                          benchmark=benchmark, tearsheets=tearsheets, save_values=False)
-    result.update(table=table, seed_table=seed_table, periods_per_year=periods_per_year, periods_source=source)
+                          benchmark=benchmark, tearsheets=tearsheets, save_values=False, seed_values=seed_values)
+    result.update(seed_table=seed_table, periods_per_year=periods_per_year, periods_source=source)
     return result
 
 
@@ -739,4 +955,6 @@ __all__ = [
     "FIGURES", "aggregate_seeds", "split_key", "read_account_values", "metrics_of_frame", "save_account_values", "load_run_values",
     "table_markdown", "table_latex", "write_tables", "plot_equity", "plot_drawdown", "write_tearsheet",
     "build_manifest", "write_manifest", "read_manifest", "library_versions", "write_report", "build_report",
+    "stats_markdown", "stats_latex", "run_stats_lines", "plot_sharpe_intervals", "plot_improvement_matrix",
+    "add_statistics",
 ]

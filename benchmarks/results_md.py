@@ -35,7 +35,12 @@ DEFAULT_COLUMNS = ["cumulative_return", "annual_return", "annual_volatility", "s
                    "max_drawdown"]
 LABELS = {"cumulative_return": "cumulative", "annual_return": "annual", "annual_volatility": "volatility",
           "sharpe": "Sharpe", "sortino": "Sortino", "calmar": "Calmar", "max_drawdown": "max DD",
-          "turnover": "turnover", "diversity": "diversity", "router_entropy": "router entropy"}
+          "turnover": "turnover", "diversity": "diversity", "router_entropy": "router entropy",
+          # statistics (benchmarks/stats.py, docs/metrics.md)
+          "sharpe_lo": "Sharpe 95% lo", "sharpe_hi": "Sharpe 95% hi", "psr": "PSR", "dsr": "DSR",
+          "sr_diff_index": "ΔSR vs index", "p_index": "p (index)", "sr_diff_rule": "ΔSR vs best rule",
+          "p_rule": "p (best rule)", "sharpe_iqm": "Sharpe IQM", "sharpe_iqm_lo": "IQM 95% lo",
+          "sharpe_iqm_hi": "IQM 95% hi", "p_improve_index": "P(> index)", "p_improve_rule": "P(> best rule)"}
 
 
 def _fmt(mean: float, std: float | None, n: int) -> str:

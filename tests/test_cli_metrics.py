@@ -122,3 +122,38 @@ def test_report_command_rebuilds_a_run(tmp_path, capsys):
     assert list(table["agent"]) == ["index", "ppo"] and "sharpe_ci95" in table.columns
     rc, _, err = _run(capsys, "report", str(tmp_path / "nope"))
     assert rc == 2 and "run directory not found" in err
+
+
+def test_metrics_prints_the_probabilistic_sharpe_ratio(tmp_path, capsys):
+    """``psr`` = Z[SR sqrt(n - 1) / sqrt(1 - g3 SR + (g4 - 1)/4 SR^2)] on the file's daily returns
+    (Bailey & López de Prado 2012), computed here straight from scipy's moments."""
+    from scipy import stats
+
+    rng = np.random.default_rng(8)
+    r = rng.normal(0.0004, 0.01, 400)
+    path = tmp_path / "v.csv"
+    pd.DataFrame({"account_value": 1e6 * np.cumprod(np.r_[1.0, 1 + r])}).to_csv(path, index=False)
+    rc, out, err = _run(capsys, "metrics", str(path), "--json")
+    assert rc == 0, err
+    sr = r.mean() / r.std(ddof=1)
+    g3, g4 = stats.skew(r), stats.kurtosis(r, fisher=False)
+    expected = stats.norm.cdf(sr * np.sqrt(399) / np.sqrt(1 - g3 * sr + (g4 - 1) / 4 * sr**2))
+    assert json.loads(out)["psr"] == pytest.approx(expected, rel=1e-9)
+    rc, out, _ = _run(capsys, "metrics", str(path))
+    assert rc == 0 and re.search(r"^psr\s+0\.\d{4}$", out, re.M)
+
+
+def test_report_command_prints_the_statistics(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    dates = pd.bdate_range("2021-01-04", periods=120)
+    for seed in range(2):
+        save_account_values(tmp_path, "ppo", pd.Series(1e6 * np.cumprod(1 + rng.normal(0.001, 0.01, 120)), index=dates),
+                            seed=seed)
+    save_account_values(tmp_path, "index", pd.Series(1e6 * np.cumprod(1 + rng.normal(0.0, 0.01, 120)), index=dates))
+    save_account_values(tmp_path, "min_variance", pd.Series(1e6 * np.cumprod(1 + rng.normal(0.0, 0.005, 120)),
+                                                            index=dates))
+    rc, out, err = _run(capsys, "report", str(tmp_path), "--no-tearsheets")
+    assert rc == 0, err
+    assert "## Statistics" in out and "ΔSR vs index" in out and "ΔSR vs min_variance" in out
+    assert "trials N = 3" in out and "PBO (CSCV" in out and "SPA p-value (learned rows ppo vs index)" in out
+    assert "stats.json" in out

@@ -236,3 +236,42 @@ def test_write_report_from_the_loop_then_rebuild_gives_the_same_table(tmp_path):
     assert pd.read_csv(tmp_path / "values" / "ppo_seed0.csv").columns.tolist() == ["date", "account_value",
                                                                                   "turnover", "cost"]
     assert rp.split_key("buy_and_hold_seed12") == ("buy_and_hold", 12) and rp.split_key("index") == ("index", None)
+
+
+# ---------------------------------------------------------------- statistics (issue 15)
+
+
+def test_report_adds_the_statistics_and_keeps_the_figures(tmp_path):
+    """The statistics columns come after the figures (which do not move), the Markdown and LaTeX
+    tables get a statistics section, the manifest a ``statistics`` key (its config untouched),
+    and a rebuild (same values, seeded bootstraps) gives the same numbers."""
+    from benchmarks.stats import ROW_COLUMNS, SEED_COLUMNS
+
+    _seeded_run(tmp_path)
+    rp.save_account_values(tmp_path, "index", _path(60, drift=0.0))
+    res = rp.build_report(tmp_path, tearsheets=False)
+    table = pd.read_csv(tmp_path / "table.csv").set_index("agent")
+    seeds = pd.read_csv(tmp_path / "table_seeds.csv")
+    ppo_sharpes = seeds.loc[seeds["agent"] == "ppo", "sharpe"]
+    assert table.loc["ppo", "sharpe"] == pytest.approx(ppo_sharpes.mean(), rel=1e-12)
+    assert set(ROW_COLUMNS) | set(SEED_COLUMNS) <= set(table.columns)
+    cols = list(table.columns)
+    assert cols.index("sharpe_lo") > cols.index("n_seeds")
+    assert table.loc["ppo", "sharpe_lo"] < table.loc["ppo", "sharpe"] < table.loc["ppo", "sharpe_hi"]
+    assert math.isnan(table.loc["index", "p_index"]) and 0 < table.loc["ppo", "p_index"] <= 1
+    assert math.isnan(table.loc["buy_and_hold", "p_rule"])  # the only rule row is the best rule
+    md = (tmp_path / "table.md").read_text()
+    assert md.startswith("| agent | Cumulative return |") and "## Statistics" in md
+    assert "ΔSR vs buy_and_hold" in md and "- PBO (CSCV, S = 16 blocks, 3 strategies)" in md
+    assert r"$\Delta$SR vs index" in (tmp_path / "table.tex").read_text()
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["config"] == {"market": "dow30"}
+    st = man["statistics"]
+    assert st["n_trials"] == 7 and st["best_rule"] == "buy_and_hold" and st["index_row"] == "index"
+    assert st["sharpe_variance"] > 0 and 0 <= st["pbo"] <= 1 and 0 <= st["spa_pvalue"] <= 1
+    assert json.loads((tmp_path / "stats.json").read_text())["improvement_matrix"]["agents"] == [
+        "a2c", "buy_and_hold", "index", "ppo"]
+    for png in ("sharpe_intervals.png", "improvement.png"):
+        assert (tmp_path / png).read_bytes()[:8] == PNG_MAGIC
+    again = rp.build_report(tmp_path, tearsheets=False)["table"].set_index("agent")
+    pd.testing.assert_frame_equal(res["table"].set_index("agent"), again)
