@@ -29,17 +29,22 @@ def _csv_list(value: str | None, cast=str) -> list | None:
         raise ConfigError(f"cannot read the list {value!r}: {exc}") from None
 
 
-def _print_table(table, caption: str | None = None) -> None:
-    """The table as ``table.md`` shows it (same columns: turnover and costs too, ``mean ± std``).
+def _print_table(table, run_dir: Path) -> None:
+    """Print what the run measured (:func:`run_caption`) and its ``table.md``: the figures (turnover
+    and costs too, ``mean ± std``) and the sections below them (statistics, static-policy notes).
 
-    On a terminal a rich table whose cells fold instead of being cut; piped to a file or CI, the
-    Markdown table itself (rich would cut it to 80 columns there: ``cumula…``)."""
+    Piped to a file or CI, ``table.md`` itself (rich would cut a table to 80 columns there:
+    ``cumula…``); on a terminal the figures as a rich table whose cells fold instead of being cut,
+    then the sections as text."""
     from .report import table_cells, table_markdown
 
+    caption = run_caption(run_dir)
     if caption:
         typer.echo(caption)
+    md_path = Path(run_dir) / "table.md"
+    md = md_path.read_text(encoding="utf-8") if md_path.is_file() else table_markdown(table)
     if not sys.stdout.isatty():
-        typer.echo(table_markdown(table), nl=False)
+        typer.echo(md, nl=False)
         return
     from rich.console import Console
     from rich.table import Table
@@ -51,6 +56,9 @@ def _print_table(table, caption: str | None = None) -> None:
     for cells in rows:
         t.add_row(*cells)
     Console().print(t)
+    rest = md.split("\n\n", 1)  # the figures table, then its sections
+    if len(rest) == 2 and rest[1].strip():
+        typer.echo(rest[1], nl=False)
 
 
 def run_caption(run_dir: Path) -> str | None:
@@ -108,7 +116,7 @@ def bench(
     if as_json:
         typer.echo(table.to_json(orient="records", double_precision=15))
     else:
-        _print_table(table, run_caption(run_dir))
+        _print_table(table, run_dir)
         typer.echo(f"run directory: {run_dir}")
 
 
@@ -169,7 +177,7 @@ def backtest(
     if as_json:
         typer.echo(table.to_json(orient="records", double_precision=15))
     else:
-        _print_table(table, run_caption(run_dir))
+        _print_table(table, run_dir)
         typer.echo(f"run directory: {run_dir}")
 
 

@@ -529,9 +529,9 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
     actions = {f"{c.agent}_seed{c.seed}": pd.DataFrame(c.actions, index=pd.DatetimeIndex(c.times),
                                                        columns=list(arrays.tickers)[: c.actions.shape[1]])
                for c in chains}
-    write_report(run_dir, values, table, manifest, per_seed=per_seed, actions=actions,
-                 periods_per_year=ppy, tearsheets=tearsheets)
-    return table, run_dir
+    written = write_report(run_dir, values, table, manifest, per_seed=per_seed, actions=actions,
+                           periods_per_year=ppy, tearsheets=tearsheets)
+    return written.get("table", table), run_dir  # with the statistics columns
 
 
 def invocations(run_dir: Path, manifest: dict) -> list[dict]:
