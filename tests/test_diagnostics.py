@@ -1,0 +1,50 @@
+"""Action diagnostics (benchmarks/diagnostics.py) and the report's static-policy flag."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.diagnostics import action_diagnostics, window_segments
+from benchmarks.report import static_policies, write_tables
+
+
+def test_window_segments_follow_the_carried_over_bar():
+    # windows of 3, 4, 2 bars; window k > 0 acts first on the previous window's last row
+    assert window_segments([3, 4, 2], 9) == [(0, 2), (2, 6), (6, 9)]
+
+
+def test_diagnostics_of_a_static_and_a_reactive_chain():
+    L, A = 9, 2
+    static = np.tile([[1.0, -1.0]], (L, 1))
+    static[-1] = np.nan
+    d = action_diagnostics(static, [3, 4, 2], low=-1.0, high=1.0)
+    assert d["action_repeat"] == 1.0 and d["action_change"] == 0.0
+    assert d["static_windows"] == 3 and d["saturation"] == 1.0
+    # changes only at window boundaries: repeat < 1, yet every window is static
+    bounds = static.copy()
+    bounds[2:6] = [0.5, 0.0]
+    bounds[6:8] = [0.2, 0.1]
+    d = action_diagnostics(bounds, [3, 4, 2], low=-1.0, high=1.0)
+    assert d["static_windows"] == 3 and 0 < d["action_repeat"] < 1
+    assert d["saturation"] == 0.25  # 2 rows of 8 at the bounds on both entries
+    rng = np.random.default_rng(0)
+    react = rng.uniform(-0.5, 0.5, (L, A))
+    react[-1] = np.nan
+    d = action_diagnostics(react, [3, 4, 2], low=-1.0, high=1.0)
+    assert d["action_repeat"] == 0.0 and d["static_windows"] == 0 and d["saturation"] == 0.0
+    np.testing.assert_allclose(d["action_change"], np.abs(np.diff(react[:-1], axis=0)).mean())
+    # rule baselines: no saturation figure; an unbounded space: none either
+    assert np.isnan(action_diagnostics(react, low=-1.0, high=1.0, learned=False)["saturation"])
+    assert np.isnan(action_diagnostics(react, low=-np.inf, high=np.inf)["saturation"])
+
+
+def test_report_flags_static_policies(tmp_path):
+    table = pd.DataFrame({"agent": ["ppo", "sac", "equal_weight"], "sharpe": [1.0, 0.5, 0.7],
+                          "action_repeat": [0.99, 0.1, 0.0], "static_windows": [2.0, 0.0, 0.0]})
+    assert static_policies(table) == ["ppo"]
+    paths = write_tables(tmp_path, table)
+    md = paths["md"].read_text()
+    assert "static policy: ppo" in md and "Action repeat" in md and "Static windows" in md
+    assert "static_windows" in pd.read_csv(paths["csv"]).columns
+    assert static_policies(table.drop(columns=["static_windows"])) == []
