@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from benchmarks.diagnostics import action_diagnostics, window_segments
 from benchmarks.report import static_policies, write_tables
@@ -48,3 +49,31 @@ def test_report_flags_static_policies(tmp_path):
     assert "static policy: ppo" in md and "Action repeat" in md and "Static windows" in md
     assert "static_windows" in pd.read_csv(paths["csv"]).columns
     assert static_policies(table.drop(columns=["static_windows"])) == []
+
+
+def test_bench_writes_the_diagnostics_to_the_table_and_manifest(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from finmeta.cli import main
+    from test_cli_bench import TINY
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    assert main(["bench", str(cfg), "--out", str(tmp_path / "run"), "--no-tearsheets", "--json"]) == 0
+    capsys.readouterr()
+    table = pd.read_csv(tmp_path / "run" / "table.csv").set_index("agent")
+    for col in ("action_repeat", "action_change", "saturation", "static_windows"):
+        assert col in table.columns
+    assert table.loc["equal_weight", "action_repeat"] < 1 and np.isnan(table.loc["equal_weight", "saturation"])
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    d = manifest["action_diagnostics"]["equal_weight_seed0"]
+    assert d["saturation"] is None and d["action_change"] == pytest.approx(table.loc["equal_weight", "action_change"])
+    seeds = pd.read_csv(tmp_path / "run" / "table_seeds.csv")
+    assert "action_repeat" in seeds.columns
+    # a rebuild from the value files keeps them (finmeta report)
+    from benchmarks.report import build_report
+
+    again = build_report(tmp_path / "run", tearsheets=False)["table"].set_index("agent")
+    assert again.loc["equal_weight", "action_change"] == pytest.approx(table.loc["equal_weight", "action_change"])
