@@ -78,6 +78,17 @@ class ObservationBuilder:
         self.B, self.N, self.K, self.L = B, N, K, int(cfg.lookback)
         self.normalize = bool(cfg.normalize_obs)
         close = np.asarray(arrays.close, dtype=np.float64)
+        #: how the observations are scaled (recorded with a trained agent; see docs/env.md)
+        self.scaling: dict = {"normalize_obs": self.normalize,
+                              "features": ("raw" if not self.normalize else
+                                           "causal" if cfg.obs_fit_bars is None else "fitted")}
+        if self.normalize and cfg.obs_fit_bars is not None:
+            import hashlib
+
+            n = int(min(int(cfg.obs_fit_bars), T))
+            mean, std = feature_stats(np.asarray(arrays.features[:n], dtype=np.float64))
+            self.scaling.update(fit_bars=n, clip=float(cfg.obs_clip), stats_sha256=hashlib.sha256(
+                np.ascontiguousarray(mean).tobytes() + np.ascontiguousarray(std).tobytes()).hexdigest()[:16])
         if self.normalize:
             price = np.vstack([np.zeros((1, N)), np.log(close[1:] / close[:-1])])
             if not K:

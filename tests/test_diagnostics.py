@@ -77,3 +77,20 @@ def test_bench_writes_the_diagnostics_to_the_table_and_manifest(tmp_path, capsys
 
     again = build_report(tmp_path / "run", tearsheets=False)["table"].set_index("agent")
     assert again.loc["equal_weight", "action_change"] == pytest.approx(table.loc["equal_weight", "action_change"])
+
+
+def test_a_saved_agent_records_its_observation_scaling_and_refuses_the_other_kind(tmp_path):
+    from agents import AgentLoadError, load_agent, make_agent
+    from meta import make_env
+    from meta.testing import synthetic_arrays
+
+    arrays = synthetic_arrays(T=40, N=3, K=2, seed=1)
+    scaled = make_env(arrays, "stock_trading", normalize_obs=True, obs_fit_bars=30)
+    agent = make_agent("ppo", n_steps=16, batch_size=16).learn(scaled, total_timesteps=16, seed=0)
+    path = agent.save(tmp_path / "ppo.zip")
+    again = load_agent(path, make_env(arrays, "stock_trading", normalize_obs=True, obs_fit_bars=30))
+    assert again.obs_scaling["features"] == "fitted" and again.obs_scaling["fit_bars"] == 30
+    obs, _ = scaled.reset(seed=0)
+    np.testing.assert_array_equal(again.act(obs), agent.act(obs))
+    with pytest.raises(AgentLoadError, match="scaled observations but the env gives raw"):
+        load_agent(path, make_env(arrays, "stock_trading"))
