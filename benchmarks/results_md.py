@@ -35,7 +35,9 @@ DEFAULT_COLUMNS = ["cumulative_return", "annual_return", "annual_volatility", "s
                    "max_drawdown"]
 LABELS = {"cumulative_return": "cumulative", "annual_return": "annual", "annual_volatility": "volatility",
           "sharpe": "Sharpe", "sortino": "Sortino", "calmar": "Calmar", "max_drawdown": "max DD",
-          "turnover": "turnover", "diversity": "diversity", "router_entropy": "router entropy"}
+          "turnover": "turnover", "diversity": "diversity", "router_entropy": "router entropy",
+          "action_repeat": "action repeat", "action_change": "action change", "saturation": "saturation",
+          "static_windows": "static windows"}
 
 
 def _fmt(mean: float, std: float | None, n: int) -> str:
