@@ -148,6 +148,10 @@ def backtest(
     times = pd.DatetimeIndex(arrays.times[lo:hi])
     ppy = float(cfg.get("periods_per_year", 252))
     m = compute_metrics(res["values"], periods_per_year=ppy, turnover=res["turnover"], costs=res["costs"])
+    from .diagnostics import action_diagnostics
+
+    m.update(action_diagnostics(res["actions"], low=env.action_space.low, high=env.action_space.high,
+                                learned=model is not None))
     table = aggregate_seeds(pd.DataFrame([{"agent": agent, "seed": 0, **m}]))
     write_report(Path(out), {agent: pd.Series(res["values"], index=times, name=agent)}, table,
                  {"config": cfg, "agent": agent, "model": str(model) if model else None, "dataset": prov},
