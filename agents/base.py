@@ -147,8 +147,22 @@ def _describe(sig: dict) -> str:
     return sig.get("repr") or f"{sig.get('kind')}({sig.get('n')})"
 
 
+def obs_scaling_of(env: Any) -> dict | None:
+    """The env's observation scaling (``metadata["obs_scaling"]`` of FinMeta envs), else None."""
+    meta = getattr(env, "metadata", None)
+    return dict(meta["obs_scaling"]) if isinstance(meta, dict) and isinstance(meta.get("obs_scaling"), dict) else None
+
+
 def check_spaces(path: str | os.PathLike, saved: dict, env: Any) -> None:
-    """Raise :class:`AgentLoadError` when the spaces recorded in ``saved`` differ from ``env``'s."""
+    """Raise :class:`AgentLoadError` when the spaces recorded in ``saved`` differ from ``env``'s, or
+    when the agent was trained on scaled observations and the env gives raw ones (or the reverse).
+    Fitted statistics may differ (a warm start continues on the next window's training range)."""
+    want, have = saved.get("obs_scaling"), obs_scaling_of(env)
+    if want and have and want.get("normalize_obs") != have.get("normalize_obs"):
+        raise AgentLoadError(
+            f"{path}: saved agent was trained on {'scaled' if want.get('normalize_obs') else 'raw'} observations "
+            f"but the env gives {'scaled' if have.get('normalize_obs') else 'raw'} ones (normalize_obs="
+            f"{have.get('normalize_obs')}); build the env with normalize_obs={want.get('normalize_obs')}")
     obs_space, act_space = env_spaces(env)
     for what, space in (("observation", obs_space), ("action", act_space)):
         want = saved.get(f"{what}_space")
@@ -289,6 +303,8 @@ class Agent(abc.ABC):
         agent.trained_timesteps = int(manifest.get("trained_timesteps", 0))
         agent.seed = manifest.get("seed")
         agent._load(Path(path), manifest, env)
+        if manifest.get("obs_scaling") is not None:
+            agent.obs_scaling = manifest["obs_scaling"]
         return agent
 
     # -- for subclasses --------------------------------------------------------------------------
@@ -312,6 +328,7 @@ class Agent(abc.ABC):
             "action_space": space_signature(self.action_space),
             "trained_timesteps": int(self.trained_timesteps),
             "seed": self.seed,
+            "obs_scaling": getattr(self, "obs_scaling", None),
         }
 
     def _config_for_manifest(self) -> dict:
@@ -319,6 +336,7 @@ class Agent(abc.ABC):
 
     def _set_spaces(self, env: Any) -> None:
         self.observation_space, self.action_space = env_spaces(env)
+        self.obs_scaling = obs_scaling_of(env)
         if not isinstance(self.action_space, gym.spaces.Box):
             raise AgentError(f"{self.name}: needs a continuous Box action space, got {self.action_space}")
 

@@ -242,12 +242,18 @@ def stage_env_config(env_cfg: dict, arrays: MarketArrays, train: tuple[int, int]
     """The env config of a window's stages: ``env_cfg`` with its turbulence rule resolved.
 
     The rule's keys (:data:`TURBULENCE_RULE_KEYS`) are replaced by ``turbulence_threshold`` (see
-    :func:`turbulence_threshold`); the rest goes to the env unchanged.
+    :func:`turbulence_threshold`). With ``normalize_obs: true`` it sets ``obs_fit_bars`` to the
+    length of the training range ``train``: the stage envs, built on arrays that start at the
+    training range's first bar, then scale the features with the training range's statistics only
+    (frozen; the same in training, validation and trade; see docs/env.md, "Observation scaling").
+    The rest goes to the env unchanged.
     """
     cfg = {k: v for k, v in env_cfg.items() if k not in TURBULENCE_RULE_KEYS}
     threshold, detail = turbulence_threshold(env_cfg, arrays, train, validation_start)
     if detail["rule"] not in ("none", "fixed"):
         cfg["turbulence_threshold"] = threshold
+    if cfg.get("normalize_obs"):
+        cfg["obs_fit_bars"] = int(train[1] - train[0])
     return cfg
 
 

@@ -59,8 +59,10 @@ FIGURES: tuple[str, ...] = (
 COST_FIGURES: tuple[str, ...] = ("turnover", "costs_paid")
 """Figures present only when turnover / costs are given."""
 
-AGENT_FIGURES: tuple[str, ...] = ("diversity", "router_entropy")
-"""Figures only some agents report (the moe agent's expert diversity and router usage entropy)."""
+AGENT_FIGURES: tuple[str, ...] = ("diversity", "router_entropy", "action_repeat", "action_change", "saturation",
+                                  "static_windows")
+"""Figures only some agents or runs report (the moe agent's expert diversity and router usage
+entropy; the walk-forward run's action diagnostics, :mod:`benchmarks.diagnostics`)."""
 
 ALL_FIGURES: tuple[str, ...] = FIGURES + COST_FIGURES + AGENT_FIGURES
 

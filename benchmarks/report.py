@@ -67,6 +67,10 @@ FIGURE_LABELS: dict[str, str] = {
     "max_drawdown": "Max drawdown",
     "turnover": "Turnover",
     "costs_paid": "Costs paid",
+    "action_repeat": "Action repeat",
+    "action_change": "Action change",
+    "saturation": "Saturation",
+    "static_windows": "Static windows",
 }
 
 MANIFEST_LIBRARIES = (
@@ -349,13 +353,34 @@ def write_tables(run_dir: str | Path, table: pd.DataFrame, run_stats: Mapping[st
     run.mkdir(parents=True, exist_ok=True)
     paths = {"csv": run / "table.csv", "md": run / "table.md", "tex": run / "table.tex"}
     table.to_csv(paths["csv"], index=False)
-    md, tex = table_markdown(table), table_latex(table)
+    md, tex = table_markdown(table) + static_policy_note(table), table_latex(table)
     if any(c in table.columns for c in STAT_COLUMNS):
         md += "\n" + stats_markdown(table, run_stats)
         tex += "\n" + stats_latex(table, run_stats)
     paths["md"].write_text(md, encoding="utf-8")
     paths["tex"].write_text(tex, encoding="utf-8")
     return paths
+
+
+def static_policies(table: pd.DataFrame) -> list[str]:
+    """Agents flagged "static policy": in at least one trade window their action never changes
+    (column ``static_windows`` > 0 of any seed; :mod:`benchmarks.diagnostics`)."""
+    if "static_windows" not in table.columns or "agent" not in table.columns:
+        return []
+    col = pd.to_numeric(table["static_windows"], errors="coerce")
+    return [str(a) for a, n in zip(table["agent"], col) if n == n and n > 0]
+
+
+def static_policy_note(table: pd.DataFrame) -> str:
+    """A Markdown note under the table naming the static policies (empty when there is none); it
+    is also logged as a warning."""
+    flagged = static_policies(table)
+    if not flagged:
+        return ""
+    text = (f"static policy: {', '.join(flagged)} -- the action never changes within at least one trade "
+            f"window (column Static windows; a rule such as buy_and_hold may do so by design)")
+    logging.getLogger("finmeta.report").warning(text)
+    return f"\n**{text}**\n"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -877,16 +902,21 @@ def _mean_curve(frames: Sequence[pd.DataFrame]) -> pd.Series:
     return pd.Series(np.mean([f[VALUE_COLUMN].to_numpy()[:n] for f in frames], axis=0))
 
 
+#: figures a rebuild cannot recompute from the value files; carried over from ``table_seeds.csv``
+KEPT_FIGURES = ("turnover", "costs_paid", "action_repeat", "action_change", "saturation", "static_windows")
+
+
 def _keep_cost_figures(seed_table: pd.DataFrame, previous: Path) -> pd.DataFrame:
-    """Carry ``turnover``/``costs_paid`` over from a previous ``table_seeds.csv`` for value files
-    without turnover/cost columns (matched on agent and seed; an agent's only row matches too)."""
+    """Carry ``turnover``/``costs_paid`` (for value files without turnover/cost columns) and the
+    action diagnostics (:data:`KEPT_FIGURES`) over from a previous ``table_seeds.csv`` (matched on
+    agent and seed; an agent's only row matches too)."""
     if not previous.is_file():
         return seed_table
     try:
         old = pd.read_csv(previous)
     except (ValueError, OSError):
         return seed_table
-    figs = [f for f in ("turnover", "costs_paid") if f in old.columns]
+    figs = [f for f in KEPT_FIGURES if f in old.columns]
     if not figs or "agent" not in old.columns:
         return seed_table
     out = seed_table.copy()

@@ -40,7 +40,9 @@ LABELS = {"cumulative_return": "cumulative", "annual_return": "annual", "annual_
           "sharpe_lo": "Sharpe 95% lo", "sharpe_hi": "Sharpe 95% hi", "psr": "PSR", "dsr": "DSR",
           "sr_diff_index": "ΔSR vs index", "p_index": "p (index)", "sr_diff_rule": "ΔSR vs best rule",
           "p_rule": "p (best rule)", "sharpe_iqm": "Sharpe IQM", "sharpe_iqm_lo": "IQM 95% lo",
-          "sharpe_iqm_hi": "IQM 95% hi", "p_improve_index": "P(> index)", "p_improve_rule": "P(> best rule)"}
+          "sharpe_iqm_hi": "IQM 95% hi", "p_improve_index": "P(> index)", "p_improve_rule": "P(> best rule)",
+          "action_repeat": "action repeat", "action_change": "action change", "saturation": "saturation",
+          "static_windows": "static windows"}
 
 
 def _fmt(mean: float, std: float | None, n: int) -> str:

@@ -478,6 +478,7 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
 
     values: dict[str, pd.Series | pd.DataFrame] = {}
     rows = []
+    diag: dict[str, dict] = {}
     for ch in chains:
         key = f"{ch.agent}_seed{ch.seed}"
         values[key] = pd.DataFrame({"account_value": ch.values, "turnover": ch.turnover, "cost": ch.costs},
@@ -487,6 +488,8 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
         if div:  # moe rows: diversity and router usage entropy, averaged over the trade windows
             m["diversity"] = float(np.mean([d["diversity"] for d in div]))
             m["router_entropy"] = float(np.mean([d.get("router_entropy", np.nan) for d in div]))
+        diag[key] = chain_diagnostics(wf, ch)
+        m.update(diag[key])
         rows.append({"agent": ch.agent, "seed": ch.seed, **m})
     initial = float(wf.env_cfg.get("initial_cash", 1_000_000))
     if chains:
@@ -520,6 +523,7 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
         machine=_machine(),
         command=command,
         windows={f"{c.agent}_seed{c.seed}": c.windows for c in chains},
+        action_diagnostics={k: {f: (None if np.isnan(v) else v) for f, v in d.items()} for k, d in diag.items()},
     )
     if models:
         from data_processors.store import file_sha256
@@ -547,6 +551,18 @@ def invocations(run_dir: Path, manifest: dict) -> list[dict]:
     keys = ("created_utc", "command", "wall_time_s", "git_commit", "agents", "seeds")
     history = list(previous.get("invocations") or ([{k: previous.get(k) for k in keys}] if previous else []))
     return history + [{k: manifest.get(k) for k in keys}]
+
+
+def chain_diagnostics(wf: WalkForward, ch: ChainResult) -> dict[str, float]:
+    """:func:`benchmarks.diagnostics.action_diagnostics` of one chain (bounds of the trade env's
+    action space; saturation for learned agents only)."""
+    from .diagnostics import action_diagnostics
+    from .loop import learns
+
+    lengths = [int(r["trade"][1]) - int(r["trade"][0]) for r in ch.windows]
+    space = wf._trade_env(wf.windows[0], None)[0].action_space
+    return action_diagnostics(ch.actions, lengths, low=getattr(space, "low", None),
+                              high=getattr(space, "high", None), learned=learns(ch.agent))
 
 
 def _run_local(wf: WalkForward, jobs: list[tuple[str, int]], progress: bool) -> list[ChainResult]:

@@ -67,6 +67,10 @@ class EnvConfig:
     # observation --------------------------------------------------------------------------
     lookback: int = 1
     normalize_obs: bool = False
+    # normalize_obs only: features are z-scored with the mean / std of the first obs_fit_bars bars of
+    # the arrays (the training range, frozen; clipped to +-obs_clip); None: causal expanding z-scores
+    obs_fit_bars: int | None = None
+    obs_clip: float = 10.0
     # episodes -----------------------------------------------------------------------------
     episode_length: int | tuple[int, int] | None = None  # None: to the end of the data
     random_start: bool = False
@@ -114,6 +118,10 @@ class EnvConfig:
             bad("lookback", "must be an integer >= 1")
         if self.min_fee < 0:
             bad("min_fee", "must be >= 0")
+        if self.obs_fit_bars is not None and (int(self.obs_fit_bars) != self.obs_fit_bars or self.obs_fit_bars < 1):
+            bad("obs_fit_bars", "must be None or an integer >= 1 (the number of leading bars to fit on)")
+        if not self.obs_clip > 0:
+            bad("obs_clip", "must be > 0")
         if self.fee_bps is not None and not 0 <= self.fee_bps < 1e4:
             bad("fee_bps", "must be in [0, 10000)")
         if self.allow_short and self.sizing != "shares":

@@ -581,4 +581,5 @@ class MarketKernel:
             "tickers": tuple(self.arrays.tickers),
             "feature_names": tuple(self.arrays.feature_names),
             "backend": self.B.name,
+            "obs_scaling": dict(self.obs_builder.scaling),
         }

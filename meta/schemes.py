@@ -34,6 +34,30 @@ def causal_zscore(x: np.ndarray) -> np.ndarray:
     return z
 
 
+def fitted_zscore(x: np.ndarray, fit_bars: int, clip: float = 10.0) -> np.ndarray:
+    """Z-score along axis 0 with the mean / std of the first ``fit_bars`` rows, frozen, clipped.
+
+    Row t uses rows ``0..max(t, fit_bars - 1)``: with ``fit_bars`` = the training range's length,
+    the validation / trade rows (t >= fit_bars) see only the training statistics and themselves,
+    and every stage of a window sees the same scale. A (feature, asset) column that is constant
+    over the fit rows is only centred. Values are clipped to ``[-clip, clip]``.
+
+    Args:
+        x: (T, ...) float array; fit_bars: 1..T. Returns the same shape, float64.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = int(min(max(int(fit_bars), 1), x.shape[0]))
+    mean, std = feature_stats(x[:n])
+    return np.clip((x - mean) / std, -clip, clip)
+
+
+def feature_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and std (ddof 0) along axis 0; std 1 where a column is constant."""
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    return mean, np.where(std > 1e-12 * (1.0 + np.abs(mean)), std, 1.0)
+
+
 class ObservationBuilder:
     """Flat float32 observations.
 
@@ -43,7 +67,9 @@ class ObservationBuilder:
     first bar repeat the first bar), dimension ``1 + N + L*(N + K*N)``.
 
     ``normalize=True``: cash -> cash / value, holdings -> weights (holding value / value),
-    close -> log return of the bar, features -> expanding-window z-scores (causal).
+    close -> log return of the bar, features -> expanding-window z-scores (causal), or, with
+    ``cfg.obs_fit_bars = n``, z-scores with the statistics of the first n bars (the training range;
+    :func:`fitted_zscore`). See ``docs/env.md``, "Observation scaling".
     """
 
     def __init__(self, arrays: MarketArrays, cfg: EnvConfig, B) -> None:
@@ -52,9 +78,25 @@ class ObservationBuilder:
         self.B, self.N, self.K, self.L = B, N, K, int(cfg.lookback)
         self.normalize = bool(cfg.normalize_obs)
         close = np.asarray(arrays.close, dtype=np.float64)
+        #: how the observations are scaled (recorded with a trained agent; see docs/env.md)
+        self.scaling: dict = {"normalize_obs": self.normalize,
+                              "features": ("raw" if not self.normalize else
+                                           "causal" if cfg.obs_fit_bars is None else "fitted")}
+        if self.normalize and cfg.obs_fit_bars is not None:
+            import hashlib
+
+            n = int(min(int(cfg.obs_fit_bars), T))
+            mean, std = feature_stats(np.asarray(arrays.features[:n], dtype=np.float64))
+            self.scaling.update(fit_bars=n, clip=float(cfg.obs_clip), stats_sha256=hashlib.sha256(
+                np.ascontiguousarray(mean).tobytes() + np.ascontiguousarray(std).tobytes()).hexdigest()[:16])
         if self.normalize:
             price = np.vstack([np.zeros((1, N)), np.log(close[1:] / close[:-1])])
-            feats = causal_zscore(arrays.features) if K else np.zeros((T, N, 0))
+            if not K:
+                feats = np.zeros((T, N, 0))
+            elif cfg.obs_fit_bars is not None:
+                feats = fitted_zscore(arrays.features, int(cfg.obs_fit_bars), float(cfg.obs_clip))
+            else:
+                feats = causal_zscore(arrays.features)
         else:
             price = close
             feats = np.asarray(arrays.features, dtype=np.float64)

@@ -464,3 +464,25 @@ def test_a_swapped_or_damaged_saved_model_is_retrained_not_loaded(arrays, tmp_pa
     assert "a2c_seed0/window_001.zip" in caplog.text and "checksum" in caplog.text
     assert np.array_equal(again.values, ref.values)
     assert np.array_equal(again.actions, ref.actions, equal_nan=True)
+
+
+def test_scaled_observations_saved_models_give_the_same_actions_on_resume(arrays, tmp_path):
+    """normalize_obs: the statistics come from the window's training range (obs_fit_bars), so a
+    resumed run that loads the saved models (no checkpoints left) acts exactly as the first run."""
+    import json
+    import shutil
+    import zipfile
+
+    cfg = copy.deepcopy(CONFIG)
+    cfg["env"]["normalize_obs"] = True
+    first = WalkForward(arrays, cfg, tmp_path / "run").run_chain("a2c", 0)
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+    again = WalkForward(arrays, cfg, tmp_path / "run").run_chain("a2c", 0)
+    assert np.array_equal(again.actions, first.actions, equal_nan=True)
+    assert np.array_equal(again.values, first.values)
+    assert np.nanstd(first.actions, axis=0).max() > 0
+    wf = WalkForward(arrays, cfg, tmp_path / "run")
+    for w in wf.windows:
+        with zipfile.ZipFile(wf._model_path("a2c", w, 0)) as z:
+            rec = json.loads(z.read("finmeta.json"))["obs_scaling"]
+        assert rec["features"] == "fitted" and rec["fit_bars"] == w.train[1] - w.train[0]
