@@ -404,8 +404,9 @@ def _plot_lines(lines: Mapping[str, tuple[Any, np.ndarray]], path: str | Path, *
 
 #: rule baselines (not trained): drawn dashed, index rows black/grey dashed, learned agents solid colours
 RULE_BASELINES = ("buy_and_hold", "equal_weight", "equal_weight_gated", "min_variance")
-_LEARNED_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
-                    "#17becf", "#393b79", "#637939", "#843c39")  # tab10 without its grey, then darker tab20b
+_LEARNED_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#bcbd22", "#17becf",
+                    "#393b79", "#637939", "#843c39", "#5254a3")  # tab10 less grey and pink, then dark tab20b
+_ENSEMBLE_COLOUR = "#e377c2"  # tab10's pink, kept for the ensemble's band
 _BASELINE_STYLES = (("#b8860b", "--"), ("#01665e", "-."), ("#762a83", ":"), ("#636363", (0, (5, 1, 1, 1))))
 _INDEX_STYLES = (("black", "--"), ("black", ":"), ("#777777", "-."))
 
@@ -420,25 +421,31 @@ def agent_kind(name: str) -> str:
 
 def line_styles(names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Matplotlib line keywords per agent, distinguishable for a dozen agents: learned agents solid in
-    a qualitative palette, rule baselines dashed / dash-dotted / dotted in muted colours, index rows
-    black and grey dashed. ``ensemble`` is a wide translucent band drawn under its members, so the
-    member it picked stays visible on top of it."""
+    a qualitative palette (a2c, ppo, ddpg, td3, sac, moe keep their colour in every run), rule
+    baselines dashed / dash-dotted / dotted in muted colours, index rows black dashed and dotted.
+    ``ensemble`` is a wide translucent pink band drawn under its members, so the member it picked
+    stays visible on top of it."""
     out: dict[str, dict[str, Any]] = {}
+    fixed = {a: _LEARNED_COLOURS[k] for k, a in enumerate(("a2c", "ppo", "ddpg", "td3", "sac", "moe"))}
+    free = [c for c in _LEARNED_COLOURS if c not in {fixed[n] for n in names if n in fixed}]
     counts = {"learned": 0, "baseline": 0, "index": 0}
-    for name in names:
-        kind = agent_kind(str(name))
-        k = counts[kind]
-        counts[kind] += 1
+    for name in map(str, names):
+        kind = agent_kind(name)
         if kind == "learned":
-            style = {"color": _LEARNED_COLOURS[k % len(_LEARNED_COLOURS)], "linestyle": "-", "linewidth": 1.5,
-                     "zorder": 3}
+            style = {"linestyle": "-", "linewidth": 1.5, "zorder": 3}
             if name == "ensemble":
-                style.update(linewidth=5.0, alpha=0.45, zorder=2)
+                style.update(color=_ENSEMBLE_COLOUR, linewidth=5.0, alpha=0.45, zorder=2)
+            elif name in fixed:
+                style["color"] = fixed[name]
+            else:
+                style["color"] = free[counts[kind] % len(free)]
+                counts[kind] += 1
         else:
             table = _BASELINE_STYLES if kind == "baseline" else _INDEX_STYLES
-            colour, dash = table[k % len(table)]
+            colour, dash = table[counts[kind] % len(table)]
+            counts[kind] += 1
             style = {"color": colour, "linestyle": dash, "linewidth": 1.4, "zorder": 2}
-        out[str(name)] = style
+        out[name] = style
     return out
 
 
@@ -471,12 +478,13 @@ def curves_figure(account_values: Mapping[str, pd.Series], *, drawdown: bool = F
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(11, 4.6 if drawdown else 5.6))
     styles = line_styles(list(account_values))
-    for name, s in account_values.items():
+    rank = {"learned": 0, "baseline": 1, "index": 2}  # legend: learned agents, baselines, index rows
+    for name, s in sorted(account_values.items(), key=lambda kv: rank[agent_kind(str(kv[0]))]):
         y = 100.0 * drawdown_series(s) if drawdown else s.to_numpy(dtype=np.float64)
         ax.plot(s.index, y, label=str(name), **styles[str(name)])
     if stop is not None:
         for k, (x0, x1) in enumerate(stop_spans(stop)):
-            ax.axvspan(x0, x1, color="#f4a582", alpha=0.35, linewidth=0, zorder=1,
+            ax.axvspan(x0, x1, color="#a0a0a0", alpha=0.3, linewidth=0, zorder=1,
                        label="turbulence stop" if k == 0 else "_turbulence stop")  # "_": one legend entry
     ax.yaxis.set_major_formatter(FuncFormatter(
         (lambda v, _: f"{v:.0f}%") if drawdown else (lambda v, _: f"{v:,.0f}")))
@@ -865,7 +873,7 @@ def write_report(
             result["tearsheets"][agent] = write_tearsheet(
                 s.rename(agent), run / "tearsheets" / tearsheet_file(agent),
                 benchmark=None if agent == bench_name else bench_series,
-                periods_per_year=periods_per_year, title=f"FinMeta: {agent}" + (f" ({name})" if name else ""),
+                periods_per_year=periods_per_year, title=f"FinMeta: {agent}" + (f", run {name}" if name else ""),
             )
         result["tearsheet_index"] = write_tearsheet_index(
             run / "tearsheets", table, result["tearsheets"], title=f"FinMeta run: {name or run.name}",
