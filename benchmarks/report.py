@@ -707,8 +707,10 @@ def run_caption(manifest: Mapping[str, Any] | None, windows: pd.DataFrame | None
         parts.append(f"trade {windows['trade_start'].iloc[0]} -> {windows['trade_end'].iloc[-1]} "
                      f"({int(windows['trade_bars'].sum())} bars, {len(windows)} window{'s' * (len(windows) != 1)})")
     data = (manifest.get("config") or {}).get("data") or {}
-    what = (f"dataset {data['dataset']}" if "dataset" in data else f"file(s) {data.get('files') or data['file']}"
-            if ("files" in data or "file" in data) else f"source {data.get('source', 'synthetic')}")
+    files = [f.get("file") if isinstance(f, Mapping) else f for f in data.get("files") or [data.get("file")] if f]
+    what = (f"dataset {data['dataset']}" if "dataset" in data else
+            f"file{'s' * (len(files) > 1)} {', '.join(Path(str(f)).name for f in files)}" if files
+            else f"source {data.get('source', 'synthetic')}")
     ds = manifest.get("dataset") or {}
     parts.append(f"data: {what}, {len(ds.get('tickers') or [])} tickers, hash {str(manifest.get('dataset_hash'))[:12]}")
     fill = manifest.get("fill")

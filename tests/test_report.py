@@ -267,6 +267,9 @@ def test_table_tex_has_caption_and_label_and_missing_figures_are_dashes(tmp_path
     assert "nan" not in tex.lower() and r"index & " in tex and " & -- & --" in tex
     md = (tmp_path / "table.md").read_text()
     assert "nan" not in md and "| – | – |" in md
+    files = {"config": {"data": {"files": [{"file": "${FINMETA_DATA_DIR}/us/dow30.csv.gz", "format": "yahoo"},
+                                           "/x/former.csv"]}}, "fill": "close", "seeds": [0]}
+    assert "data: files dow30.csv.gz, former.csv, 0 tickers" in rp.run_caption(files)  # names, not dicts
     # a table without a run around it still gets a caption and a label
     tex = rp.table_latex(table, caption="x", label="tab:a b")
     assert r"\label{tab:a-b}" in tex and r"\caption{x}" in tex
