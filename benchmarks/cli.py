@@ -78,7 +78,7 @@ def report_cmd(
 ) -> None:
     """(Re)build tables, plots and tearsheets of a run directory from its saved account values.
 
-    Writes table.csv, table_seeds.csv, table.md, table.tex, equity.png, drawdown.png and tearsheets/<agent>.html (see docs/metrics.md for the layout).
+    Writes table.csv, table_seeds.csv, table.md, table.tex, equity.png, drawdown.png, tearsheets/<agent>.html and tearsheets/index.html (see docs/metrics.md for the layout).
 
     Example: finmeta report ~/.finmeta/runs/dow30_ppo --benchmark index
     """
@@ -93,7 +93,7 @@ def report_cmd(
     for a in fallbacks:
         typer.echo(f"warning: quantstats failed for {a}; wrote a plain HTML page ({res['tearsheets'][a]['error']})", err=True)
     typer.echo(f"wrote {run_dir}/table.csv, table.md, table.tex, equity.png, drawdown.png"
-               + (f", {len(res['tearsheets'])} tearsheet(s)" if res["tearsheets"] else ""))
+               + (f", {len(res['tearsheets'])} tearsheet(s) linked from tearsheets/index.html" if res["tearsheets"] else ""))
 
 
 COMMANDS: list[tuple[str, Callable[..., None]]] = [

@@ -725,10 +725,13 @@ def stop_from_windows(windows: pd.DataFrame | None, index: pd.Index) -> pd.Serie
     if windows is None or "stop_spans" not in windows.columns or not isinstance(index, pd.DatetimeIndex):
         return None
     mask = np.zeros(len(index), dtype=bool)
+    at = index.tz_localize(None) if index.tz is not None else index
     for cell in windows["stop_spans"].dropna().astype(str):
         for span in cell.split():
             first, _, last = span.partition("/")
-            mask |= (index >= pd.Timestamp(first)) & (index <= pd.Timestamp(last or first))
+            last = last or first
+            on = at.normalize() if len(last) == 10 else at  # date-only spans cover their whole days
+            mask |= (on >= pd.Timestamp(first).tz_localize(None)) & (on <= pd.Timestamp(last).tz_localize(None))
     return pd.Series(mask, index=index)
 
 

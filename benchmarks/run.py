@@ -536,13 +536,19 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
 def stop_span_cells(windows: pd.DataFrame, stop: pd.Series) -> list[str | None]:
     """Per window (row of ``windows.csv``): its runs of turbulence-stop days as ``first/last`` dates,
     space-separated (what ``finmeta report`` shades when it rebuilds the plots); None without any."""
+    days = stop.index.normalize()
+    intraday = bool((stop.index != days).any())  # hourly bars: spans keep their times
+
+    def stamp(t: pd.Timestamp) -> str:
+        return t.isoformat() if intraday else str(t.date())
+
     out: list[str | None] = []
     for _, w in windows.iterrows():
-        inside = stop[(stop.index >= pd.Timestamp(w["trade_start"])) & (stop.index <= pd.Timestamp(w["trade_end"]))]
+        inside = stop[(days >= pd.Timestamp(w["trade_start"])) & (days <= pd.Timestamp(w["trade_end"]))]
         flags = inside.to_numpy(dtype=bool)
         edges = np.diff(np.r_[0, flags.astype(np.int8), 0])
         runs = zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1)
-        cell = " ".join(f"{inside.index[i].date()}/{inside.index[j].date()}" for i, j in runs)
+        cell = " ".join(f"{stamp(inside.index[i])}/{stamp(inside.index[j])}" for i, j in runs)
         out.append(cell or None)
     return out
 

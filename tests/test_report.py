@@ -322,6 +322,14 @@ def test_stop_days_round_trip_through_windows_csv(tmp_path):
     assert cells == [f"{index[5].date()}/{index[7].date()}", f"{index[70].date()}/{index[70].date()}"]
     back = rp.stop_from_windows(windows.assign(stop_spans=cells), index)
     assert back.equals(stop)
+    hourly = pd.date_range("2022-01-01", periods=72, freq="h")  # crypto bars: spans keep their hours
+    stop = pd.Series(False, index=hourly)
+    stop.iloc[[3, 4, 30, 71]] = True
+    frame = pd.DataFrame({"trade_start": ["2022-01-01", "2022-01-02"], "trade_end": ["2022-01-01", "2022-01-03"]})
+    cells = stop_span_cells(frame, stop)
+    assert cells == ["2022-01-01T03:00:00/2022-01-01T04:00:00", "2022-01-02T06:00:00/2022-01-02T06:00:00 "
+                     "2022-01-03T23:00:00/2022-01-03T23:00:00"]
+    assert rp.stop_from_windows(frame.assign(stop_spans=cells), hourly).equals(stop)
 
 
 def test_tearsheet_landing_page_links_every_agent_and_the_index_row_keeps_its_own_sheet(tmp_path, monkeypatch):
