@@ -92,7 +92,7 @@ def report_cmd(
 ) -> None:
     """(Re)build tables, plots and tearsheets of a run directory from its saved account values.
 
-    Writes table.csv, table_seeds.csv, table.md, table.tex, equity.png, drawdown.png and tearsheets/<agent>.html (see docs/metrics.md for the layout), and the statistics: Sharpe intervals, PSR/DSR, tests against the index and the best rule baseline, PBO, SPA (stats.json, sharpe_intervals.png, improvement.png; docs/metrics.md).
+    Writes table.csv, table_seeds.csv, table.md, table.tex, equity.png, drawdown.png, tearsheets/<agent>.html and tearsheets/index.html (see docs/metrics.md for the layout), and the statistics: Sharpe intervals, PSR/DSR, tests against the index and the best rule baseline, PBO, SPA (stats.json, sharpe_intervals.png, improvement.png; docs/metrics.md).
 
     Example: finmeta report ~/.finmeta/runs/dow30_ppo --benchmark index
     """
@@ -111,7 +111,7 @@ def report_cmd(
         typer.echo(f"warning: quantstats failed for {a}; wrote a plain HTML page ({res['tearsheets'][a]['error']})", err=True)
     typer.echo(f"wrote {run_dir}/table.csv, table.md, table.tex, equity.png, drawdown.png"
                + (", stats.json, sharpe_intervals.png, improvement.png" if (Path(run_dir) / "stats.json").is_file() else "")
-               + (f", {len(res['tearsheets'])} tearsheet(s)" if res["tearsheets"] else ""))
+               + (f", {len(res['tearsheets'])} tearsheet(s) linked from tearsheets/index.html" if res["tearsheets"] else ""))
 
 
 COMMANDS: list[tuple[str, Callable[..., None]]] = [

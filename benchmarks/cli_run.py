@@ -67,25 +67,10 @@ def run_caption(run_dir: Path) -> str | None:
     import pandas as pd
 
     from .report import read_manifest
+    from .report import run_caption as caption_of
 
-    m = read_manifest(run_dir)
-    if not m:
-        return None
-    parts = []
     windows = Path(run_dir) / "windows.csv"
-    if windows.is_file():
-        w = pd.read_csv(windows)
-        parts.append(f"trade {w['trade_start'].iloc[0]} -> {w['trade_end'].iloc[-1]} "
-                     f"({int(w['trade_bars'].sum())} bars, {len(w)} windows)")
-    data = (m.get("config") or {}).get("data") or {}
-    what = (f"dataset {data['dataset']}" if "dataset" in data else f"file(s) {data.get('files') or data['file']}"
-            if ("files" in data or "file" in data) else f"source {data.get('source', 'synthetic')}")
-    ds = m.get("dataset") or {}
-    parts.append(f"data: {what}, {len(ds.get('tickers') or [])} tickers, hash {str(m.get('dataset_hash'))[:12]}")
-    fill = m.get("fill")
-    parts.append("fill: " + {"open": "next bar's open", "close": "this bar's close (FinRL parity)"}.get(fill, str(fill)))
-    parts.append("seeds: " + ",".join(str(s) for s in m.get("seeds") or []))
-    return " | ".join(parts)
+    return caption_of(read_manifest(run_dir), pd.read_csv(windows) if windows.is_file() else None)
 
 
 def bench(

@@ -10,9 +10,11 @@ Run-directory layout (see ``docs/metrics.md``)::
       table_seeds.csv      one row per (agent, seed) -- the per-seed figures behind table.csv
       table.md             mean +/- std (Markdown)
       table.tex            the same as a LaTeX tabular (booktabs)
-      equity.png           account value of every agent (matplotlib, Agg)
-      drawdown.png         drawdown of every agent
-      tearsheets/<agent>.html   quantstats HTML tearsheet (offline; benchmark passed as a series)
+      equity.png           account value of every agent (matplotlib, Agg; styles: line_styles)
+      drawdown.png         drawdown of every agent; both shade the turbulence-stop days
+      tearsheets/index.html     landing page: the table, each agent linked to its tearsheet, the plots
+      tearsheets/<agent>.html   quantstats HTML tearsheet (offline; benchmark passed as a series);
+                                the ``index`` row's is ``index_benchmark.html``
 
 ``write_report`` writes the tables/plots/tearsheets from in-memory values; ``build_report`` rebuilds
 them from ``<run>/values``. ``save_account_values`` writes the values in that layout.
@@ -288,8 +290,14 @@ def _digits(figure: str, digits: int) -> int:
     return 2 if figure == "costs_paid" else digits
 
 
-def table_cells(table: pd.DataFrame, digits: int = 4, pm: str = " ± ") -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows of a table, as every rendering (Markdown, LaTeX, the console) shows them."""
+#: how a missing figure (NaN: e.g. the index row's turnover and costs) is shown in Markdown / the console
+MISSING_CELL = "–"
+
+
+def table_cells(table: pd.DataFrame, digits: int = 4, pm: str = " ± ",
+                missing: str = MISSING_CELL) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows of a table, as every rendering (Markdown, LaTeX, the console) shows them;
+    a missing figure is ``missing``."""
     figs = _figure_columns(table)
     header = ["agent"] + [FIGURE_LABELS.get(f, f) for f in figs]
     rows = []
@@ -297,6 +305,9 @@ def table_cells(table: pd.DataFrame, digits: int = 4, pm: str = " ± ") -> tuple
         cells = [str(row["agent"])]
         for f in figs:
             d = _digits(f, digits)
+            if row[f] is None or (isinstance(row[f], (float, np.floating)) and math.isnan(row[f])):
+                cells.append(missing)
+                continue
             cell = _fmt(row[f], d)
             std = row.get(f"{f}_std")
             if std is not None and not (isinstance(std, float) and math.isnan(std)):
@@ -325,24 +336,32 @@ def _tex_escape(s: str) -> str:
     return s.replace("\x00", r"\textbackslash{}")
 
 
-def table_latex(table: pd.DataFrame, digits: int = 4, caption: str | None = None) -> str:
-    """The table as a LaTeX ``tabular`` (booktabs), ``mean $\\pm$ std`` when several seeds ran."""
-    header, rows = table_cells(table, digits, "\x01")
+def table_latex(table: pd.DataFrame, digits: int = 4, caption: str | None = None, label: str | None = None) -> str:
+    """The table as a LaTeX ``table`` (booktabs ``tabular``), ``mean $\\pm$ std`` when several seeds ran.
+
+    ``caption`` and ``\\label{label}`` go above the tabular; a missing figure is ``--``."""
+    header, rows = table_cells(table, digits, "\x01", missing="--")
     col = "l" + "r" * (len(header) - 1)
-    out = [r"\begin{table}[ht]", r"\centering", rf"\begin{{tabular}}{{{col}}}", r"\toprule"]
+    out = [r"\begin{table}[ht]", r"\centering"]
+    if caption:  # ASCII "->" and "|" would typeset as "-¿" and "—" in LaTeX's default font encoding
+        text = _tex_escape(caption).replace(" -> ", "--").replace(" | ", "; ")
+        text = text.replace("<", r"\textless{}").replace(">", r"\textgreater{}")
+        out.append(rf"\caption{{{text}}}")
+    if label:
+        out.append(rf"\label{{{re.sub(r'[^A-Za-z0-9_:.-]', '-', label)}}}")
+    out += [rf"\begin{{tabular}}{{{col}}}", r"\toprule"]
     out.append(" & ".join(_tex_escape(h) for h in header) + r" \\")
     out.append(r"\midrule")
     for r in rows:
         out.append(" & ".join(_tex_escape(c).replace("\x01", r" $\pm$ ") for c in r) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        out.append(rf"\caption{{{_tex_escape(caption)}}}")
-    out.append(r"\end{table}")
+    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(out) + "\n"
 
 
-def write_tables(run_dir: str | Path, table: pd.DataFrame, run_stats: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``table.csv``, ``table.md`` and ``table.tex``; returns ``{kind: path}``.
+def write_tables(run_dir: str | Path, table: pd.DataFrame, run_stats: Mapping[str, Any] | None = None,
+                 caption: str | None = None, label: str | None = None) -> dict[str, Path]:
+    """Write ``table.csv``, ``table.md`` and ``table.tex`` (with ``caption`` and ``\\label{label}``;
+    default: a generic caption, ``tab:finmeta``); returns ``{kind: path}``.
 
     When ``table`` has the statistics columns (:data:`benchmarks.stats.STAT_COLUMNS`), ``table.md``
     and ``table.tex`` get a second table, the statistics section (:func:`stats_markdown`,
@@ -353,7 +372,8 @@ def write_tables(run_dir: str | Path, table: pd.DataFrame, run_stats: Mapping[st
     run.mkdir(parents=True, exist_ok=True)
     paths = {"csv": run / "table.csv", "md": run / "table.md", "tex": run / "table.tex"}
     table.to_csv(paths["csv"], index=False)
-    md, tex = table_markdown(table) + static_policy_note(table), table_latex(table)
+    md = table_markdown(table) + static_policy_note(table)
+    tex = table_latex(table, caption=caption or "FinMeta results, one row per agent", label=label or "tab:finmeta")
     if any(c in table.columns for c in STAT_COLUMNS):
         md += "\n" + stats_markdown(table, run_stats)
         tex += "\n" + stats_latex(table, run_stats)
@@ -560,16 +580,126 @@ def _plot_lines(lines: Mapping[str, tuple[Any, np.ndarray]], path: str | Path, *
     return Path(path)
 
 
-def plot_equity(account_values: Mapping[str, pd.Series], path: str | Path, title: str = "Account value") -> Path:
-    """PNG of every agent's account value (x: dates when dated, else step)."""
-    lines = {name: (s.index, s.to_numpy(dtype=np.float64)) for name, s in account_values.items()}
-    return _plot_lines(lines, path, title=title, ylabel="account value", height=5, linewidth=1.2)
+#: rule baselines (not trained): drawn dashed, index rows black/grey dashed, learned agents solid colours
+RULE_BASELINES = ("buy_and_hold", "equal_weight", "equal_weight_gated", "min_variance")
+_LEARNED_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#bcbd22", "#17becf",
+                    "#393b79", "#637939", "#843c39", "#5254a3")  # tab10 less grey and pink, then dark tab20b
+_ENSEMBLE_COLOUR = "#e377c2"  # tab10's pink, kept for the ensemble's band
+_BASELINE_STYLES = (("#b8860b", "--"), ("#01665e", "-."), ("#762a83", ":"), ("#636363", (0, (5, 1, 1, 1))))
+_INDEX_STYLES = (("black", "--"), ("black", ":"), ("#777777", "-."))
 
 
-def plot_drawdown(account_values: Mapping[str, pd.Series], path: str | Path, title: str = "Drawdown") -> Path:
-    """PNG of every agent's drawdown ``v / cummax(v) - 1`` in percent."""
-    lines = {name: (s.index, 100.0 * drawdown_series(s)) for name, s in account_values.items()}
-    return _plot_lines(lines, path, title=title, ylabel="drawdown (%)", height=4, linewidth=1.0)
+def agent_kind(name: str) -> str:
+    """``"index"`` (market-index rows ``index``, ``index_<name>``, ``index_gated``), ``"baseline"``
+    (:data:`RULE_BASELINES`) or ``"learned"`` (every other agent: RL, ensemble, moe)."""
+    if name == "index" or name.startswith("index_"):
+        return "index"
+    return "baseline" if name in RULE_BASELINES else "learned"
+
+
+def line_styles(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Matplotlib line keywords per agent, distinguishable for a dozen agents: learned agents solid in
+    a qualitative palette (a2c, ppo, ddpg, td3, sac, moe keep their colour in every run), rule
+    baselines dashed / dash-dotted / dotted in muted colours, index rows black dashed and dotted.
+    ``ensemble`` is a wide translucent pink band drawn under its members, so the member it picked
+    stays visible on top of it."""
+    out: dict[str, dict[str, Any]] = {}
+    fixed = {a: _LEARNED_COLOURS[k] for k, a in enumerate(("a2c", "ppo", "ddpg", "td3", "sac", "moe"))}
+    free = [c for c in _LEARNED_COLOURS if c not in {fixed[n] for n in names if n in fixed}]
+    counts = {"learned": 0, "baseline": 0, "index": 0}
+    for name in map(str, names):
+        kind = agent_kind(name)
+        if kind == "learned":
+            style = {"linestyle": "-", "linewidth": 1.5, "zorder": 3}
+            if name == "ensemble":
+                style.update(color=_ENSEMBLE_COLOUR, linewidth=5.0, alpha=0.45, zorder=2)
+            elif name in fixed:
+                style["color"] = fixed[name]
+            else:
+                style["color"] = free[counts[kind] % len(free)]
+                counts[kind] += 1
+        else:
+            table = _BASELINE_STYLES if kind == "baseline" else _INDEX_STYLES
+            colour, dash = table[counts[kind] % len(table)]
+            counts[kind] += 1
+            style = {"color": colour, "linestyle": dash, "linewidth": 1.4, "zorder": 2}
+        out[name] = style
+    return out
+
+
+def stop_spans(stop: pd.Series) -> list[tuple[Any, Any]]:
+    """``(start, end)`` x positions of each run of stop bars in a bool Series: from the first stop bar
+    to the first bar after the run (where the agents may buy again; the last bar if none)."""
+    flags = np.asarray(stop, dtype=bool)
+    if not flags.any():
+        return []
+    edges = np.diff(np.r_[0, flags.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    idx = stop.index
+    return [(idx[i], idx[min(j, len(idx) - 1)]) for i, j in zip(starts, ends)]
+
+
+def curves_figure(account_values: Mapping[str, pd.Series], *, drawdown: bool = False, title: str | None = None,
+                  caption: str | None = None, stop: pd.Series | None = None):
+    """The matplotlib Figure of :func:`plot_equity` (``drawdown=False``) or :func:`plot_drawdown`.
+
+    ``account_values``: ``{agent: Series (T,)}`` (dated or step index). ``title``: first title line;
+    ``caption``: a second, smaller line (config, data, fill, seeds; wrapped). ``stop``: bool Series
+    (True on bars where the turbulence stop is active), shaded with the legend entry "turbulence
+    stop". The y axis is plain currency with thousands separators (equity) or percent (drawdown),
+    never an offset or ``1e6`` scale. The legend sits outside the axes, so it hides no curve.
+    """
+    import textwrap
+
+    from matplotlib.ticker import FuncFormatter
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(11, 4.6 if drawdown else 5.6))
+    styles = line_styles(list(account_values))
+    rank = {"learned": 0, "baseline": 1, "index": 2}  # legend: learned agents, baselines, index rows
+    for name, s in sorted(account_values.items(), key=lambda kv: rank[agent_kind(str(kv[0]))]):
+        y = 100.0 * drawdown_series(s) if drawdown else s.to_numpy(dtype=np.float64)
+        ax.plot(s.index, y, label=str(name), **styles[str(name)])
+    if stop is not None:
+        for k, (x0, x1) in enumerate(stop_spans(stop)):
+            ax.axvspan(x0, x1, color="#a0a0a0", alpha=0.3, linewidth=0, zorder=1,
+                       label="turbulence stop" if k == 0 else "_turbulence stop")  # "_": one legend entry
+    ax.yaxis.set_major_formatter(FuncFormatter(
+        (lambda v, _: f"{v:.0f}%") if drawdown else (lambda v, _: f"{v:,.0f}")))
+    ax.set_ylabel("drawdown from the running peak (%)" if drawdown else "account value (currency units)")
+    heading = title or ("Drawdown" if drawdown else "Account value")
+    if caption:  # wrapped at its " | " separators where it can be
+        lines = [""]
+        for part in caption.split(" | "):
+            lines[-1:] = [lines[-1], part] if lines[-1] and len(lines[-1]) + len(part) > 115 else \
+                [f"{lines[-1]} | {part}" if lines[-1] else part]
+        heading += "\n" + "\n".join(w for line in lines for w in textwrap.wrap(line, 130))
+    ax.set_title(heading, fontsize=10, loc="left")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    plt = _pyplot()
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def plot_equity(account_values: Mapping[str, pd.Series], path: str | Path, title: str = "Account value", *,
+                caption: str | None = None, stop: pd.Series | None = None) -> Path:
+    """PNG of every agent's account value (x: dates when dated, else step); see :func:`curves_figure`."""
+    return _save(curves_figure(account_values, title=title, caption=caption, stop=stop), path)
+
+
+def plot_drawdown(account_values: Mapping[str, pd.Series], path: str | Path, title: str = "Drawdown", *,
+                  caption: str | None = None, stop: pd.Series | None = None) -> Path:
+    """PNG of every agent's drawdown ``v / cummax(v) - 1`` in percent; see :func:`curves_figure`."""
+    return _save(curves_figure(account_values, drawdown=True, title=title, caption=caption, stop=stop), path)
 
 
 def _dated_returns(values: pd.Series, periods_per_year: float) -> tuple[pd.Series, bool]:
@@ -624,6 +754,8 @@ def write_tearsheet(
             qs.reports.html(
                 returns,
                 benchmark=bench,
+                strategy_title=returns.name,  # quantstats labels it "Strategy" / "Benchmark" otherwise
+                benchmark_title=None if bench is None else bench.name,
                 output=str(path),
                 title=full_title,
                 periods_per_year=int(round(periods_per_year)),
@@ -742,6 +874,86 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------------------------
 
 
+def run_caption(manifest: Mapping[str, Any] | None, windows: pd.DataFrame | None = None) -> str | None:
+    """One line saying what a run measured: trade period (from ``windows``, the run's ``windows.csv``),
+    data, fill and seeds (from its manifest); ``None`` without a manifest. The console table, the
+    plots' titles, ``table.tex``'s caption and the tearsheet landing page all use it."""
+    if not manifest:
+        return None
+    parts = []
+    if windows is not None and len(windows) and {"trade_start", "trade_end", "trade_bars"} <= set(windows.columns):
+        parts.append(f"trade {windows['trade_start'].iloc[0]} -> {windows['trade_end'].iloc[-1]} "
+                     f"({int(windows['trade_bars'].sum())} bars, {len(windows)} window{'s' * (len(windows) != 1)})")
+    data = (manifest.get("config") or {}).get("data") or {}
+    files = [f.get("file") if isinstance(f, Mapping) else f for f in data.get("files") or [data.get("file")] if f]
+    what = (f"dataset {data['dataset']}" if "dataset" in data else
+            f"file{'s' * (len(files) > 1)} {', '.join(Path(str(f)).name for f in files)}" if files
+            else f"source {data.get('source', 'synthetic')}")
+    ds = manifest.get("dataset") or {}
+    parts.append(f"data: {what}, {len(ds.get('tickers') or [])} tickers, hash {str(manifest.get('dataset_hash'))[:12]}")
+    fill = manifest.get("fill")
+    parts.append("fill: " + {"open": "next bar's open", "close": "this bar's close (FinRL parity)"}.get(fill, str(fill)))
+    parts.append("seeds: " + ",".join(str(s) for s in manifest.get("seeds") or []))
+    return " | ".join(parts)
+
+
+def stop_from_windows(windows: pd.DataFrame | None, index: pd.Index) -> pd.Series | None:
+    """The turbulence-stop mask on ``index`` from ``windows.csv``'s ``stop_spans`` column
+    (``first/last`` stop day of each run, space-separated); None when the column is absent."""
+    if windows is None or "stop_spans" not in windows.columns or not isinstance(index, pd.DatetimeIndex):
+        return None
+    mask = np.zeros(len(index), dtype=bool)
+    at = index.tz_localize(None) if index.tz is not None else index
+    for cell in windows["stop_spans"].dropna().astype(str):
+        for span in cell.split():
+            first, _, last = span.partition("/")
+            last = last or first
+            on = at.normalize() if len(last) == 10 else at  # date-only spans cover their whole days
+            mask |= (on >= pd.Timestamp(first).tz_localize(None)) & (on <= pd.Timestamp(last).tz_localize(None))
+    return pd.Series(mask, index=index)
+
+
+def tearsheet_file(agent: str) -> str:
+    """File name of an agent's tearsheet under ``tearsheets/``: ``<agent>.html``, except the ``index``
+    row's, ``index_benchmark.html``, since ``index.html`` is the landing page linking them all."""
+    return "index_benchmark.html" if agent == "index" else f"{agent}.html"
+
+
+def write_tearsheet_index(folder: Path, table: pd.DataFrame, sheets: Mapping[str, Mapping[str, Any]], *,
+                          title: str, caption: str | None = None, benchmark: str | None = None) -> Path:
+    """``tearsheets/index.html``: the run's table with each agent linked to its tearsheet, the caption
+    and the equity / drawdown plots of the run directory."""
+    import html
+
+    header, rows = table_cells(table) if "agent" in table.columns else (["agent"], [[a] for a in sheets])
+    body = []
+    for cells in rows:
+        agent = cells[0]
+        link = (f"<a href='{html.escape(Path(sheets[agent]['path']).name)}'>{html.escape(agent)}</a>"
+                if agent in sheets else html.escape(agent))
+        body.append("<tr><td>" + link + "</td>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells[1:]) + "</tr>")
+    extra = [a for a in sheets if a not in {r[0] for r in rows}]
+    lines = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{padding:3px 9px;border-bottom:1px solid #ddd}td+td{text-align:right}img{max-width:100%}</style>",
+        f"</head><body><h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(caption)}</p>" if caption else "",
+        "<p>One quantstats tearsheet per agent (seed-mean path when several seeds ran)"
+        + (f"; benchmark: {html.escape(benchmark)}" if benchmark else "") + ".</p>",
+        "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>",
+        *body, "</table>",
+        "<ul>" + "".join(f"<li><a href='{html.escape(Path(sheets[a]['path']).name)}'>{html.escape(a)}</a></li>"
+                         for a in extra) + "</ul>" if extra else "",
+        "<p><img src='../equity.png' alt='equity curves'></p><p><img src='../drawdown.png' alt='drawdowns'></p>",
+        "</body></html>",
+    ]
+    path = folder / "index.html"
+    path.write_text("\n".join(x for x in lines if x) + "\n", encoding="utf-8")
+    return path
+
+
 def split_key(key: str) -> tuple[str, int | None]:
     """``"ppo_seed3" -> ("ppo", 3)``, ``"index" -> ("index", None)``."""
     m = _SEED_RE.match(str(key))
@@ -764,6 +976,8 @@ def write_report(
     save_values: bool = True,
     statistics: bool = True,
     seed_values: Mapping[str, Sequence[pd.Series]] | None = None,
+    windows: pd.DataFrame | None = None,
+    stop: pd.Series | None = None,
 ) -> dict[str, Any]:
     """Write a run directory: values, tables, plots, tearsheets, manifest (layout: module doc).
 
@@ -782,11 +996,19 @@ def write_report(
     ``stats.json``, ``sharpe_intervals.png``, ``improvement.png``, and the run-level figures under
     the manifest's ``statistics`` key); they are computed from ``seed_values``
     (``{agent: [values per seed]}``) when given, else from ``account_values``.
-    Returns ``{"tables", "values", "equity", "drawdown", "tearsheets", "manifest", "table",
-    "statistics"}`` (paths/infos; ``table`` with the statistics columns).
+    ``windows``: the run's ``windows.csv`` frame (trade period for the captions); ``stop``: bool Series
+    on the trade bars, True where the turbulence stop is active (shaded in the plots; None: from
+    ``windows``' ``stop_spans`` when present). The plots' titles, ``table.tex``'s caption and
+    ``\\label{tab:<config name>}`` and ``tearsheets/index.html`` name the config, data, fill and seeds
+    (:func:`run_caption`; ``manifest`` None: read from ``<run>/manifest.json`` when there).
+    Returns ``{"tables", "values", "equity", "drawdown", "tearsheets", "tearsheet_index", "manifest",
+    "table", "statistics"}`` (paths/infos; ``table`` with the statistics columns).
     """
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    described = manifest if manifest is not None else read_manifest(run)
+    caption = run_caption(described, windows)
+    name = str(((described or {}).get("config") or {}).get("name") or "") or None
     result: dict[str, Any] = {"values": {}}
     if per_seed is not None:
         per_seed.to_csv(run / "table_seeds.csv", index=False)
@@ -814,9 +1036,9 @@ def write_report(
     if statistics:
         paths = seed_values if seed_values is not None else {
             a: [s for _, s in sorted(pairs, key=lambda x: x[0])] for a, pairs in by_seed.items()}
-        table, run_stats = add_statistics(table, paths, periods_per_year, manifest if manifest is not None
-                                          else read_manifest(run))
-    result["tables"] = write_tables(run, table, run_stats)
+        table, run_stats = add_statistics(table, paths, periods_per_year, described)
+    result["tables"] = write_tables(run, table, run_stats, caption=f"{name or 'FinMeta'}: {caption}" if caption else None,
+                                    label=f"tab:{name}" if name else None)
     if per_seed is not None:
         result["tables"]["seeds"] = run / "table_seeds.csv"
     result["table"], result["statistics"] = table, run_stats
@@ -830,8 +1052,15 @@ def write_report(
         for key, frame in actions.items():
             frame.to_csv(folder / f"{key}.csv", index=isinstance(frame.index, pd.DatetimeIndex), index_label="date")
     if curves:
-        result["equity"] = plot_equity(curves, run / "equity.png")
-        result["drawdown"] = plot_drawdown(curves, run / "drawdown.png")
+        if stop is None:
+            first = next(iter(curves.values()))
+            stop = stop_from_windows(windows, first.index)
+        n_seeds = max(len(f) for f in groups.values())
+        seeds = f" (seed mean of {n_seeds} seeds)" if n_seeds > 1 else ""
+        result["equity"] = plot_equity(curves, run / "equity.png", title=f"{name or 'FinMeta'}: account value{seeds}",
+                                       caption=caption, stop=stop)
+        result["drawdown"] = plot_drawdown(curves, run / "drawdown.png", title=f"{name or 'FinMeta'}: drawdown{seeds}",
+                                           caption=caption, stop=stop)
     bench_series: pd.Series | None = None
     bench_name: str | None = None
     if benchmark is None and "index" in curves:
@@ -844,12 +1073,15 @@ def write_report(
         bench_series = benchmark
     result["tearsheets"] = {}
     if tearsheets:
-        for name, s in curves.items():
-            result["tearsheets"][name] = write_tearsheet(
-                s.rename(name), run / "tearsheets" / f"{name}.html",
-                benchmark=None if name == bench_name else bench_series,
-                periods_per_year=periods_per_year, title=f"FinMeta: {name}",
+        for agent, s in curves.items():
+            result["tearsheets"][agent] = write_tearsheet(
+                s.rename(agent), run / "tearsheets" / tearsheet_file(agent),
+                benchmark=None if agent == bench_name else bench_series,
+                periods_per_year=periods_per_year, title=f"FinMeta: {agent}" + (f", run {name}" if name else ""),
             )
+        result["tearsheet_index"] = write_tearsheet_index(
+            run / "tearsheets", table, result["tearsheets"], title=f"FinMeta run: {name or run.name}",
+            caption=caption, benchmark=bench_name or (None if bench_series is None else str(bench_series.name)))
     if manifest is not None:
         if run_stats is not None:
             manifest = {**manifest, "statistics": _stats_json(run_stats, manifest=True)}
@@ -975,8 +1207,10 @@ def build_report(
     curves = {a: _mean_curve(fs) for a, fs in by_agent.items()}
     seed_values = {a: [frames[(a, s)][VALUE_COLUMN] for s in sorted(
         (s for (b, s) in frames if b == a), key=lambda x: -1 if x is None else x)] for a in by_agent}
+    windows = pd.read_csv(run / "windows.csv") if (run / "windows.csv").is_file() else None
     result = write_report(run, curves, table, manifest=None, per_seed=seed_table, periods_per_year=periods_per_year,
-                          benchmark=benchmark, tearsheets=tearsheets, save_values=False, seed_values=seed_values)
+                          benchmark=benchmark, tearsheets=tearsheets, save_values=False, seed_values=seed_values,
+                          windows=windows)
     result.update(seed_table=seed_table, periods_per_year=periods_per_year, periods_source=source)
     return result
 
@@ -984,6 +1218,7 @@ def build_report(
 __all__ = [
     "FIGURES", "aggregate_seeds", "split_key", "read_account_values", "metrics_of_frame", "save_account_values", "load_run_values",
     "table_markdown", "table_latex", "write_tables", "plot_equity", "plot_drawdown", "write_tearsheet",
+    "curves_figure", "line_styles", "agent_kind", "stop_spans", "run_caption", "tearsheet_file",
     "build_manifest", "write_manifest", "read_manifest", "library_versions", "write_report", "build_report",
     "stats_markdown", "stats_latex", "run_stats_lines", "plot_sharpe_intervals", "plot_improvement_matrix",
     "add_statistics",

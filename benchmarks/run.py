@@ -505,6 +505,11 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
                 rows.append({"agent": "index_gated", "seed": 0,
                              **compute_metrics(gated.to_numpy(), periods_per_year=ppy)})
     windows_table = pd.DataFrame(wf.window_table())
+    stop = None  # the turbulence stop's days on the traded bars: shaded in the plots, kept in windows.csv
+    if chains:
+        times = pd.DatetimeIndex(chains[0].times)
+        stop = pd.Series(wf.stop_mask()[pd.DatetimeIndex(arrays.times).get_indexer(times)], index=times)
+        windows_table["stop_spans"] = stop_span_cells(windows_table, stop)
     windows_table.to_csv(run_dir / "windows.csv", index=False)
     per_seed = pd.DataFrame(rows)
     table = aggregate_seeds(per_seed)
@@ -534,8 +539,28 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
                                                        columns=list(arrays.tickers)[: c.actions.shape[1]])
                for c in chains}
     written = write_report(run_dir, values, table, manifest, per_seed=per_seed, actions=actions,
-                           periods_per_year=ppy, tearsheets=tearsheets)
+                           periods_per_year=ppy, tearsheets=tearsheets, windows=windows_table, stop=stop)
     return written.get("table", table), run_dir  # with the statistics columns
+
+
+def stop_span_cells(windows: pd.DataFrame, stop: pd.Series) -> list[str | None]:
+    """Per window (row of ``windows.csv``): its runs of turbulence-stop days as ``first/last`` dates,
+    space-separated (what ``finmeta report`` shades when it rebuilds the plots); None without any."""
+    days = stop.index.normalize()
+    intraday = bool((stop.index != days).any())  # hourly bars: spans keep their times
+
+    def stamp(t: pd.Timestamp) -> str:
+        return t.isoformat() if intraday else str(t.date())
+
+    out: list[str | None] = []
+    for _, w in windows.iterrows():
+        inside = stop[(days >= pd.Timestamp(w["trade_start"])) & (days <= pd.Timestamp(w["trade_end"]))]
+        flags = inside.to_numpy(dtype=bool)
+        edges = np.diff(np.r_[0, flags.astype(np.int8), 0])
+        runs = zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1)
+        cell = " ".join(f"{stamp(inside.index[i])}/{stamp(inside.index[j])}" for i, j in runs)
+        out.append(cell or None)
+    return out
 
 
 def invocations(run_dir: Path, manifest: dict) -> list[dict]:

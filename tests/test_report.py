@@ -175,6 +175,7 @@ def test_write_report_with_quantstats_tearsheet_offline(tmp_path):
     assert info["fallback"] is False, info
     html = (tmp_path / "tearsheets" / "ppo.html").read_text()
     assert "FinMeta: ppo" in html and "<table" in html and "dji_benchmark" in html
+    assert ">Strategy<" not in html and "<th>ppo</th>" in html  # the agent's name, not quantstats' "Strategy"
     m = json.loads((tmp_path / "manifest.json").read_text())
     assert m["config"] == {"k": 3} and m["dataset_hash"] == "abc" and m["wall_time_s"] == 1.25
     assert m["libraries"]["numpy"] == np.__version__ and "created_utc" in m
@@ -275,3 +276,123 @@ def test_report_adds_the_statistics_and_keeps_the_figures(tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == PNG_MAGIC
     again = rp.build_report(tmp_path, tearsheets=False)["table"].set_index("agent")
     pd.testing.assert_frame_equal(res["table"].set_index("agent"), again)
+# ---------------------------------------------------------------- what a reader sees (issue 18, item 6)
+
+
+def _described_run():
+    """Curves of learned agents, rule baselines and index rows, the run's manifest and windows frame."""
+    curves = {"a2c": _path(60), "ensemble": _path(60), "ppo": _path(61), "equal_weight": _path(62),
+              "min_variance": _path(63), "index": _path(64, drift=0.0001), "index_gated": _path(65)}
+    rows = [{"agent": k, **compute_metrics(v, turnover=None if k.startswith("index") else 0.01,
+                                           costs=None if k.startswith("index") else 5.0)} for k, v in curves.items()]
+    table = pd.DataFrame(rows)
+    manifest = {"config": {"name": "tiny_plots", "data": {"source": "synthetic"}}, "dataset": {"tickers": ["A", "B"]},
+                "dataset_hash": "f" * 64, "fill": "open", "seeds": [0, 1]}
+    windows = pd.DataFrame({"trade_start": ["2021-01-04", "2021-04-01"], "trade_end": ["2021-03-31", "2021-06-18"],
+                            "trade_bars": [62, 58]})
+    return curves, table, manifest, windows
+
+
+def test_table_tex_has_caption_and_label_and_missing_figures_are_dashes(tmp_path):
+    curves, table, manifest, windows = _described_run()
+    assert table.set_index("agent").loc["index", ["turnover", "costs_paid"]].isna().all()
+    rp.write_report(tmp_path, curves, table, manifest, windows=windows, tearsheets=False)
+    tex = (tmp_path / "table.tex").read_text()
+    assert r"\caption{tiny\_plots: trade 2021-01-04--2021-06-18 (120 bars, 2 windows); data: source synthetic" in tex
+    assert "fill: next bar's open; seeds: 0,1}" in tex and r"\label{tab:tiny_plots}" in tex
+    assert tex.index(r"\caption") < tex.index(r"\begin{tabular}")
+    assert "nan" not in tex.lower() and r"index & " in tex and " & -- & --" in tex
+    md = (tmp_path / "table.md").read_text()
+    assert "nan" not in md and "| – | – |" in md
+    files = {"config": {"data": {"files": [{"file": "${FINMETA_DATA_DIR}/us/dow30.csv.gz", "format": "yahoo"},
+                                           "/x/former.csv"]}}, "fill": "close", "seeds": [0]}
+    assert "data: files dow30.csv.gz, former.csv, 0 tickers" in rp.run_caption(files)  # names, not dicts
+    # a table without a run around it still gets a caption and a label
+    tex = rp.table_latex(table, caption="x", label="tab:a b")
+    assert r"\label{tab:a-b}" in tex and r"\caption{x}" in tex
+
+
+def test_plots_style_agents_by_kind_shade_the_turbulence_stop_and_name_the_run():
+    curves, _, manifest, windows = _described_run()
+    stop = pd.Series(False, index=curves["a2c"].index)
+    stop.iloc[30:36] = True
+    stop.iloc[80] = True
+    assert rp.stop_spans(stop) == [(stop.index[30], stop.index[36]), (stop.index[80], stop.index[81])]
+    caption = rp.run_caption(manifest, windows)
+    fig = rp.curves_figure(curves, title="tiny_plots: account value", caption=caption, stop=stop)
+    try:
+        ax = fig.axes[0]
+        shaded = [p for p in ax.patches if p.get_label().lstrip("_") == "turbulence stop"]
+        assert len(shaded) == 2  # one span per run of stop days
+        import matplotlib.dates as mdates
+
+        x0 = shaded[0].get_path().transformed(shaded[0].get_patch_transform()).vertices[:, 0].min()
+        assert x0 == pytest.approx(mdates.date2num(stop.index[30]))
+        assert "turbulence stop" in [t.get_text() for t in ax.get_legend().get_texts()]
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        assert {lines[a].get_linestyle() for a in ("a2c", "ppo", "ensemble")} == {"-"}
+        assert all(lines[a].get_linestyle() != "-" for a in ("equal_weight", "min_variance", "index", "index_gated"))
+        assert len({lines[a].get_color() for a in ("a2c", "ppo")}) == 2
+        assert lines["ensemble"].get_linewidth() > lines["a2c"].get_linewidth()  # a band under its member
+        assert lines["ensemble"].get_zorder() < lines["a2c"].get_zorder()
+        fig.canvas.draw()
+        assert ax.yaxis.get_offset_text().get_text() == ""  # no "1e6" offset
+        assert any("," in t.get_text() for t in ax.get_yticklabels())  # 1,000,000
+        title = ax.get_title(loc="left")
+        for part in ("tiny_plots", "2021-01-04", "next bar's open", "seeds: 0,1", "source synthetic"):
+            assert part in title
+    finally:
+        rp._pyplot().close(fig)
+    styles = rp.line_styles([f"agent{k}" for k in range(12)])
+    assert len({s["color"] for s in styles.values()}) == 12  # a dozen learned agents, a dozen colours
+
+
+def test_stop_days_round_trip_through_windows_csv(tmp_path):
+    from benchmarks.run import stop_span_cells
+
+    curves, table, manifest, windows = _described_run()
+    index = curves["a2c"].index
+    stop = pd.Series(False, index=index)
+    stop.iloc[[5, 6, 7, 70]] = True
+    cells = stop_span_cells(windows.assign(trade_start=[index[0].date(), index[62].date()],
+                                           trade_end=[index[61].date(), index[-1].date()]), stop)
+    assert cells == [f"{index[5].date()}/{index[7].date()}", f"{index[70].date()}/{index[70].date()}"]
+    back = rp.stop_from_windows(windows.assign(stop_spans=cells), index)
+    assert back.equals(stop)
+    hourly = pd.date_range("2022-01-01", periods=72, freq="h")  # crypto bars: spans keep their hours
+    stop = pd.Series(False, index=hourly)
+    stop.iloc[[3, 4, 30, 71]] = True
+    frame = pd.DataFrame({"trade_start": ["2022-01-01", "2022-01-02"], "trade_end": ["2022-01-01", "2022-01-03"]})
+    cells = stop_span_cells(frame, stop)
+    assert cells == ["2022-01-01T03:00:00/2022-01-01T04:00:00", "2022-01-02T06:00:00/2022-01-02T06:00:00 "
+                     "2022-01-03T23:00:00/2022-01-03T23:00:00"]
+    assert rp.stop_from_windows(frame.assign(stop_spans=cells), hourly).equals(stop)
+
+
+def test_tearsheet_landing_page_links_every_agent_and_the_index_row_keeps_its_own_sheet(tmp_path, monkeypatch):
+    import quantstats as qs
+
+    calls = {}
+
+    def fake_html(returns, benchmark=None, output=None, **kw):  # quantstats takes seconds a sheet
+        calls[kw["strategy_title"]] = kw
+        Path(output).write_text(f"tearsheet of {kw['strategy_title']}")
+
+    from pathlib import Path
+
+    monkeypatch.setattr(qs.reports, "html", fake_html)
+    curves, table, manifest, windows = _described_run()
+    res = rp.write_report(tmp_path, curves, table, manifest, windows=windows, save_values=False)
+    folder = tmp_path / "tearsheets"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["index.html", "index_benchmark.html"] + [f"{a}.html" for a in curves if a != "index"])
+    assert (folder / "index_benchmark.html").read_text() == "tearsheet of index"  # not overwritten
+    assert (folder / "a2c.html").read_text() == "tearsheet of a2c"
+    landing = (folder / "index.html").read_text()
+    assert res["tearsheet_index"] == folder / "index.html"
+    assert "tiny_plots" in landing and "2021-01-04 -&gt; 2021-06-18" in landing and "seeds: 0,1" in landing
+    for agent in curves:
+        assert f"<a href='{rp.tearsheet_file(agent)}'>{agent}</a>" in landing
+    assert "../equity.png" in landing
+    # the strategy and the benchmark carry their names, not quantstats' "Strategy" / "Benchmark"
+    assert calls["ppo"]["benchmark_title"] == "index" and calls["index"]["benchmark_title"] is None
