@@ -850,11 +850,13 @@ def _json_default(o: Any) -> Any:
 
 
 def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
-    """Write ``<run>/manifest.json`` (indented, sorted keys)."""
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    path = run / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n", encoding="utf-8")
+    """Write ``<run>/manifest.json`` (indented, sorted keys) atomically (``finmeta.fs.write_atomic``:
+    a crash mid-write leaves the previous manifest, never a truncated one)."""
+    from finmeta.fs import write_atomic
+
+    path = Path(run_dir) / "manifest.json"
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n"
+    write_atomic(path, text.encode("utf-8"))
     return path
 
 
