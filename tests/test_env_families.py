@@ -13,9 +13,10 @@ from data_processors.arrays import to_arrays
 from finmeta.errors import ConfigError
 from meta import make_env, make_vec_env
 from meta.market import infer_bars_per_year
+from meta.config import FAMILIES as _ALL_FAMILIES
 from meta.testing import synthetic_arrays
 
-FAMILIES = ("stock_trading", "portfolio", "crypto", "forex", "ashare")
+FAMILIES = tuple(_ALL_FAMILIES)  # every family meta.config defines: a new one is tested too
 
 
 @pytest.mark.parametrize("family", FAMILIES)

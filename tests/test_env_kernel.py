@@ -9,9 +9,10 @@ import pytest
 
 from finmeta.errors import ConfigError, DataValidationError
 from meta import EnvConfig, MarketKernel, make_env, make_vec_env
+from meta.config import FAMILIES as _ALL_FAMILIES
 from meta.testing import synthetic_arrays
 
-FAMILIES = ("stock_trading", "portfolio", "crypto", "forex", "ashare")
+FAMILIES = tuple(_ALL_FAMILIES)  # every family meta.config defines: a new one is tested too
 
 
 def _reference_greedy(want, price, prio, cash, rate, lot, min_fee):

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from meta import make_env
+from meta.config import FAMILIES as _ALL_FAMILIES
 from meta.testing import synthetic_arrays
 
-FAMILIES = ("stock_trading", "portfolio", "crypto", "forex", "ashare")
+FAMILIES = tuple(_ALL_FAMILIES)  # every family meta.config defines: a new one is tested too
 
 
 def _scramble_after(arrays, t: int, seed: int):
