@@ -84,7 +84,7 @@ class TorchA2CAgent(TorchAgent):
         c = self.cfg
         actor, critic = self.nets["actor"], self.nets["critic"]
         opt = torch.optim.RMSprop([*actor.parameters(), *critic.parameters()], lr=c.learning_rate,
-                                  alpha=0.99, eps=1e-5, weight_decay=0)
+                                  alpha=0.99, eps=1e-5, weight_decay=0, foreach=True)
         per_iter = c.n_steps * venv.num_envs
         iters = -(-total_timesteps // per_iter)
         for _ in range(iters):

@@ -97,7 +97,7 @@ class TorchPPOAgent(TorchAgent):
     def _train(self, venv, obs: torch.Tensor, total_timesteps: int, gen: torch.Generator) -> int:
         c = self.cfg
         actor, critic = self.nets["actor"], self.nets["critic"]
-        opt = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=c.learning_rate, eps=1e-5)
+        opt = torch.optim.Adam([*actor.parameters(), *critic.parameters()], lr=c.learning_rate, eps=1e-5, foreach=True)
         per_iter = c.n_steps * venv.num_envs
         iters = -(-total_timesteps // per_iter)  # whole rollouts, like SB3
         for _ in range(iters):
