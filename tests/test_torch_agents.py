@@ -64,6 +64,8 @@ def test_backend_torch_picks_the_torch_agents_and_checks_its_keys():
         make_agent("a2c", backend="torch", num_envs=0)
     with pytest.raises(ConfigError, match="utd"):
         make_agent("sac", backend="torch", utd=0)
+    # the loop's `tensorboard: true` adds tensorboard_log to every RL agent: accepted, not saved
+    assert "tensorboard_log" not in make_agent("ppo", backend="torch", tensorboard_log="/tmp/tb").config
 
 
 # ----------------------------------------------------------------------- learn / act / save / load

@@ -168,6 +168,9 @@ class TorchAgent(Agent):
     backend: ClassVar[str] = "torch"
 
     def __init__(self, **overrides: Any) -> None:
+        # the loop's ``tensorboard: true`` adds this key to every RL agent; the torch backend writes
+        # no TensorBoard logs (yet), so it is accepted and dropped
+        overrides.pop("tensorboard_log", None)
         known = {f.name for f in dataclasses.fields(self.Config)}
         bad = sorted(set(overrides) - known)
         if bad:
