@@ -22,11 +22,12 @@ from meta import make_env, make_vec_env
 
 from test_agents import small_arrays
 
-ALGOS = ["ppo", "a2c", "sac"]
+ALGOS = ["ppo", "a2c", "sac", "td3", "ddpg"]
+_OFF = dict(num_envs=4, utd=0.25, batch_size=32, net_arch=[32, 32], episode_length=10)
 TINY = {"ppo": dict(num_envs=4, n_steps=16, batch_size=32, n_epochs=2, episode_length=10),
         "a2c": dict(num_envs=4, n_steps=5, episode_length=10),
-        "sac": dict(num_envs=4, utd=0.25, batch_size=32, net_arch=[32, 32], episode_length=10)}
-NETS = {"ppo": {"actor.pt", "critic.pt"}, "a2c": {"actor.pt", "critic.pt"}, "sac": {"actor.pt"}}
+        "sac": _OFF, "td3": dict(_OFF, noise_sigma=0.1), "ddpg": dict(_OFF, noise_sigma=0.1)}
+NETS = {"ppo": {"actor.pt", "critic.pt"}, "a2c": {"actor.pt", "critic.pt"}}  # off-policy: the actor only
 
 
 def _env(N: int = 3, T: int = 60):
@@ -53,7 +54,10 @@ def test_backend_torch_picks_the_torch_agents_and_checks_its_keys():
     assert isinstance(make_agent("ppo", backend="torch"), TorchPPOAgent)
     assert isinstance(make_agent("a2c", backend="torch"), TorchA2CAgent)
     assert make_agent("ppo", backend="torch").name == "torch_ppo"
-    assert make_agent("sac", backend="torch").name == "torch_sac"
+    for algo in ("sac", "td3", "ddpg"):
+        assert make_agent(algo, backend="torch").name == f"torch_{algo}"
+    ddpg = make_agent("ddpg", backend="torch").cfg  # DDPG = TD3's update, one critic, no smoothing/delay
+    assert (ddpg.n_critics, ddpg.policy_delay, ddpg.target_policy_noise, ddpg.buffer_size) == (1, 1, 0.0, 50_000)
     with pytest.raises(ConfigError, match="bad hyper-parameter"):
         make_agent("ppo", backend="torch", n_stepz=5)
     with pytest.raises(ConfigError, match="the torch backend has no such agent"):
@@ -83,7 +87,7 @@ def test_learn_act_save_load_round_trip(algo, tmp_path):
     assert agent.act(batch[0]).shape == (3,)
     path = agent.save(tmp_path / f"{algo}.zip")
     with zipfile.ZipFile(path) as zf:
-        assert {"finmeta.json", *NETS[algo]} <= set(zf.namelist())
+        assert {"finmeta.json", *NETS.get(algo, {"actor.pt"})} <= set(zf.namelist())
     same = load_agent(path, env)
     assert type(same) is type(agent)
     assert np.array_equal(same.act(batch), a)
@@ -93,7 +97,7 @@ def test_learn_act_save_load_round_trip(algo, tmp_path):
     s1 = same.act(batch, deterministic=False)
     torch.manual_seed(1)
     assert np.array_equal(s1, same.act(batch, deterministic=False))
-    if algo != "sac":  # (this tiny SAC's actions sit at the bounds, sampled or not)
+    if algo in ("ppo", "a2c"):  # (the tiny off-policy agents' actions sit at the bounds, sampled or not)
         assert not np.array_equal(s1, a)
 
 
@@ -173,10 +177,12 @@ def _drift_market(up: int = 0, T: int = 160) -> MarketArrays:
 @pytest.mark.parametrize("algo,steps,kw,env_kw", [
     ("ppo", 8192, dict(num_envs=16, n_steps=32, batch_size=128, n_epochs=4, learning_rate=1e-3), {}),
     ("a2c", 8192, dict(num_envs=16, n_steps=5, learning_rate=2e-3), {}),
-    # SAC's ReLU networks need observations of order 1 (SB3's SAC fails this market on the raw
-    # observation, whose first entry is the cash, 1e5, too)
+    # the off-policy agents' ReLU networks need observations of order 1 (SB3's SAC fails this market
+    # on the raw observation, whose first entry is the cash, 1e5, too); DDPG shares TD3's update
     ("sac", 4096, dict(num_envs=16, utd=0.25, batch_size=128, learning_rate=1e-3, net_arch=[64, 64]),
      dict(normalize_obs=True, reward_scaling=1e-3)),
+    ("td3", 4096, dict(num_envs=16, utd=0.25, batch_size=128, learning_rate=1e-3, net_arch=[64, 64],
+                       noise_sigma=0.1), dict(normalize_obs=True, reward_scaling=1e-3)),
 ])
 def test_the_policy_learns_to_buy_the_rising_asset(algo, steps, kw, env_kw):
     """Trained on a market where one asset rises and the other falls, the policy buys the rising one
