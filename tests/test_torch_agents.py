@@ -179,9 +179,9 @@ def _drift_market(up: int = 0, T: int = 160) -> MarketArrays:
     ("a2c", 8192, dict(num_envs=16, n_steps=5, learning_rate=2e-3), {}),
     # the off-policy agents' ReLU networks need observations of order 1 (SB3's SAC fails this market
     # on the raw observation, whose first entry is the cash, 1e5, too); DDPG shares TD3's update
-    ("sac", 4096, dict(num_envs=16, utd=0.25, batch_size=128, learning_rate=1e-3, net_arch=[64, 64]),
+    ("sac", 4096, dict(num_envs=16, utd=0.125, batch_size=64, learning_rate=3e-3, net_arch=[32, 32]),
      dict(normalize_obs=True, reward_scaling=1e-3)),
-    ("td3", 4096, dict(num_envs=16, utd=0.25, batch_size=128, learning_rate=1e-3, net_arch=[64, 64],
+    ("td3", 4096, dict(num_envs=16, utd=0.125, batch_size=64, learning_rate=1e-3, net_arch=[32, 32],
                        noise_sigma=0.1), dict(normalize_obs=True, reward_scaling=1e-3)),
 ])
 def test_the_policy_learns_to_buy_the_rising_asset(algo, steps, kw, env_kw):
