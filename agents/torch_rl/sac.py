@@ -50,6 +50,16 @@ class SACConfig:
     n_threads: int = 1
 
 
+def buffer_capacity(buffer_size: int, num_envs: int, total_timesteps: int) -> int:
+    """Rows to allocate: ``buffer_size`` rounded down to whole vector steps, but no more than the run
+    will ever store (a 1M-transition buffer for a 10k-step run would cost 1M rows of memory; under
+    ``torch.use_deterministic_algorithms`` torch also fills every allocated row). Sampling sees only
+    the stored rows, so the result is the same as with the full allocation."""
+    full = max(num_envs, buffer_size // num_envs * num_envs)
+    needed = -(-total_timesteps // num_envs) * num_envs
+    return min(full, needed)
+
+
 class ReplayBuffer:
     """A ring of ``capacity`` transitions in preallocated tensors on one device."""
 
@@ -187,7 +197,7 @@ class TorchSACAgent(TorchAgent):
         opts = (torch.optim.Adam(actor.parameters(), lr=c.learning_rate, foreach=True),
                 torch.optim.Adam(critic.parameters(), lr=c.learning_rate, foreach=True),
                 torch.optim.Adam([log_alpha], lr=c.learning_rate))
-        buf = ReplayBuffer(max(E, c.buffer_size // E * E), D, A, dev)
+        buf = ReplayBuffer(buffer_capacity(c.buffer_size, E, total_timesteps), D, A, dev)
         target_entropy = -float(A)
         steps, owed = 0, 0.0
         while steps < total_timesteps:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from agents.base import register_agent
 from agents.torch_rl.common import TorchAgent, mlp, step_env
-from agents.torch_rl.sac import ReplayBuffer
+from agents.torch_rl.sac import ReplayBuffer, buffer_capacity
 from finmeta.errors import ConfigError
 
 
@@ -78,6 +78,10 @@ class Critics(nn.Module):
         x = torch.cat([obs, act], dim=-1)
         return [q(x).squeeze(-1) for q in self.qs]
 
+    def q1(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """The first critic only (the actor's loss, as SB3's ``q1_forward``)."""
+        return self.qs[0](torch.cat([obs, act], dim=-1)).squeeze(-1)
+
 
 def td3_update(actor, actor_t, critic, critic_t, opts, batch, cfg: TD3Config, update_actor: bool,
                gen: torch.Generator) -> None:
@@ -97,7 +101,7 @@ def td3_update(actor, actor_t, critic, critic_t, opts, batch, cfg: TD3Config, up
     opt_critic.step()
     if not update_actor:
         return
-    actor_loss = -critic(obs, actor.squashed(obs))[0].mean()
+    actor_loss = -critic.q1(obs, actor.squashed(obs)).mean()
     opt_actor.zero_grad(set_to_none=True)
     actor_loss.backward()
     opt_actor.step()
@@ -148,7 +152,7 @@ class TorchTD3Agent(TorchAgent):
         critic_t.requires_grad_(False)
         opts = (torch.optim.Adam(actor.parameters(), lr=c.learning_rate, foreach=True),
                 torch.optim.Adam(critic.parameters(), lr=c.learning_rate, foreach=True))
-        buf = ReplayBuffer(max(E, c.buffer_size // E * E), D, A, dev)
+        buf = ReplayBuffer(buffer_capacity(c.buffer_size, E, total_timesteps), D, A, dev)
         steps, owed, n_updates = 0, 0.0, 0
         while steps < total_timesteps:
             with torch.no_grad():

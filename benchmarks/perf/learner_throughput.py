@@ -8,18 +8,20 @@ the same shape (``meta.testing.synthetic_arrays``, T = 1510, N = 29, K = 8). Env
 learner, as the walk-forward loop does: SB3 wraps it in its ``DummyVecEnv`` (E = 1); the torch backend
 builds ``VecTradingEnv(backend="torch")`` with E sub-envs over the same arrays and config.
 
-Measured per algorithm (``--algos``, default a2c ppo sac):
+Measured per algorithm (``--algos``, default a2c ppo sac td3 ddpg):
 
 * ``sb3``, E = 1, FinRL's defaults (``agents.sb3``), SB3's schedule;
 * ``torch``, E = 1 with SB3's schedule (same gradient steps per env step: the implementation alone);
 * ``torch``, E in ``--num-envs`` (default 16 64 256) on the CPU with the backend's defaults (the
   vectorized schedule: PPO rollouts of 2048 env steps, minibatch 512; A2C n_steps 5 per sub-env;
-  SAC ``utd`` 1/16 gradient steps per env step, batch 256), and PPO at E = 64 with SB3's minibatch
+  SAC / TD3 / DDPG ``utd`` 1/8 gradient steps per env step, batch 256), and PPO at E = 64 with SB3's minibatch
   64 (``schedule: "sb3_minibatch"``) and with 4 epochs (``"vectorized_4_epochs"``, the ICAIF 2020
-  preset's count); SAC at E = 16 with UTD 1 (SB3's schedule, batch 64) and at E = 64 with UTD 1/64;
+  preset's count); SAC / TD3 / DDPG at E = 16 with UTD 1 (SB3's schedule, batch 64 / 100 / 128)
+  and at E = 64 with UTD 1/64;
 * ``torch`` on CUDA, E = 1024 and 4096, when a GPU is present.
 
-Networks: SB3's defaults everywhere (64x64 tanh for A2C/PPO, 256x256 ReLU for SAC). Each
+Networks: SB3's defaults everywhere (64x64 tanh for A2C/PPO, 256x256 ReLU for SAC, 400x300 ReLU
+for TD3/DDPG). Each
 measurement calls ``agent.learn(env, n)`` with n doubling from one rollout until one call takes at
 least ``--min-seconds`` (default 3); the last call's ``n / seconds`` is the figure (the model build is
 inside it, as in the loop); each figure is the fastest of ``--repeats`` (default 2) such measurements,
@@ -65,6 +67,9 @@ def load_arrays():
     return synthetic_arrays(T=1510, N=29, K=8, seed=0), "synthetic T=1510 N=29 K=8"
 
 
+OFF_POLICY = ("sac", "td3", "ddpg")
+
+
 def _sb3_utd(algo: str, cfg: dict) -> float:
     if algo == "ppo":
         return cfg.get("n_epochs", 10) * -(-cfg["n_steps"] // cfg["batch_size"]) / cfg["n_steps"]
@@ -100,7 +105,8 @@ def jobs(algos: list[str], num_envs: list[int], gpu: str | None) -> list[dict]:
     for algo in algos:
         out.append(dict(impl="sb3", algo=algo, E=1, device="cpu", kw={}, schedule="sb3"))
         sb3_like = {"ppo": dict(n_steps=2048, batch_size=64), "a2c": dict(n_steps=5),
-                    "sac": dict(utd=1.0, batch_size=64, learning_starts=100)}[algo]
+                    "sac": dict(utd=1.0, batch_size=64), "td3": dict(utd=1.0, batch_size=100),
+                    "ddpg": dict(utd=1.0, batch_size=128)}[algo]
         out.append(dict(impl="torch", algo=algo, E=1, device="cpu", kw=sb3_like, schedule="sb3"))
         for E in num_envs:
             kw: dict = {}
@@ -112,12 +118,11 @@ def jobs(algos: list[str], num_envs: list[int], gpu: str | None) -> list[dict]:
                             schedule="sb3_minibatch"))
             out.append(dict(impl="torch", algo=algo, E=64, device="cpu", kw=dict(n_steps=32, n_epochs=4),
                             schedule="vectorized_4_epochs"))
-        if algo == "sac" and 64 in num_envs:
+        if algo in OFF_POLICY and 64 in num_envs:
             out.append(dict(impl="torch", algo=algo, E=64, device="cpu", kw=dict(utd=1 / 64),
                             schedule="vectorized_utd_1/64"))
-        if algo == "sac":
-            out.append(dict(impl="torch", algo=algo, E=16, device="cpu", kw=dict(utd=1.0, batch_size=64),
-                            schedule="sb3_utd"))
+        if algo in OFF_POLICY:
+            out.append(dict(impl="torch", algo=algo, E=16, device="cpu", kw=sb3_like, schedule="sb3_utd"))
         if gpu:
             for E in (1024, 4096):
                 kw = dict(n_steps=8) if algo == "ppo" else {}
@@ -127,7 +132,7 @@ def jobs(algos: list[str], num_envs: list[int], gpu: str | None) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--algos", nargs="+", default=["a2c", "ppo", "sac"])
+    p.add_argument("--algos", nargs="+", default=["a2c", "ppo", "sac", "td3", "ddpg"])
     p.add_argument("--num-envs", type=int, nargs="+", default=[16, 64, 256])
     p.add_argument("--min-seconds", type=float, default=3.0)
     p.add_argument("--budget", type=float, default=600.0)
