@@ -65,11 +65,18 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device) -> None:
         self.capacity, self.size, self.pos = int(capacity), 0, 0
-        self.obs = torch.empty((self.capacity, obs_dim), device=device)
-        self.next_obs = torch.empty((self.capacity, obs_dim), device=device)
-        self.actions = torch.empty((self.capacity, act_dim), device=device)
-        self.rewards = torch.empty(self.capacity, device=device)
-        self.dones = torch.empty(self.capacity, device=device)
+        # only written rows are ever read (sample draws below `size`): skip the NaN fill that
+        # deterministic mode gives torch.empty (GBs for a large buffer)
+        det = torch.utils.deterministic
+        fill, det.fill_uninitialized_memory = det.fill_uninitialized_memory, False
+        try:
+            self.obs = torch.empty((self.capacity, obs_dim), device=device)
+            self.next_obs = torch.empty((self.capacity, obs_dim), device=device)
+            self.actions = torch.empty((self.capacity, act_dim), device=device)
+            self.rewards = torch.empty(self.capacity, device=device)
+            self.dones = torch.empty(self.capacity, device=device)
+        finally:
+            det.fill_uninitialized_memory = fill
 
     def add(self, obs, actions, rewards, next_obs, dones) -> None:
         """E transitions at once (wrapping around the ring)."""
