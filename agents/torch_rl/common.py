@@ -8,8 +8,8 @@ there, and nothing goes through numpy between the env and the update.
   ``TradingEnv``) into a ``VecTradingEnv(backend="torch")`` with ``num_envs`` sub-envs over the same
   arrays and config, with random starts and random lengths (``episode_length``), so the E sub-envs
   see different stretches of the training range. A torch ``VecTradingEnv`` is used as it is.
-* :func:`mlp` and :class:`GaussianActor` / :func:`value_net`: SB3's default networks (two hidden
-  layers of 64, tanh for A2C/PPO, ReLU for the off-policy agents, orthogonal init for on-policy).
+* :func:`mlp` and :class:`GaussianActor`: the pieces of SB3's default networks (tanh and orthogonal
+  init for A2C/PPO, ReLU for the off-policy agents; sizes from each config's ``net_arch``).
 * :class:`TorchAgent`: the :class:`~agents.base.Agent` shell (learn -> ``_train``, act, save, load
   with the space check); each algorithm file subclasses it and implements ``_build`` / ``_train``.
 """
