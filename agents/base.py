@@ -399,7 +399,8 @@ def make_agent(name: str, **overrides: Any) -> Agent:
     """Build the agent registered under ``name`` with its defaults updated by ``overrides``.
 
     ``make_agent("ppo", backend="elegantrl")`` builds the ElegantRL variant of a learned agent
-    (same as the name ``"elegantrl_ppo"``).
+    (same as the name ``"elegantrl_ppo"``); ``backend="torch"`` the torch-native vectorized one
+    (``"torch_ppo"``, :mod:`agents.torch_rl`).
     """
     _import_builtin()
     key = registry_key(name, overrides.pop("backend", None))
@@ -412,9 +413,12 @@ def registry_key(name: str, backend: str | None = None) -> str:
     _import_builtin()
     key = str(name).lower()
     if backend is not None and backend not in ("sb3", "stable_baselines3"):
-        if backend != "elegantrl":
-            raise ConfigError(f"agent '{name}': backend must be 'sb3' or 'elegantrl', got {backend!r}")
-        key = f"elegantrl_{key}"
+        if backend not in ("elegantrl", "torch"):
+            raise ConfigError(f"agent '{name}': backend must be 'sb3', 'elegantrl' or 'torch', got {backend!r}")
+        key = f"{backend}_{key}"
+        if key not in AGENT_REGISTRY:
+            have = sorted(k.split("_", 1)[1] for k in AGENT_REGISTRY if k.startswith(f"{backend}_"))
+            raise ConfigError(f"agent '{name}': the {backend} backend has no such agent; it has: {', '.join(have)}")
     if key not in AGENT_REGISTRY:
         broken = "".join(f"; {m} failed to import ({e})" for m, e in _OPTIONAL_ERRORS.items())
         if key in RESERVED_NAMES:
@@ -451,7 +455,7 @@ def _import_builtin() -> None:
     _BUILTIN_LOADED = True
     import importlib
 
-    from agents import baselines, elegantrl_backend, sb3  # noqa: F401
+    from agents import baselines, elegantrl_backend, sb3, torch_rl  # noqa: F401
 
     for mod in OPTIONAL_MODULES:
         try:
