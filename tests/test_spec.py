@@ -72,7 +72,7 @@ CASES = [
     (_with("agents.equal_weight", {"rebalance_evry": 5}), "agents.equal_weight.rebalance_evry: unknown option",
      "did you mean ['rebalance_every']"),
     (_with("agents.ppo", {"n_step": 32}), "agents.ppo.n_step: unknown option", "did you mean ['n_steps'"),
-    (_with("agents.ppo", {"backend": "jax"}), "agents.ppo.backend:", "'sb3' or 'elegantrl'"),
+    (_with("agents.ppo", {"backend": "jax"}), "agents.ppo.backend:", "'elegantrl' or 'torch'"),
     (_with("agents.ensemble", {"member": ["a2c"]}), "agents.ensemble.member: unknown option", "members"),
     (_with("agents.equalweight", {}), "agents.equalweight: unknown agent", "equal_weight"),
     (_with("seeds", ["a"]), "seeds.0:", "valid integer"),
