@@ -73,6 +73,8 @@ CASES = [
      "did you mean ['rebalance_every']"),
     (_with("agents.ppo", {"n_step": 32}), "agents.ppo.n_step: unknown option", "did you mean ['n_steps'"),
     (_with("agents.ppo", {"backend": "jax"}), "agents.ppo.backend:", "'elegantrl' or 'torch'"),
+    (_with("agents.ppo", {"backend": "torch", "num_envs": 64, "n_stepz": 5}), "agents.ppo.n_stepz: unknown option",
+     "did you mean ['n_steps'"),
     (_with("agents.ensemble", {"member": ["a2c"]}), "agents.ensemble.member: unknown option", "members"),
     (_with("agents.equalweight", {}), "agents.equalweight: unknown agent", "equal_weight"),
     (_with("seeds", ["a"]), "seeds.0:", "valid integer"),

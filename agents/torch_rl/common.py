@@ -167,6 +167,12 @@ class TorchAgent(Agent):
     Config: ClassVar[type] = object
     backend: ClassVar[str] = "torch"
 
+    @classmethod
+    def config_keys(cls) -> set[str]:
+        """The fields of :attr:`Config` (and ``tensorboard_log``, accepted and dropped): what a
+        config's ``agents.<name>`` may set with ``backend: torch``."""
+        return {f.name for f in dataclasses.fields(cls.Config)} | {"tensorboard_log"}
+
     def __init__(self, **overrides: Any) -> None:
         # the loop's ``tensorboard: true`` adds this key to every RL agent; the torch backend writes
         # no TensorBoard logs (yet), so it is accepted and dropped
