@@ -164,9 +164,9 @@ def load_frame(data: dict) -> tuple[pd.DataFrame, str]:
     from data_processors.sources import get_source
 
     data = dict(data)
-    for key in ("start", "end"):  # ISO dates only, checked before any file or network work
-        if key in data:
-            parse_date(data[key], f"data.{key}")
+    # ISO dates only, checked before any file or network work
+    start = parse_date(data["start"], "data.start") if "start" in data else None
+    end = parse_date(data["end"], "data.end") if "end" in data else None
     if "dataset" in data:
         from data_processors.store import load_dataset
 
@@ -196,10 +196,10 @@ def load_frame(data: dict) -> tuple[pd.DataFrame, str]:
         if missing:
             raise ConfigError(f"data.tickers not in {where}: {missing}")
         df = df[df["tic"].isin(tickers)]
-    if "start" in data:
-        df = df[df["time"] >= _ts_like(df["time"], parse_date(data["start"], "data.start"))]
-    if "end" in data:
-        df = cut_before(df, parse_date(data["end"], "data.end"))
+    if start is not None:
+        df = df[df["time"] >= _ts_like(df["time"], start)]
+    if end is not None:
+        df = cut_before(df, end)
     return df.reset_index(drop=True), cal
 
 
@@ -426,10 +426,9 @@ def check_agent_names(agents: list[str], config: dict) -> None:
     """Refuse unknown agent names (with the closest known ones) before any data or training work."""
     import difflib
 
-    from agents import agent_names
+    from .spec import known_agent_names
 
-    labels = [label for label, _ in index_rows(config)]
-    known = sorted(set(agent_names()) | {"ensemble", "index_gated", *labels})
+    known = sorted({*known_agent_names(), *(label for label, _ in index_rows(config))})
     bad = [a for a in agents if a not in known]
     if bad:
         hints = "; ".join(f"{a!r}: did you mean {difflib.get_close_matches(a, known, n=2, cutoff=0.6) or 'none'}?"

@@ -274,15 +274,26 @@ def _check_env(env: dict, section: str, prefix: str) -> None:
         raise ConfigError(f"{prefix}{section}: {exc}") from None
 
 
+#: agent names the loop computes itself (from the index row), with no agent class behind them
+LOOP_ROWS = ("index_gated",)
+
+
+def known_agent_names() -> list[str]:
+    """Every name a config's ``agents`` or ``--agents`` may use: the registry's, ``ensemble`` and
+    :data:`LOOP_ROWS` (index rows are named by the config's ``index`` section, not here)."""
+    from agents.base import agent_names
+
+    return sorted(set(agent_names()) | {"ensemble", *LOOP_ROWS})
+
+
 def _check_agents(agents: dict, prefix: str) -> None:
     """Each agent is known, and each of its options is the agent's own or a loop option."""
-    from agents.base import AGENT_REGISTRY, _import_builtin, agent_names
+    from agents.base import AGENT_REGISTRY, _import_builtin
 
     from .loop import LOOP_KEYS
 
     _import_builtin()
-    rule_rows = {"index_gated"}  # computed by the loop from the index row, not an agent class
-    known = sorted(set(agent_names()) | {"ensemble"} | rule_rows)
+    known = known_agent_names()
     for name, opts in agents.items():
         if name not in known:
             close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
@@ -291,7 +302,7 @@ def _check_agents(agents: dict, prefix: str) -> None:
         opts = dict(opts or {})
         if name == "ensemble":
             allowed = {"members"}
-        elif name in rule_rows:
+        elif name in LOOP_ROWS:
             allowed = set()
         else:
             from agents.base import registry_key
