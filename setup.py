@@ -61,6 +61,8 @@ setup(
         # benchmarks/stats.py: stationary-bootstrap block length, Hansen SPA (rliable is not used:
         # it pins arch < 8 and its interval estimates fail on arch 8)
         "arch>=8.0",
+        # benchmarks/spec.py: the typed run spec (config validation)
+        "pydantic>=2.5",
         "tqdm>=4.66",
     ],
     extras_require={
