@@ -1090,10 +1090,9 @@ def write_report(
         result["manifest"] = write_manifest(run, manifest)
     else:
         result["manifest"] = None
-        old = read_manifest(run) if run_stats is not None else None
-        if old is not None:  # a rebuild: only the statistics key of the loop's manifest changes
-            old["statistics"] = _stats_json(run_stats, manifest=True)
-            write_manifest(run, old)
+        if run_stats is not None and described is not None:
+            # a rebuild: only the statistics key of the loop's manifest (read above) changes
+            write_manifest(run, {**described, "statistics": _stats_json(run_stats, manifest=True)})
     return result
 
 
