@@ -13,6 +13,8 @@ SOURCES = [
     "tushare>=1.4",
     "baostock>=0.8.9",
     "ccxt>=4.0",
+    # the trade stage's Alpaca broker (trade/alpaca_broker.py); ccxt above is also its ccxt broker
+    "alpaca-py>=0.30",
 ]
 
 DEV = SOURCES + [
@@ -32,7 +34,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["finmeta", "finmeta.*", "data_processors", "data_processors.*",
-                                    "meta", "meta.*", "agents", "agents.*", "benchmarks", "benchmarks.*"]),
+                                    "meta", "meta.*", "agents", "agents.*", "benchmarks", "benchmarks.*",
+                                    "trade", "trade.*"]),
     package_data={
         "data_processors": ["params/*.json"],
         "benchmarks": ["configs/*.yaml", "configs/*.json"],
