@@ -38,6 +38,9 @@ EXPECTED: dict[str, list[str]] = {
                            "equity and drawdown plotted beside the paper:"],
     "05_moe_agent": ["trained 200 steps", "router usage", "equal_weight", "router usage shares:", "tickers"],
     "06_distributed_ray": ["identical to Ray: True", "SMALL mode: the A2C chains are SKIPPED"],
+    "07_paper_trading": ["exit code 0", "same actions as the backtest: True", "max relative value difference:",
+                         "positions:", "P&L", "same positions and cash as the uninterrupted replay: True",
+                         "client order ids submitted twice: 0", "refused [max_order_notional]"],
 }
 
 #: the SMALL switch every notebook's first code cell must define
