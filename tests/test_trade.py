@@ -285,3 +285,98 @@ def test_broker_registry_is_lazy_and_names_what_is_missing(monkeypatch):
         make_broker("alpaca")
     with pytest.raises(ConfigError, match="unknown broker"):
         make_broker("ib")
+
+
+# ------------------------------------------------------------------------------------------------ live
+class MemoryBroker:
+    """An in-memory broker (the Broker protocol): fills market orders at a given price on submit."""
+
+    name = "memory"
+
+    def __init__(self, cash: float, price) -> None:
+        from trade.broker import Clock
+
+        self.cash, self.pos, self.orders, self.calls = cash, {}, {}, []
+        self.price = price
+        self.is_open = True
+        self._clock = Clock
+
+    def account(self):
+        from trade.broker import Account
+
+        return Account(cash=self.cash, buying_power=self.cash, equity=self.cash)
+
+    def positions(self):
+        return {s: q for s, q in self.pos.items() if q}
+
+    def submit(self, o):
+        from trade.broker import Order
+
+        self.calls.append(o.client_order_id)
+        if o.client_order_id not in self.orders:
+            p = self.price(o.symbol)
+            sign = 1 if o.side == "buy" else -1
+            self.cash -= sign * o.qty * p
+            self.pos[o.symbol] = self.pos.get(o.symbol, 0.0) + sign * o.qty
+            self.orders[o.client_order_id] = Order(o.client_order_id, o.symbol, o.side, o.qty, "filled", o.qty, p)
+        return self.orders[o.client_order_id]
+
+    def get_order(self, cid):
+        return self.orders.get(cid)
+
+    def cancel(self, cid):
+        pass
+
+    def clock(self):
+        return self._clock(timestamp=pd.Timestamp("2019-01-01"), is_open=self.is_open)
+
+    def close(self):
+        pass
+
+
+def test_live_mode_trades_each_new_bar_with_the_latest_window_and_skips_closed_or_stale(stock, tmp_path):
+    from trade.engine import TradeEngine, plan_trade
+    from trade.feed import LiveFeed
+
+    run_dir, cfg, arrays = stock
+    times = pd.DatetimeIndex(arrays.times)
+    k0 = int(times.searchsorted(pd.Timestamp("2019-01-02"))) + 1
+    plan = plan_trade(run_dir, replay=None, arrays=arrays.slice(0, k0))
+    assert [w.index for w in plan.windows] == [plan.wf.windows[-1].index]  # the latest window's model
+    sizes = iter([k0, k0, k0 + 1, k0 + 2, k0 + 3, k0 + 4])
+    cur = {"k": k0}
+
+    def fetch():
+        cur["k"] = next(sizes)
+        return arrays.slice(0, cur["k"])
+
+    broker = MemoryBroker(100_000.0, lambda s: float(arrays.close[cur["k"] - 1][list(arrays.tickers).index(s)]))
+    lines: list[str] = []
+    naps: list[float] = []
+    eng = TradeEngine(plan, broker, tmp_path / "live", feed=LiveFeed(cfg, fetch=fetch), echo=lines.append)
+    clock = {"now": lambda: pd.Timestamp(times[cur["k"] - 1]) + pd.Timedelta(hours=20)}
+    try:
+        eng.run_live(max_bars=2, sleep=naps.append, now=lambda: clock["now"]())
+        assert naps == [60.0]  # the second poll brought no new bar
+        bars = eng.state.bars()
+        assert [b["bar"] for b in bars] == [k0 - 1, k0] and all(b["skipped"] is None for b in bars)
+        assert bars[0]["sent"] > 0 and len(broker.calls) == len(set(broker.calls))
+        broker.is_open = False
+        eng.run_live(max_bars=1, sleep=naps.append, now=lambda: clock["now"]())
+        assert eng.state.bar_row(k0 + 1)["skipped"].startswith("refused [market_closed]")
+        broker.is_open = True
+        clock["now"] = lambda: pd.Timestamp(times[cur["k"] - 1]) + pd.Timedelta(days=9)
+        eng.run_live(max_bars=1, sleep=naps.append, now=lambda: clock["now"]())
+        assert eng.state.bar_row(k0 + 2)["skipped"].startswith("refused [stale_data] ")
+        assert eng.state.positions() == broker.positions()
+        assert not [o for o in eng.state.orders() if o["bar"] in (k0 + 1, k0 + 2)]
+        assert sum(line.startswith("refused [") for line in lines) == 2
+    finally:
+        eng.close()
+
+
+def test_live_trading_refuses_a_config_without_a_data_source():
+    from trade.feed import LiveFeed
+
+    with pytest.raises(ConfigError, match="replay it with --replay"):
+        LiveFeed.check_config({"data": {"dataset": "dow30"}})

@@ -73,7 +73,7 @@ def trade(
                       seed=seed, out=out, limits=limits, broker_options=_options(broker_option),
                       echo=(lambda _l: None) if quiet else _echo, clear_halt=clear_halt)
     try:
-        summary = eng.run(max_bars=max_bars)
+        summary = eng.run(max_bars=max_bars) if replay is not None else eng.run_live(max_bars=max_bars)
     finally:
         eng.close()
     summary["folder"] = str(eng.folder)

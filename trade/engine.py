@@ -34,7 +34,6 @@ import pickle
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -45,9 +44,14 @@ from finmeta.errors import ConfigError, FinMetaError
 
 from . import faults
 from .broker import Broker, OrderRequest
+from .feed import LiveFeed, ReplayFeed
 from .ids import client_order_id
 from .risk import RiskLimits, check_bar, check_daily_loss, check_orders, sessions_between
 from .state import OPEN_STATUSES, StateError, TradeState
+
+
+#: ``TradePlan.last_bar`` of live trading (no last bar)
+LIVE_LAST = 2**62
 
 
 class TradingHalted(FinMetaError):
@@ -191,12 +195,18 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
     windows = wf.windows
     times = pd.DatetimeIndex(arrays.times)
     lo0, hi = windows[0].trade[0], windows[-1].trade[1]
-    first = lo0 if start is None else _date_index(times, start, "--start", lo0, hi - 1)
-    stop = hi if end is None else _date_index(times, end, "--end", lo0 + 1, hi)
-    if stop - first < 2:
-        raise ConfigError(f"--start {start} / --end {end}: fewer than two bars to trade")
-    last = stop - 1
-    used = [w for w in windows if w.trade[1] > first and w.trade[0] - 1 <= last]
+    if replay is None:  # live: the latest window's model trades every new bar
+        if start is not None or end is not None:
+            raise ConfigError("--start/--end choose a replay's bars; live trading trades each new bar")
+        first, last = len(times) - 1, LIVE_LAST
+        used = [windows[-1]]
+    else:
+        first = lo0 if start is None else _date_index(times, start, "--start", lo0, hi - 1)
+        stop = hi if end is None else _date_index(times, end, "--end", lo0 + 1, hi)
+        if stop - first < 2:
+            raise ConfigError(f"--start {start} / --end {end}: fewer than two bars to trade")
+        last = stop - 1
+        used = [w for w in windows if w.trade[1] > first and w.trade[0] - 1 <= last]
 
     models: dict[int, Path] = {}
     shas: dict[int, str] = {}
@@ -221,13 +231,13 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
                 raise ConfigError(f"{path}: not this run's model ({exc})") from None
             models[w.index] = path
             shas[w.index] = json.loads(path.with_suffix(".json").read_text())["sha256"]
-    det = split_det = (cfg.get("agents") or {}).get(agent) or {}
-    deterministic = split_det.get("deterministic", LOOP_KEYS["deterministic"])
+    acfg = (cfg.get("agents") or {}).get(agent) or {}
+    deterministic = acfg.get("deterministic", LOOP_KEYS["deterministic"])
     body = {k: cfg.get(k) for k in ("data", "features", "env", "windows", "agents", "periods_per_year")}
-    body.update(agent=agent, seed=int(seed), replay=replay, models=shas, first=first, last=last,
-                dataset_hash=arrays.meta.get("dataset_hash"))
+    body.update(agent=agent, seed=int(seed), replay=replay, models=shas)
+    if replay is not None:  # a replay is bound to its bars and data; a live folder keeps trading new ones
+        body.update(first=first, last=last, dataset_hash=arrays.meta.get("dataset_hash"))
     chash = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    del det
     return TradePlan(config=cfg, arrays=arrays, wf=wf, agent=agent, seed=int(seed), models=models, model_sha=shas,
                      deterministic=bool(deterministic), first_bar=first, last_bar=last, run_dir=run_dir,
                      model_file=model_file, replay=replay, config_hash=chash, windows=used)
@@ -238,29 +248,6 @@ def default_trade_dir(plan: TradePlan, broker: str) -> Path:
     if plan.run_dir is not None:
         return plan.run_dir / "trade" / f"{plan.agent}_seed{plan.seed}_{suffix}"
     return plan.model_file.parent / f"{plan.model_file.stem}_trade" / suffix
-
-
-# ------------------------------------------------------------------------------------------------
-# the feed: bars up to now
-# ------------------------------------------------------------------------------------------------
-class ReplayFeed:
-    """Bars of a stored dataset, one at a time, as if live: :meth:`upto` gives bars ``[lo, i]`` plus
-    the fill bar ``i + 1`` (the kernel sizes orders at the fill price, as in the backtest; the
-    observation reads bars ``<= i`` only)."""
-
-    live = False
-
-    def __init__(self, arrays: MarketArrays) -> None:
-        self.arrays = arrays
-        self.times = pd.DatetimeIndex(arrays.times)
-
-    def bar(self, i: int) -> tuple[pd.Timestamp, np.ndarray, np.ndarray]:
-        """(time, close row, open row) of bar ``i``, float64."""
-        a = self.arrays
-        return self.times[i], np.asarray(a.close[i], np.float64), np.asarray(a.open[i], np.float64)
-
-    def upto(self, lo: int, i: int) -> MarketArrays:
-        return self.arrays.slice(lo, min(i + 2, len(self.times)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -306,7 +293,8 @@ class TradeEngine:
         self.broker = broker
         self.folder = Path(folder)
         self.limits = limits or RiskLimits()
-        self.feed = feed or ReplayFeed(plan.arrays)
+        self.live = plan.replay is None
+        self.feed = feed or (LiveFeed(plan.config, plan.arrays) if self.live else ReplayFeed(plan.arrays))
         self.echo = echo or (lambda s: None)
         self.state = TradeState(self.folder / "trade.sqlite")
         self.tickers = plan.tickers
@@ -316,12 +304,11 @@ class TradeEngine:
         self._rng_window: int | None = None
         self._claim(clear_halt)
         self.sessions = None
-        if self.limits.check_calendar:
-            t = self.feed.times
-            freq_daily = len(t) < 2 or (t[1] - t[0]) >= pd.Timedelta(hours=20)
-            cal = plan.arrays.meta.get("calendar")
-            if freq_daily and cal:
-                self.sessions = sessions_between(cal, t[plan.first_bar], t[plan.last_bar])
+        t = self.feed.times
+        self.daily = len(t) < 2 or (t[1] - t[0]) >= pd.Timedelta(hours=20)
+        self.calendar = plan.arrays.meta.get("calendar") if (self.limits.check_calendar and self.daily) else None
+        if self.calendar and not self.live:
+            self.sessions = sessions_between(self.calendar, t[plan.first_bar], t[plan.last_bar])
 
     # -- identity of the folder -----------------------------------------------------------------
     def _claim(self, clear_halt: bool) -> None:
@@ -358,6 +345,46 @@ class TradeEngine:
         n = 0
         while self.next_bar() <= self.plan.last_bar and (max_bars is None or n < max_bars):
             self.process(self.next_bar())
+            n += 1
+        return self.summary()
+
+    def run_live(self, max_bars: int | None = None, *, poll_seconds: float = 60.0, stale_after=None,
+                 sleep: Callable[[float], None] | None = None, now: Callable[[], pd.Timestamp] | None = None,
+                 max_polls: int | None = None) -> dict:
+        """Live: poll the feed, process each new bar (at most ``max_bars``; ``max_polls`` polls).
+
+        A poll that brings no new bar waits ``poll_seconds``; a newest bar older than ``stale_after``
+        (default: 4 days for daily bars, 3 bar intervals intraday) is skipped with a ``stale_data``
+        line (the feed is behind: trading on it would act on old prices).
+        """
+        import time as _time
+
+        sleep = sleep or _time.sleep
+        now = now or (lambda: pd.Timestamp.now(tz="UTC"))
+        n = polls = 0
+        while (max_bars is None or n < max_bars) and (max_polls is None or polls < max_polls):
+            polls += 1
+            self.feed.refresh()
+            t = self.feed.times
+            i = len(t) - 1
+            last = self.state.last_bar()
+            last_time = None if last is None else pd.Timestamp(self.state.bar_row(last)["time"])
+            if last_time is not None and (i <= last or t[i] <= last_time):
+                sleep(poll_seconds)  # no new bar yet
+                continue
+            limit = stale_after
+            if limit is None:
+                step = (t[-1] - t[-2]) if len(t) > 1 else pd.Timedelta(days=1)
+                limit = pd.Timedelta(days=4) if self.daily else 3 * step
+            ts, clock = t[i], now()
+            if ts.tz is None and clock.tz is not None:
+                clock = clock.tz_convert(None)
+            self._stale = None
+            if clock - ts > pd.Timedelta(limit):
+                self._stale = f"bar {ts} is {clock - ts} old (more than {pd.Timedelta(limit)}): the feed is behind"
+            if self.calendar:
+                self.sessions = sessions_between(self.calendar, ts, ts)
+            self.process(i)
             n += 1
         return self.summary()
 
@@ -438,6 +465,10 @@ class TradeEngine:
             # 2. bar checks, daily loss -------------------------------------------------------------
             ref = check_bar(time, None if prev is None else prev["time"], close_row, open_row, self.tickers,
                             self.sessions)
+            if ref is None and getattr(self, "_stale", None):
+                from .risk import Refusal
+
+                ref = Refusal("stale_data", f"{self._stale}; skipping it")
             if ref is None and getattr(br, "name", "paper") != "paper":
                 clk = br.clock()
                 if not clk.is_open:
@@ -553,6 +584,17 @@ class TradeEngine:
             pass
 
 
+def _peek_config(target, config) -> dict:
+    p = Path(target)
+    if p.is_dir() and (p / "manifest.json").is_file():
+        return dict(json.loads((p / "manifest.json").read_text()).get("config") or {})
+    if config is not None and not isinstance(config, dict):
+        from benchmarks.run import load_config
+
+        return load_config(config)
+    return dict(config or {})
+
+
 def make_env_config(plan: TradePlan):
     """The env config of the plan's first window (costs, slippage, fill, lots) for the paper broker."""
     from benchmarks.loop import build_env
@@ -574,6 +616,8 @@ def open_engine(target, *, broker: str = "paper", replay: str | None = "run", st
         raise ConfigError(f"--replay trades with --broker paper (a replay is offline); got --broker {broker}")
     if replay is None and broker == "paper":
         raise ConfigError("--broker paper trades offline: give --replay DATASET (or --replay run for the run's data)")
+    if replay is None and arrays is None:
+        LiveFeed.check_config(_peek_config(target, config))
     cls = broker_class(broker)
     plan = plan_trade(target, config=config, agent=agent, seed=seed, replay=replay, start=start, end=end,
                       arrays=arrays)
@@ -593,6 +637,3 @@ def open_engine(target, *, broker: str = "paper", replay: str | None = "run", st
         br = cls(**kw)
     return TradeEngine(plan, br, folder, limits=limits, echo=echo, clear_halt=clear_halt)
 
-
-# silence "imported but unused" for names kept for callers
-_ = SimpleNamespace
