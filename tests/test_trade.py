@@ -380,3 +380,25 @@ def test_live_trading_refuses_a_config_without_a_data_source():
 
     with pytest.raises(ConfigError, match="replay it with --replay"):
         LiveFeed.check_config({"data": {"dataset": "dow30"}})
+
+
+def test_replay_of_a_stored_dataset_equals_the_replay_of_the_run_data(stock, tmp_path):
+    from data_processors.sources import get_source
+    from data_processors.store import save_dataset
+
+    run_dir, cfg, arrays = stock
+    d = cfg["data"]
+    frame = get_source("synthetic").download(d["tickers"], d["start"], d["end"], "1d", seed=d["seed"])
+    save_dataset("syn_trade", frame, source="synthetic", params={"calendar": "XNYS"})
+    out = {}
+    for replay in ("run", "syn_trade"):
+        eng = open_engine(run_dir, replay=replay, start="2018-09-20", end="2018-10-10",
+                          out=tmp_path / replay, echo=None, arrays=None if replay == "syn_trade" else arrays)
+        try:
+            eng.run()
+            out[replay] = [(b["time"], b["value"], b["action"]) for b in eng.state.bars()]
+        finally:
+            eng.close()
+    assert len(out["run"]) == 14 and out["syn_trade"] == out["run"]
+    with pytest.raises(FinMetaError, match="nope"):
+        open_engine(run_dir, replay="nope", echo=None)

@@ -87,15 +87,16 @@ class TradePlan:
         """The window whose model decides at ``bar`` (window k > 0 decides from bar ``lo - 1``, the
         previous window's last bar, as in the backtest)."""
         chosen = self.windows[0]
-        for k, w in enumerate(self.windows):
-            lo = w.trade[0] - (1 if k > 0 else 0)
-            if bar >= lo:
+        for w in self.windows:
+            if bar >= self.episode_start(w):
                 chosen = w
         return chosen
 
-    def episode_start(self, w) -> int:
-        k = self.windows.index(w)
-        return w.trade[0] - (1 if k > 0 else 0)
+    @staticmethod
+    def episode_start(w) -> int:
+        """The bar the backtest's trade episode of window ``w`` starts at (its first trade bar for
+        window 0, the previous window's last bar after it)."""
+        return w.trade[0] - (1 if w.index > 0 else 0)
 
 
 def _run_agents(run_dir: Path) -> list[tuple[str, int]]:
