@@ -402,3 +402,30 @@ def test_replay_of_a_stored_dataset_equals_the_replay_of_the_run_data(stock, tmp
     assert len(out["run"]) == 14 and out["syn_trade"] == out["run"]
     with pytest.raises(FinMetaError, match="nope"):
         open_engine(run_dir, replay="nope", echo=None)
+
+
+def test_a_model_file_of_finmeta_train_replays_like_its_finmeta_backtest(tmp_path, capsys):
+    import yaml
+
+    from _trade_runs import config
+    from benchmarks.run import build_arrays
+
+    cfg = config("stock_trading")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    model = tmp_path / "a2c.zip"
+    assert main(["train", str(path), "--agent", "a2c", "--timesteps", "200", "--out", str(model)]) == 0
+    bt = tmp_path / "bt"
+    assert main(["backtest", str(path), "--agent", "a2c", "--model", str(model), "--out", str(bt),
+                 "--no-tearsheets"]) == 0
+    capsys.readouterr()
+    assert main(["trade", str(model), "--replay", "run"]) == 2
+    assert "pass --config" in capsys.readouterr().err
+    tf = tmp_path / "tf"
+    assert main(["trade", str(model), "--config", str(path), "--replay", "run", "--out", str(tf), "--quiet"]) == 0
+    arrays, _ = build_arrays(copy.deepcopy(cfg))
+    ch = WalkForward(arrays, copy.deepcopy(cfg), bt, models={"a2c": model}).run_chain("a2c", 0)
+    times, values, actions = _replayed(tf, 4)
+    assert len(values) == len(ch.values) > 100
+    np.testing.assert_allclose(values, ch.values, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(actions, ch.actions, rtol=0, atol=1e-9)
