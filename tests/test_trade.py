@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from _trade_runs import trade_run
+
 from benchmarks.loop import WalkForward
 from finmeta.cli import main
 from finmeta.errors import ConfigError, FinMetaError
@@ -278,8 +278,13 @@ def test_a_trade_folder_is_not_reused_for_another_plan(stock, tmp_path):
 def test_broker_registry_is_lazy_and_names_what_is_missing(monkeypatch):
     import sys
 
+    import subprocess
+
     assert broker_class("paper").__name__ == "PaperBroker"
-    assert "trade.alpaca_broker" not in sys.modules or True  # importing the registry loads no vendor
+    probe = ("import sys, trade.brokers, trade.engine; "
+             "print(sorted(m for m in ('alpaca', 'ccxt', 'trade.alpaca_broker', 'trade.ccxt_broker') if m in sys.modules))")
+    got = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert got == "[]"  # the registry and the engine import no vendor library
     monkeypatch.setitem(sys.modules, "trade.alpaca_broker", None)  # as if the module were absent
     with pytest.raises(FinMetaError, match="broker alpaca"):
         make_broker("alpaca")
@@ -406,8 +411,8 @@ def test_replay_of_a_stored_dataset_equals_the_replay_of_the_run_data(stock, tmp
 
 def test_a_model_file_of_finmeta_train_replays_like_its_finmeta_backtest(tmp_path, capsys):
     import yaml
-
     from _trade_runs import config
+
     from benchmarks.run import build_arrays
 
     cfg = config("stock_trading")
@@ -425,7 +430,38 @@ def test_a_model_file_of_finmeta_train_replays_like_its_finmeta_backtest(tmp_pat
     assert main(["trade", str(model), "--config", str(path), "--replay", "run", "--out", str(tf), "--quiet"]) == 0
     arrays, _ = build_arrays(copy.deepcopy(cfg))
     ch = WalkForward(arrays, copy.deepcopy(cfg), bt, models={"a2c": model}).run_chain("a2c", 0)
-    times, values, actions = _replayed(tf, 4)
+    _, values, actions = _replayed(tf, 4)
     assert len(values) == len(ch.values) > 100
     np.testing.assert_allclose(values, ch.values, rtol=1e-9, atol=0)
     np.testing.assert_allclose(actions, ch.actions, rtol=0, atol=1e-9)
+
+
+def test_an_order_still_open_a_bar_later_is_canceled_with_a_line(stock, tmp_path):
+    from trade.engine import TradeEngine, plan_trade
+    from trade.feed import LiveFeed
+
+    class Sleepy(MemoryBroker):  # accepts orders, never fills them
+        def submit(self, o):
+            from trade.broker import Order
+
+            self.calls.append(o.client_order_id)
+            return self.orders.setdefault(o.client_order_id, Order(o.client_order_id, o.symbol, o.side, o.qty, "new"))
+
+        def cancel(self, cid):
+            self.orders[cid].status = "canceled"
+
+    run_dir, cfg, arrays = stock
+    k0 = int(pd.DatetimeIndex(arrays.times).searchsorted(pd.Timestamp("2019-01-02"))) + 1
+    sizes = iter([k0, k0 + 1])
+    broker = Sleepy(100_000.0, lambda s: 1.0)
+    lines: list[str] = []
+    eng = TradeEngine(plan_trade(run_dir, replay=None, arrays=arrays.slice(0, k0)), broker, tmp_path / "live",
+                      feed=LiveFeed(cfg, fetch=lambda: arrays.slice(0, next(sizes))), echo=lines.append)
+    try:
+        eng.run_live(max_bars=2, now=lambda: pd.Timestamp("2019-01-04"))
+        first = [o for o in eng.state.orders() if o["bar"] == k0 - 1]
+        assert first and all(o["status"] == "canceled" for o in first)
+        assert sum(line.startswith("canceled fm") for line in lines) == len(first)
+        assert all(o["status"] == "new" for o in eng.state.orders() if o["bar"] == k0)
+    finally:
+        eng.close()

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from _trade_runs import trade_run
+
 from benchmarks.loop import WalkForward
 
 
@@ -63,7 +63,7 @@ def _fork_trade(run, folder: Path, fault: str | None) -> int:
                           arrays=run[2])
         eng.run()
         eng.close()
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         traceback.print_exc()
         code = 3
     finally:
@@ -175,9 +175,9 @@ def test_the_cli_process_killed_after_an_order_was_sent_resumes_without_sending_
     args = [sys.executable, "-m", "finmeta", "trade", str(run[0]), "--broker", "paper", "--replay", "run",
             "--start", start, "--end", end, "--out", str(folder), "--quiet"]
     env = {**os.environ, "FINMETA_TRADE_FAULT": "after_submit:4"}
-    p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     env.pop("FINMETA_TRADE_FAULT")
-    p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert p.returncode == 0, p.stderr[-2000:]
     _same_as_reference(_book(folder), ref)

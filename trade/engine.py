@@ -32,9 +32,10 @@ import hashlib
 import json
 import pickle
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,9 +47,14 @@ from . import faults
 from .broker import Broker, OrderRequest
 from .feed import LiveFeed, ReplayFeed
 from .ids import client_order_id
-from .risk import RiskLimits, check_bar, check_daily_loss, check_orders, sessions_between
+from .risk import (
+    RiskLimits,
+    check_bar,
+    check_daily_loss,
+    check_orders,
+    sessions_between,
+)
 from .state import OPEN_STATUSES, StateError, TradeState
-
 
 #: ``TradePlan.last_bar`` of live trading (no last bar)
 LIVE_LAST = 2**62
@@ -131,7 +137,13 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
     ``replay``: ``"run"`` (the run's own data), a stored dataset name, or None (live).
     ``arrays``: use these instead of building them (tests).
     """
-    from benchmarks.loop import LOOP_KEYS, WalkForward, _check_model, CheckpointRejected, learns
+    from benchmarks.loop import (
+        LOOP_KEYS,
+        CheckpointRejected,
+        WalkForward,
+        _check_model,
+        learns,
+    )
     from benchmarks.run import build_arrays, load_config
 
     p = Path(target)
@@ -436,6 +448,13 @@ class TradeEngine:
                     st.db.execute("UPDATE orders SET status = 'rejected', reason = 'unknown to the broker' "
                                   "WHERE client_order_id = ?", (o["client_order_id"],))
                     continue
+                if bo.status in OPEN_STATUSES:
+                    # a market order still open a bar after it was sent (a live broker that did not
+                    # fill it): cancel it, so that the bar's new orders do not stack on it
+                    br.cancel(bo.client_order_id)
+                    bo = br.get_order(bo.client_order_id) or bo
+                    self.echo(f"canceled {bo.client_order_id}: still {bo.status} a bar after it was sent "
+                              f"(filled {bo.filled_qty:g} of {bo.qty:g})")
                 d = bo.to_dict()
                 st.put_order(o["bar"], o["time"], d)
                 if bo.status in ("filled", "partially_filled", "canceled", "rejected") and bo.filled_qty > 0:
@@ -457,8 +476,10 @@ class TradeEngine:
             out.update(value=value, cash=cash)
             prev = st.bar_row(prev_bar) if prev_bar is not None else None
 
-            def finish(skipped=None, action=None, window=None, rng=None):
-                st.put_book(cash, {s: q for s, q in zip(self.tickers, h.tolist())}, locked, lock_day)
+            def finish(skipped=None, action=None, window=None, rng=None, locks=(locked, lock_day)):
+                # the book is the broker's; the locks carry this bar's intended buys (booked with
+                # their actual fills at the next bar)
+                st.put_book(cash, {s: q for s, q in zip(self.tickers, h.tolist())}, *locks)
                 st.put_bar(i, stamp, value=value, cash=cash, action=action, sent=out["sent"], filled=out["filled"],
                            refused=out["refused"], skipped=skipped, window=window, rng=rng)
                 faults.hit("before_commit")
@@ -491,7 +512,7 @@ class TradeEngine:
                 elif i >= plan.last_bar:  # the last bar: valued, no decision (no bar to fill at)
                     finish()
                 else:
-                    self._decide(i, time, cash, h, value, locked, lock_day, out, finish)
+                    finish(**self._decide(i, time, cash, h, value, locked, lock_day, out))
         faults.hit("after_commit")
         self.echo(f"{time} bar {i} value {value:,.2f} cash {cash:,.2f} orders sent {out['sent']} filled "
                   f"{out['filled']} refused {out['refused']}" + (" (skipped)" if out["skipped"] else ""))
@@ -500,7 +521,9 @@ class TradeEngine:
             raise TradingHalted(halted)
         return out
 
-    def _decide(self, i, time, cash, h, value, locked, lock_day, out, finish) -> None:
+    def _decide(self, i, time, cash, h, value, locked, lock_day, out) -> dict:
+        """Observation, action, orders, risk checks, submits of bar ``i``; returns what the bar's
+        row records (action, window, generator state, locks)."""
         from agents.base import seed_everything
         from benchmarks.windows import window_seed
         from meta.envs import check_actions
@@ -511,7 +534,10 @@ class TradeEngine:
         agent = self._agent(w, env)
         k = env.kernel
         ti = i - base
-        one = lambda x, dt=np.float64: np.array([x], dtype=dt)  # noqa: E731
+
+        def one(x, dt=np.float64):
+            return np.array([x], dtype=dt)
+
         k.t, k.t0, k.t_end = one(ti, np.int64), one(plan.episode_start(w) - base, np.int64), one(k.T - 1, np.int64)
         k.cash, k.h = one(cash), h[None, :].copy()
         k.value = k.cash + k.B.rsum(k.h * k.close[k.t])
@@ -554,8 +580,7 @@ class TradeEngine:
                                     {s: q for s, q in zip(self.tickers, h.tolist())}, bp, self.limits,
                                     k.rb, k.rs, k.min_fee, self.tickers)
         stamp = str(time)
-        for r in refusals:
-            o = next(o for o in orders if o["symbol"] == r.symbol)
+        for o, r in refusals:
             cid = client_order_id(self.tag, time, o["symbol"], o["side"])
             st.put_order(i, stamp, {**o, "client_order_id": cid, "status": "refused", "reason": r.line()})
             self.echo(r.line())
@@ -568,21 +593,15 @@ class TradeEngine:
                 faults.hit("after_submit")
             out["sent"] += 1
             st.put_order(i, stamp, bo.to_dict())
-        locked, lock_day = new_locked, new_day
-        # the book stays the reconciled one; the locks carry this bar's intended buys separately
-        # (booked with the actual fills at the next bar)
-        st.put_book(cash, {s: q for s, q in zip(self.tickers, h.tolist())}, locked, lock_day)
         out["action"] = np.asarray(action, dtype=np.float64).reshape(-1)
-        st.put_bar(i, stamp, value=value, cash=cash, action=out["action"], sent=out["sent"], filled=out["filled"],
-                   refused=out["refused"], window=w.index, rng=rng)
-        faults.hit("before_commit")
+        return {"action": out["action"], "window": w.index, "rng": rng, "locks": (new_locked, new_day)}
 
     def close(self) -> None:
         self.state.close()
         try:
             self.broker.close()
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # the state is committed: a broker that fails to close loses nothing
+            self.echo(f"broker {self.broker.name}: close failed ({type(exc).__name__})")
 
 
 def _peek_config(target, config) -> dict:

@@ -106,7 +106,7 @@ class PaperBroker:
         return int(self.db.execute("SELECT now FROM account WHERE id = 1").fetchone()[0])
 
     def _order(self, row) -> Order:
-        (seq, cid, sym, side, qty, status, fq, price, fee, sb, fb, reason) = row
+        (seq, cid, sym, side, qty, status, fq, price, fee, sb, _fill_bar, reason) = row
         return Order(client_order_id=cid, symbol=sym, side=side, qty=float(qty), status=status, filled_qty=float(fq),
                      filled_avg_price=None if price is None else float(price), fee=float(fee),
                      broker_order_id=f"paper-{seq}", submitted_at=self.times[int(sb)], reason=reason)

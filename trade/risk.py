@@ -91,10 +91,11 @@ def check_daily_loss(value: float, day_start: float | None, limit: float | None,
 
 def check_orders(orders: list[dict], ref_price: dict[str, float], value: float, positions: dict[str, float],
                  buying_power: float, limits: RiskLimits, buy_rate, sell_rate, min_fee: float,
-                 tickers: list[str]) -> tuple[list[dict], list[Refusal]]:
-    """Split ``orders`` (sells first, then buys; dicts with symbol, side, qty) into (accepted, refusals)."""
+                 tickers: list[str]) -> tuple[list[dict], list[tuple[dict, Refusal]]]:
+    """Split ``orders`` (sells first, then buys; dicts with symbol, side, qty) into (accepted,
+    [(refused order, its refusal)])."""
     ok: list[dict] = []
-    refused: list[Refusal] = []
+    refused: list[tuple[dict, Refusal]] = []
     idx = {s: j for j, s in enumerate(tickers)}
     rb = np.broadcast_to(np.asarray(buy_rate, dtype=np.float64), (len(tickers),))
     rs = np.broadcast_to(np.asarray(sell_rate, dtype=np.float64), (len(tickers),))
@@ -104,8 +105,8 @@ def check_orders(orders: list[dict], ref_price: dict[str, float], value: float, 
         p = float(ref_price[s])
         notional = q * p
         if limits.max_order_notional is not None and notional > limits.max_order_notional:
-            refused.append(Refusal("max_order_notional", f"{o['side']} {q:g} {s} = {notional:,.2f} > limit "
-                                                         f"{limits.max_order_notional:,.2f}", s))
+            refused.append((o, Refusal("max_order_notional", f"{o['side']} {q:g} {s} = {notional:,.2f} > limit "
+                                                         f"{limits.max_order_notional:,.2f}", s)))
             continue
         j = idx[s]
         if o["side"] == "sell":
@@ -115,13 +116,13 @@ def check_orders(orders: list[dict], ref_price: dict[str, float], value: float, 
         if limits.max_weight is not None and value > 0:
             w = (positions.get(s, 0.0) + q) * p / value
             if w > limits.max_weight:
-                refused.append(Refusal("max_weight", f"buy {q:g} {s} would make it {w:.2%} of the account, over the "
-                                                     f"limit {limits.max_weight:.2%}", s))
+                refused.append((o, Refusal("max_weight", f"buy {q:g} {s} would make it {w:.2%} of the account, over the "
+                                                     f"limit {limits.max_weight:.2%}", s)))
                 continue
         cost = notional * (1.0 + rb[j]) if min_fee <= 0 else notional + max(notional * rb[j], min_fee)
         if cost > bp * (1.0 + BP_SLACK) + 1e-9:
-            refused.append(Refusal("buying_power", f"buy {q:g} {s} costs about {cost:,.2f}, buying power left "
-                                                   f"{max(bp, 0.0):,.2f}", s))
+            refused.append((o, Refusal("buying_power", f"buy {q:g} {s} costs about {cost:,.2f}, buying power left "
+                                                   f"{max(bp, 0.0):,.2f}", s)))
             continue
         bp -= cost
         ok.append(o)
@@ -134,10 +135,11 @@ def sessions_between(calendar: str | None, start, end, freq: str = "1d") -> set 
     if not calendar or str(calendar) in ("24/7",):
         return None
     from data_processors.calendars import calendar_times
+    from finmeta.errors import ConfigError
 
     try:
         times = calendar_times(str(calendar), pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize(), "1d")
-    except Exception:  # noqa: BLE001 - a calendar we cannot resolve is not checked (said in docs/trade.md)
+    except ConfigError:  # a calendar exchange-calendars does not know is not checked (docs/trade.md)
         return None
     idx = pd.DatetimeIndex(times)
     if idx.tz is not None:
