@@ -561,3 +561,238 @@ def test_alpaca_non_loopback_is_refused_by_the_test_guard(keys):
     broker = AlpacaBroker(base_url="http://192.0.2.1:80")  # TEST-NET-1: the conftest guard refuses it
     with pytest.raises(BrokerError, match=r"^alpaca get_clock: ConnectionError.*must not touch the network"):
         broker.clock()
+
+
+# ---------------------------------------------------------------------------------------------- ccxt
+def _signed_params(r: Recorded) -> dict:
+    params = dict(r.query)
+    params.update(dict(parse_qsl(r.body, keep_blank_values=True)))
+    return params
+
+
+@pytest.mark.parametrize("missing", ["CCXT_API_KEY", "CCXT_SECRET"])
+def test_ccxt_missing_key_names_the_variable(keys, monkeypatch, missing):
+    monkeypatch.delenv(missing)
+    with pytest.raises(BrokerError, match=missing) as err:
+        CcxtBroker("binance")
+    _one_line_without_secrets(err.value)
+
+
+def test_ccxt_sandbox_by_default(keys):
+    broker = CcxtBroker("binance")
+    assert broker._ex.urls["api"]["public"] == "https://testnet.binance.vision/api/v3"
+    assert broker._ex.urls["api"]["private"] == "https://testnet.binance.vision/api/v3"
+    assert isinstance(broker, Broker) and broker.name == "ccxt"
+    assert CCXT_KEY not in repr(broker) and CCXT_SECRET not in repr(broker)
+    live = CcxtBroker("binance", sandbox=False)
+    assert live._ex.urls["api"]["private"] == "https://api.binance.com/api/v3"
+    with pytest.raises(BrokerError, match="kraken: the exchange has no sandbox"):
+        CcxtBroker("kraken")
+    with pytest.raises(BrokerError, match="unknown exchange id 'nosuchexchange'"):
+        CcxtBroker("nosuchexchange")
+
+
+def test_ccxt_redirect_urls_keeps_paths():
+    urls = {"public": "https://testnet.binance.vision/api/v3", "v1": "https://testnet.binance.vision/api/v1",
+            "fapiPublic": "https://testnet.binancefuture.com/fapi/v1"}
+    assert redirect_urls(urls, "http://127.0.0.1:8123") == {
+        "public": "http://127.0.0.1:8123/api/v3", "v1": "http://127.0.0.1:8123/api/v1",
+        "fapiPublic": "http://127.0.0.1:8123/fapi/v1"}
+
+
+def test_ccxt_symbol_mapping(binance):
+    broker, app, server = binance
+    assert broker.market_symbol("BTCUSDT") == "BTC/USDT"
+    assert broker.market_symbol("ETH-USDT") == "ETH/USDT"
+    assert broker.market_symbol("btc/usdt") == "BTC/USDT"
+    assert broker.market_symbol("BTC-USD") == "BTC/USDT"  # Yahoo-style crypto ticker -> the USDT market
+    with pytest.raises(BrokerError, match="no spot market for ticker 'DOGEUSDT'"):
+        broker.market_symbol("DOGEUSDT")
+    # markets were loaded once, from exchangeInfo alone (no futures / margin / sapi endpoints)
+    assert [(r.method, r.path) for r in server.requests] == [("GET", "/api/v3/exchangeInfo")]
+
+
+def test_ccxt_clock_is_exchange_time_and_always_open(binance):
+    broker, app, server = binance
+    clock = broker.clock()
+    assert clock.timestamp == pd.Timestamp(app.server_time, unit="ms", tz="UTC") and clock.is_open is True
+    assert server.calls("GET", "/api/v3/time")
+
+
+def test_ccxt_account_and_positions(binance):
+    broker, app, server = binance
+    assert broker.positions() == {"BTCUSDT": 0.5, "ETHUSDT": 2.0}  # the universe only: LTC is not in it
+    acct = broker.account()
+    assert acct.cash == 10_000.0 and acct.buying_power == 10_000.0 and acct.currency == "USDT"
+    assert acct.equity == pytest.approx(10_000 + 0.5 * 50_000 + 2.0 * 3_000)
+    assert acct.extra == {"exchange": "binance", "sandbox": True}
+    for r in server.calls("GET", "/api/v3/account"):
+        assert r.headers["x-mbx-apikey"] == CCXT_KEY and "signature" in r.query and "timestamp" in r.query
+    everything = CcxtBroker("binance", base_url=server.url)  # no universe: every coin with a USDT market
+    assert everything.positions() == {"BTCUSDT": 0.5, "ETHUSDT": 2.0, "LTCUSDT": 3.0}
+    yahoo = CcxtBroker("binance", base_url=server.url, symbols=["BTC-USD"])
+    assert yahoo.positions() == {"BTC-USD": 0.5}  # reported under the universe's own spelling
+
+
+def test_ccxt_submit_market_buy_with_client_order_id(binance):
+    broker, app, server = binance
+    order = broker.submit(OrderRequest("BTCUSDT", "buy", 0.012, "bar3-BTCUSDT"))
+    posts = server.calls("POST", "/api/v3/order")
+    assert len(posts) == 1
+    sent = _signed_params(posts[0])
+    assert {k: sent[k] for k in ("symbol", "side", "type", "quantity", "newClientOrderId", "newOrderRespType")} == {
+        "symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.012",
+        "newClientOrderId": "bar3-BTCUSDT", "newOrderRespType": "FULL"}
+    assert posts[0].headers["x-mbx-apikey"] == CCXT_KEY
+    assert order.symbol == "BTCUSDT" and order.side == "buy" and order.qty == 0.012
+    assert order.status == "filled" and order.filled_qty == 0.012 and order.filled_avg_price == 50_000.0
+    assert order.fee == pytest.approx(0.012 * 0.001 * 50_000)  # commission in BTC, valued in USDT
+    assert order.client_order_id == "bar3-BTCUSDT" and order.broker_order_id == "1001"
+    assert order.submitted_at == pd.Timestamp(app.server_time, unit="ms", tz="UTC")
+    assert broker.positions()["BTCUSDT"] == pytest.approx(0.5 + 0.012 * 0.999)
+    sell = broker.submit(OrderRequest("ETH-USDT", "sell", 1.5, "bar3-ETH"))
+    assert _signed_params(server.calls("POST", "/api/v3/order")[1])["side"] == "SELL"
+    assert sell.symbol == "ETH-USDT" and sell.fee == pytest.approx(1.5 * 3_000 * 0.001)  # paid in USDT
+
+
+def test_ccxt_amount_is_cut_to_the_lot_size(binance):
+    broker, app, server = binance
+    broker.submit(OrderRequest("BTCUSDT", "buy", 0.0123456789, "cid-lot"))
+    assert _signed_params(server.calls("POST", "/api/v3/order")[0])["quantity"] == "0.01234"
+
+
+def test_ccxt_submit_is_idempotent_on_client_order_id(binance):
+    broker, app, server = binance
+    first = broker.submit(OrderRequest("BTCUSDT", "buy", 0.01, "cid-1"))
+    again = broker.submit(OrderRequest("BTCUSDT", "buy", 0.01, "cid-1"))
+    assert len(server.calls("POST", "/api/v3/order")) == 1
+    assert again.broker_order_id == first.broker_order_id and again.status == "filled"
+    assert again.fee == first.fee  # fills come only in the submit reply; this process remembers them
+    lookups = server.calls("GET", "/api/v3/order")
+    assert [(_signed_params(r)["symbol"], _signed_params(r)["origClientOrderId"]) for r in lookups] == [
+        ("BTCUSDT", "cid-1")] * 2
+    # a fresh process (after a crash) finds it through the universe, without a second POST
+    restarted = CcxtBroker("binance", base_url=server.url, symbols=["ETHUSDT", "BTCUSDT"])
+    found = restarted.submit(OrderRequest("BTCUSDT", "buy", 0.01, "cid-1"))
+    assert found.broker_order_id == first.broker_order_id and len(server.calls("POST", "/api/v3/order")) == 1
+    assert restarted.get_order("cid-1").symbol == "BTCUSDT"
+
+
+def test_ccxt_get_order_unknown(binance):
+    broker, app, server = binance
+    assert broker.get_order("never-sent") is None
+    looked = [_signed_params(r)["symbol"] for r in server.calls("GET", "/api/v3/order")]
+    assert looked == ["BTCUSDT", "ETHUSDT"]  # each universe market once (Binance needs the symbol)
+    bare = CcxtBroker("binance", base_url=server.url)
+    with pytest.raises(BrokerError, match="needs its symbol: pass symbols="):
+        bare.get_order("never-sent")
+
+
+def test_ccxt_open_order_cancel(binance):
+    broker, app, server = binance
+    app.fill = False
+    order = broker.submit(OrderRequest("ETHUSDT", "buy", 0.5, "cid-open"))
+    assert order.status == "new" and order.filled_qty == 0 and order.filled_avg_price is None
+    broker.cancel("cid-open")
+    deletes = server.calls("DELETE", "/api/v3/order")
+    assert len(deletes) == 1
+    assert {k: _signed_params(deletes[0])[k] for k in ("symbol", "orderId")} == {
+        "symbol": "ETHUSDT", "orderId": order.broker_order_id}
+    assert broker.get_order("cid-open").status == "canceled"
+    broker.cancel("cid-open")  # final: no second DELETE
+    assert len(server.calls("DELETE")) == 1
+    with pytest.raises(BrokerError, match="no order with client order id nope"):
+        broker.cancel("nope")
+
+
+def test_ccxt_refused_orders_come_back_rejected(binance):
+    broker, app, server = binance
+    poor = broker.submit(OrderRequest("BTCUSDT", "buy", 1.0, "cid-poor"))  # 50 000 USDT > 10 000
+    assert poor.status == "rejected" and "insufficient balance" in poor.reason
+    assert poor.reason.startswith("InsufficientFunds: binance Account has insufficient balance")
+    tiny = broker.submit(OrderRequest("BTCUSDT", "buy", 0.000001, "cid-tiny"))  # below the lot size
+    assert tiny.status == "rejected" and "InvalidOrder" in tiny.reason
+    assert [_signed_params(r)["newClientOrderId"] for r in server.calls("POST", "/api/v3/order")] == ["cid-poor"]
+
+
+@pytest.mark.parametrize("call", ["account", "positions", "submit", "get_order"])
+def test_ccxt_unauthorized_is_one_line_without_keys(binance, call):
+    broker, app, server = binance
+    broker.market_symbol("BTCUSDT")  # markets are public
+    app.balances["USDT"] = 1.0
+    app.fail = (401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."})
+    args = {"submit": (OrderRequest("BTCUSDT", "buy", 0.01, "c1"),), "get_order": ("c1",)}.get(call, ())
+    with pytest.raises(BrokerError) as err:
+        getattr(broker, call)(*args)
+    text = _one_line_without_secrets(err.value)
+    assert text.startswith("ccxt binance ") and "AuthenticationError" in text
+    assert "Invalid API-key" in text
+
+
+def test_ccxt_bad_signature_is_an_error(binance, monkeypatch):
+    broker, app, server = binance
+    broker._ex.secret = "not-the-secret"
+    with pytest.raises(BrokerError, match="Signature for this request is not valid") as err:
+        broker.positions()
+    _one_line_without_secrets(err.value)
+
+
+def test_ccxt_non_loopback_is_refused_by_the_test_guard(keys):
+    broker = CcxtBroker("binance", base_url="http://192.0.2.1:80")
+    with pytest.raises(BrokerError, match=r"^ccxt binance fetch_time: .*must not touch the network"):
+        broker.clock()
+
+
+# ---------------------------------------------------------------------------------------------- keys
+def test_keys_travel_only_in_the_auth_headers(keys, tmp_path, caplog, capsys, _isolated_home):
+    """A whole session on both brokers, errors included, with DEBUG logging: the keys appear in no
+    log record, no output, no error, no written file, no URL / query / body sent; Alpaca's pair
+    only in its two auth headers, the ccxt key only in X-MBX-APIKEY (the ccxt secret never leaves
+    this process: it only signs)."""
+    caplog.set_level(logging.DEBUG)
+    errors: list[str] = []
+    records: list[dict] = []
+    alpaca_app, binance_app = AlpacaApp(), BinanceApp()
+    with LocalServer(alpaca_app) as a_srv, LocalServer(binance_app) as b_srv:
+        a = AlpacaBroker(base_url=a_srv.url)
+        c = CcxtBroker("binance", base_url=b_srv.url, symbols=["BTCUSDT"])
+        for broker, sym, qty in ((a, "AAPL", 1.0), (c, "BTCUSDT", 0.01)):
+            records.append(broker.account().__dict__)
+            records.append(broker.positions())
+            records.append(broker.submit(OrderRequest(sym, "buy", qty, f"leak-{broker.name}")).to_dict())
+            records.append(broker.get_order(f"leak-{broker.name}").to_dict())
+            records.append({"clock": str(broker.clock().timestamp)})
+            errors.append(str(broker.submit(OrderRequest(sym, "buy", 1e6, f"big-{broker.name}")).reason))
+        alpaca_app.fail = (401, {"code": 40110000, "message": "request is not authorized"})
+        binance_app.fail = (401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."})
+        for broker in (a, c):
+            with pytest.raises(BrokerError) as err:
+                broker.account()
+            errors.append(_one_line_without_secrets(err.value))
+            errors.append(repr(broker))
+        a.close()
+        c.close()
+    # what a loop would persist
+    (tmp_path / "state.json").write_text(json.dumps(records, default=str))
+    (tmp_path / "errors.log").write_text("\n".join(errors))
+    out = capsys.readouterr()
+    texts = [out.out, out.err, caplog.text, *errors, *(r.getMessage() for r in caplog.records)]
+    files = [p for root in (tmp_path, _isolated_home) for p in Path(root).rglob("*") if p.is_file()]
+    texts += [p.read_bytes().decode("utf-8", "replace") for p in files]
+    assert any("127.0.0.1" in r.getMessage() for r in caplog.records)  # DEBUG logging was on
+    assert len(files) >= 2
+    for secret in ALL_SECRETS:
+        for text in texts:
+            assert secret not in text
+    assert len(a_srv.requests) >= 6 and len(b_srv.requests) >= 6
+    for r in a_srv.requests:
+        assert r.headers["apca-api-key-id"] == APCA_KEY and r.headers["apca-api-secret-key"] == APCA_SECRET
+        carried = [r.path, r.raw_query, r.body] + [v for k, v in r.headers.items() if not k.startswith("apca-api-")]
+        assert not any(s in x for s in ALL_SECRETS for x in carried)
+    private = [r for r in b_srv.requests if "signature" in r.raw_query + r.body]
+    assert private
+    for r in b_srv.requests:
+        carried = [r.path, r.raw_query, r.body] + [v for k, v in r.headers.items() if k != "x-mbx-apikey"]
+        assert not any(s in x for s in ALL_SECRETS for x in carried)
+        assert r.headers.get("x-mbx-apikey") in (None, CCXT_KEY)
+    assert all(r.headers["x-mbx-apikey"] == CCXT_KEY for r in private)

@@ -34,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 
+from trade._errors import describe, one_line
 from trade.broker import Account, BrokerError, Clock, Order, OrderRequest, Status
 
 KEY_ENV = "APCA_API_KEY_ID"
@@ -112,12 +113,6 @@ class AlpacaBroker:
         return f"AlpacaBroker(paper={self.paper})"
 
     # ------------------------------------------------------------------ errors
-    def _scrub(self, text: str) -> str:
-        for s in self._secrets:
-            if s:
-                text = text.replace(s, "***")
-        return " ".join(text.split())
-
     def _error(self, call: str, exc: BaseException) -> BrokerError:
         return BrokerError(f"alpaca {call}: {self._describe(exc)}")
 
@@ -133,11 +128,8 @@ class AlpacaBroker:
                     message = str(body["message"])
             except (TypeError, ValueError):
                 pass
-            text = f"HTTP {status}: {message}" if status else message
-        else:
-            text = f"{type(exc).__name__}: {exc}"
-        text = self._scrub(text)
-        return text if len(text) <= 300 else text[:297] + "..."
+            return one_line(f"HTTP {status}: {message}" if status else message, self._secrets)
+        return describe(exc, self._secrets)
 
     @staticmethod
     def _status_code(exc: BaseException) -> int | None:

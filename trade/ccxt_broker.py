@@ -37,12 +37,14 @@ other failure (authentication, network, an unknown symbol) raises one-line Broke
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
+from trade._errors import describe
 from trade.broker import Account, BrokerError, Clock, Order, OrderRequest, Status
 
 KEY_ENV = "CCXT_API_KEY"
@@ -78,6 +80,37 @@ def redirect_urls(urls: Any, base_url: str) -> Any:
     return urls
 
 
+class _KeyFreeLogger:
+    """ccxt's request logger (``ccxt.base.exchange``, DEBUG) with the keys cut out: ccxt logs every
+    request's headers, and Binance's carry ``X-MBX-APIKEY``."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self._log = logging.getLogger("ccxt.base.exchange")
+        self._secrets = secrets
+
+    def _emit(self, level: int, msg: str, *args: Any, **kwargs: Any) -> None:
+        if self._log.isEnabledFor(level):
+            text = str(msg) % args if args else str(msg)
+            for s in self._secrets:
+                text = text.replace(s, "***")
+            self._log.log(level, "%s", text, **kwargs)
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.DEBUG, msg, *args, **kwargs)
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.INFO, msg, *args, **kwargs)
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.WARNING, msg, *args, **kwargs)
+
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        self._emit(logging.ERROR, msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
 def _env(name: str, required: bool = True) -> str | None:
     value = os.environ.get(name, "").strip()
     if not value and required:
@@ -111,7 +144,8 @@ class CcxtBroker:
             opts.update({"fetchMarkets": {"types": ["spot"]}, "fetchMargins": False, "fetchCurrencies": False})
         opts.update(options or {})
         config: dict[str, Any] = {"apiKey": key, "secret": secret, "enableRateLimit": True,
-                                  "timeout": int(timeout_s * 1000), "options": opts}
+                                  "timeout": int(timeout_s * 1000), "options": opts, "verbose": False,
+                                  "logger": _KeyFreeLogger(self._secrets)}
         if password:
             config["password"] = password
         self._ex = cls(config)
@@ -135,11 +169,7 @@ class CcxtBroker:
 
     # ------------------------------------------------------------------ errors
     def _describe(self, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}"
-        for s in self._secrets:
-            text = text.replace(s, "***")
-        text = " ".join(text.split())
-        return text if len(text) <= 300 else text[:297] + "..."
+        return describe(exc, self._secrets)
 
     def _error(self, call: str, exc: BaseException) -> BrokerError:
         return BrokerError(f"ccxt {self.exchange_id} {call}: {self._describe(exc)}")
