@@ -796,3 +796,31 @@ def test_keys_travel_only_in_the_auth_headers(keys, tmp_path, caplog, capsys, _i
         assert not any(s in x for s in ALL_SECRETS for x in carried)
         assert r.headers.get("x-mbx-apikey") in (None, CCXT_KEY)
     assert all(r.headers["x-mbx-apikey"] == CCXT_KEY for r in private)
+
+
+# ---------------------------------------------------------------------------------------------- misc
+@pytest.mark.parametrize("module, make, package", [
+    ("alpaca.trading.client", lambda: AlpacaBroker(), "alpaca-py"),
+    ("ccxt", lambda: CcxtBroker(), "ccxt"),
+])
+def test_missing_sdk_is_a_broker_error(keys, monkeypatch, module, make, package):
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # import of it raises ImportError
+    with pytest.raises(BrokerError, match=f"the {package} package is not installed"):
+        make()
+
+
+def test_alpaca_rate_limit_is_retried_once(alpaca):
+    broker, app, server = alpaca
+    real, answers = app.__call__, [(429, {"code": 42910000, "message": "rate limit exceeded"})]
+
+    class Once:
+        def __call__(self, req):
+            return answers.pop() if answers else real(req)
+
+    server.app = Once()
+    t0 = time.monotonic()
+    assert broker.positions() == {"AAPL": 10.0, "BRK-B": 2.5}
+    assert len(server.calls("GET", "/v2/positions")) == 2 and time.monotonic() - t0 < 2.5
+    answers[:] = [(429, {"code": 42910000, "message": "rate limit exceeded"})] * 2
+    with pytest.raises(BrokerError, match=r"^alpaca get_all_positions: HTTP 429: rate limit exceeded$"):
+        broker.positions()

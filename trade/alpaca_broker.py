@@ -94,7 +94,11 @@ class AlpacaBroker:
 
     def __init__(self, *, paper: bool = True, base_url: str | None = None,
                  symbol_map: dict[str, str] | None = None) -> None:
-        from alpaca.trading.client import TradingClient
+        try:
+            from alpaca.trading.client import TradingClient
+        except ImportError:
+            raise BrokerError("alpaca: the alpaca-py package is not installed (pip install 'finmeta[sources]' "
+                              "or pip install alpaca-py)") from None
 
         key, secret = _env_keys(KEY_ENV, SECRET_ENV)
         self._secrets = (key, secret)

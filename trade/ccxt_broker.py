@@ -127,7 +127,11 @@ class CcxtBroker:
     def __init__(self, exchange: str = "binance", *, sandbox: bool = True, quote: str = "USDT",
                  symbols: list[str] | None = None, base_url: str | None = None, timeout_s: float = 10.0,
                  options: dict[str, Any] | None = None) -> None:
-        import ccxt
+        try:
+            import ccxt
+        except ImportError:
+            raise BrokerError("ccxt: the ccxt package is not installed (pip install 'finmeta[sources]' "
+                              "or pip install ccxt)") from None
 
         self.exchange_id = exchange
         self.sandbox = sandbox
