@@ -56,7 +56,8 @@ class LocalServer:
                 parts = urlsplit(self.path)
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n).decode() if n else ""
-                req = Recorded(self.command, parts.path, parts.query, {k.lower(): v for k, v in self.headers.items()}, body)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                req = Recorded(self.command, parts.path, parts.query, headers, body)
                 outer.requests.append(req)
                 status, payload = outer.app(req)
                 data = b"" if payload is None else json.dumps(payload).encode()
@@ -416,7 +417,7 @@ def test_alpaca_symbol_mapping():
 
 
 def test_alpaca_account_positions_clock(alpaca):
-    broker, app, server = alpaca
+    broker, _app, server = alpaca
     acct = broker.account()
     equity = 100_000 + 10 * 190 + 2.5 * 410
     assert (acct.cash, acct.buying_power, acct.equity, acct.currency) == (100_000.0, 200_000.0, equity, "USD")
@@ -479,7 +480,7 @@ def test_alpaca_duplicate_race_returns_the_existing_order(alpaca, monkeypatch):
 
 
 def test_alpaca_unknown_order_is_none(alpaca):
-    broker, app, server = alpaca
+    broker, _app, server = alpaca
     assert broker.get_order("never-sent") is None
     assert server.calls("GET", "/v2/orders:by_client_order_id")[0].query == {"client_order_id": "never-sent"}
 
@@ -505,7 +506,7 @@ def test_alpaca_open_order_cancel(alpaca):
     ("expired", "canceled"), ("replaced", "canceled"), ("rejected", "rejected"),
 ])
 def test_alpaca_status_mapping(alpaca, raw, ours):
-    broker, app, server = alpaca
+    broker, app, _server = alpaca
     app.fill = raw in ("filled", "partially_filled")
     app.status_override = raw
     order = broker.submit(OrderRequest("AAPL", "buy", 1, f"cid-{raw}"))
@@ -514,7 +515,7 @@ def test_alpaca_status_mapping(alpaca, raw, ours):
 
 
 def test_alpaca_refused_order_comes_back_rejected(alpaca):
-    broker, app, server = alpaca
+    broker, _app, _server = alpaca
     order = broker.submit(OrderRequest("AAPL", "buy", 10_000, "cid-big"))
     assert order.status == "rejected" and order.filled_qty == 0
     assert order.reason == "HTTP 403: insufficient buying power"
@@ -524,7 +525,7 @@ def test_alpaca_refused_order_comes_back_rejected(alpaca):
 
 @pytest.mark.parametrize("call", ["account", "positions", "clock", "submit", "get_order"])
 def test_alpaca_unauthorized_is_one_line_without_keys(alpaca, call):
-    broker, app, server = alpaca
+    broker, app, _server = alpaca
     app.fail = (401, {"code": 40110000, "message": "request is not authorized"})
     args = {"submit": (OrderRequest("AAPL", "buy", 1, "c1"),), "get_order": ("c1",)}.get(call, ())
     with pytest.raises(BrokerError) as err:
@@ -534,7 +535,7 @@ def test_alpaca_unauthorized_is_one_line_without_keys(alpaca, call):
 
 
 def test_alpaca_server_error_and_unreachable(alpaca):
-    broker, app, server = alpaca
+    broker, app, _server = alpaca
     app.fail = (500, {"code": 50010000, "message": "internal server error"})
     with pytest.raises(BrokerError, match=r"^alpaca get_account: HTTP 500: internal server error$"):
         broker.account()
@@ -601,7 +602,7 @@ def test_ccxt_redirect_urls_keeps_paths():
 
 
 def test_ccxt_symbol_mapping(binance):
-    broker, app, server = binance
+    broker, _app, server = binance
     assert broker.market_symbol("BTCUSDT") == "BTC/USDT"
     assert broker.market_symbol("ETH-USDT") == "ETH/USDT"
     assert broker.market_symbol("btc/usdt") == "BTC/USDT"
@@ -620,7 +621,7 @@ def test_ccxt_clock_is_exchange_time_and_always_open(binance):
 
 
 def test_ccxt_account_and_positions(binance):
-    broker, app, server = binance
+    broker, _app, server = binance
     assert broker.positions() == {"BTCUSDT": 0.5, "ETHUSDT": 2.0}  # the universe only: LTC is not in it
     acct = broker.account()
     assert acct.cash == 10_000.0 and acct.buying_power == 10_000.0 and acct.currency == "USDT"
@@ -656,13 +657,13 @@ def test_ccxt_submit_market_buy_with_client_order_id(binance):
 
 
 def test_ccxt_amount_is_cut_to_the_lot_size(binance):
-    broker, app, server = binance
+    broker, _app, server = binance
     broker.submit(OrderRequest("BTCUSDT", "buy", 0.0123456789, "cid-lot"))
     assert _signed_params(server.calls("POST", "/api/v3/order")[0])["quantity"] == "0.01234"
 
 
 def test_ccxt_submit_is_idempotent_on_client_order_id(binance):
-    broker, app, server = binance
+    broker, _app, server = binance
     first = broker.submit(OrderRequest("BTCUSDT", "buy", 0.01, "cid-1"))
     again = broker.submit(OrderRequest("BTCUSDT", "buy", 0.01, "cid-1"))
     assert len(server.calls("POST", "/api/v3/order")) == 1
@@ -679,7 +680,7 @@ def test_ccxt_submit_is_idempotent_on_client_order_id(binance):
 
 
 def test_ccxt_get_order_unknown(binance):
-    broker, app, server = binance
+    broker, _app, server = binance
     assert broker.get_order("never-sent") is None
     looked = [_signed_params(r)["symbol"] for r in server.calls("GET", "/api/v3/order")]
     assert looked == ["BTCUSDT", "ETHUSDT"]  # each universe market once (Binance needs the symbol)
@@ -706,7 +707,7 @@ def test_ccxt_open_order_cancel(binance):
 
 
 def test_ccxt_refused_orders_come_back_rejected(binance):
-    broker, app, server = binance
+    broker, _app, server = binance
     poor = broker.submit(OrderRequest("BTCUSDT", "buy", 1.0, "cid-poor"))  # 50 000 USDT > 10 000
     assert poor.status == "rejected" and "insufficient balance" in poor.reason
     assert poor.reason.startswith("InsufficientFunds: binance Account has insufficient balance")
@@ -717,7 +718,7 @@ def test_ccxt_refused_orders_come_back_rejected(binance):
 
 @pytest.mark.parametrize("call", ["account", "positions", "submit", "get_order"])
 def test_ccxt_unauthorized_is_one_line_without_keys(binance, call):
-    broker, app, server = binance
+    broker, app, _server = binance
     broker.market_symbol("BTCUSDT")  # markets are public
     app.balances["USDT"] = 1.0
     app.fail = (401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."})
@@ -730,7 +731,7 @@ def test_ccxt_unauthorized_is_one_line_without_keys(binance, call):
 
 
 def test_ccxt_bad_signature_is_an_error(binance, monkeypatch):
-    broker, app, server = binance
+    broker, _app, _server = binance
     broker._ex.secret = "not-the-secret"
     with pytest.raises(BrokerError, match="Signature for this request is not valid") as err:
         broker.positions()
