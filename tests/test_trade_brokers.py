@@ -825,3 +825,19 @@ def test_alpaca_rate_limit_is_retried_once(alpaca):
     answers[:] = [(429, {"code": 42910000, "message": "rate limit exceeded"})] * 2
     with pytest.raises(BrokerError, match=r"^alpaca get_all_positions: HTTP 429: rate limit exceeded$"):
         broker.positions()
+
+
+def test_ccxt_adjust_for_time_difference_option(keys):
+    """A drifting local clock: with ``options={"adjustForTimeDifference": True}`` ccxt signs with the
+    exchange's time (Binance refuses timestamps off by more than recvWindow)."""
+    app = BinanceApp()
+    app.server_time = int(time.time() * 1000) - 3_600_000  # the exchange is an hour behind this machine
+    with LocalServer(app) as server:
+        broker = CcxtBroker("binance", base_url=server.url, symbols=["BTCUSDT"],
+                            options={"adjustForTimeDifference": True})
+        assert broker.positions() == {"BTCUSDT": 0.5}
+        signed = int(server.calls("GET", "/api/v3/account")[0].query["timestamp"])
+        assert abs(signed - app.server_time) < 60_000
+        plain = CcxtBroker("binance", base_url=server.url, symbols=["BTCUSDT"])
+        plain.positions()
+        assert int(server.calls("GET", "/api/v3/account")[1].query["timestamp"]) - app.server_time > 3_000_000
