@@ -250,6 +250,7 @@ class BinanceApp:
         self.next_id = 1000
         self.fill = True
         self.fail: tuple[int, dict] | None = None
+        self.status_override: tuple[str, str, str] | None = None
         self.server_time = 1_764_950_000_123
 
     def __call__(self, req: Recorded):
@@ -306,7 +307,11 @@ class BinanceApp:
         }
 
     def view(self, o: dict) -> dict:
-        return {k: v for k, v in o.items() if k != "fills"}
+        out = {k: v for k, v in o.items() if k != "fills"}
+        if self.status_override:  # (status, executedQty, cummulativeQuoteQty) of every order read back
+            status, executed, quote_qty = self.status_override
+            out.update(status=status, executedQty=executed, cummulativeQuoteQty=quote_qty)
+        return out
 
     def new_order(self, params: dict):
         symbol, side, cid = params.get("symbol"), params.get("side"), params.get("newClientOrderId")
@@ -706,6 +711,22 @@ def test_ccxt_open_order_cancel(binance):
         broker.cancel("nope")
 
 
+@pytest.mark.parametrize("raw, executed, ours, reason", [
+    ("NEW", "0.00000000", "new", None), ("PARTIALLY_FILLED", "0.40000000", "partially_filled", None),
+    ("FILLED", "1.00000000", "filled", None), ("CANCELED", "0.00000000", "canceled", None),
+    ("EXPIRED", "0.40000000", "canceled", "EXPIRED"), ("REJECTED", "0.00000000", "rejected", "REJECTED"),
+])
+def test_ccxt_status_mapping(binance, raw, executed, ours, reason):
+    broker, app, _server = binance
+    app.fill = False
+    broker.submit(OrderRequest("ETHUSDT", "buy", 1.0, f"cid-{raw}"))
+    app.status_override = (raw, executed, f"{float(executed) * 3000:.8f}")
+    order = broker.get_order(f"cid-{raw}")  # ccxt parses Binance's GET /api/v3/order reply
+    assert order.status == ours and order.reason == reason
+    assert order.filled_qty == float(executed) and order.qty == 1.0
+    assert order.filled_avg_price == (3000.0 if float(executed) else None)
+
+
 def test_ccxt_refused_orders_come_back_rejected(binance):
     broker, _app, server = binance
     poor = broker.submit(OrderRequest("BTCUSDT", "buy", 1.0, "cid-poor"))  # 50 000 USDT > 10 000
@@ -720,7 +741,6 @@ def test_ccxt_refused_orders_come_back_rejected(binance):
 def test_ccxt_unauthorized_is_one_line_without_keys(binance, call):
     broker, app, _server = binance
     broker.market_symbol("BTCUSDT")  # markets are public
-    app.balances["USDT"] = 1.0
     app.fail = (401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."})
     args = {"submit": (OrderRequest("BTCUSDT", "buy", 0.01, "c1"),), "get_order": ("c1",)}.get(call, ())
     with pytest.raises(BrokerError) as err:
