@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 from finmeta.errors import ConfigError, FinMetaError
+from finmeta.jsonutil import json_default_repr
 
 __all__ = [
     "Agent",
@@ -187,21 +188,10 @@ def write_manifest(path: str | os.PathLike, manifest: dict, members: dict[str, b
                    mode: str = "w") -> None:
     """Write (``mode="w"``) or add to (``mode="a"``) a zip with ``finmeta.json`` and ``members``."""
     with zipfile.ZipFile(path, mode, compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, default=_json_default))
+        zf.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True, default=json_default_repr))
         for name, data in (members or {}).items():
             zf.writestr(name, data)
 
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (tuple, set)):
-        return list(o)
-    return repr(o)
 
 
 def read_manifest(path: str | os.PathLike) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -14,10 +13,9 @@ from finmeta.errors import ConfigError
 
 def _command_line() -> str:
     """The ``finmeta ...`` command line being run (for the manifest)."""
-    from finmeta import cli
+    from finmeta.cli import invoked_command
 
-    args = cli.INVOKED_ARGS if cli.INVOKED_ARGS is not None else sys.argv[1:]
-    return shlex.join(["finmeta", *args])
+    return invoked_command()
 
 
 def _csv_list(value: str | None, cast=str) -> list | None:

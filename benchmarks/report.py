@@ -31,7 +31,6 @@ import re
 import subprocess
 import warnings
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.stats import STAT_COLUMNS
+from finmeta.jsonutil import json_default
 from benchmarks.metrics import (
     ALL_FIGURES,
     FIGURES,
@@ -799,13 +799,9 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 def library_versions(names: Sequence[str] = MANIFEST_LIBRARIES) -> dict[str, str | None]:
     """Installed versions of ``names`` (None when not installed)."""
-    out: dict[str, str | None] = {}
-    for n in names:
-        try:
-            out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            out[n] = None
-    return out
+    from finmeta.versions import library_versions as _versions
+
+    return _versions(names, missing="none")
 
 
 def build_manifest(
@@ -837,16 +833,6 @@ def build_manifest(
     return manifest
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (Path, pd.Timestamp, _dt.date)):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
@@ -855,7 +841,7 @@ def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
     from finmeta.fs import write_atomic
 
     path = Path(run_dir) / "manifest.json"
-    text = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n"
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=json_default) + "\n"
     write_atomic(path, text.encode("utf-8"))
     return path
 

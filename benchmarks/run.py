@@ -44,6 +44,7 @@ import yaml
 from data_processors.arrays import MarketArrays, to_arrays
 from data_processors.schema import CANONICAL_COLUMNS
 from finmeta.errors import ConfigError, FinMetaError
+from finmeta.jsonutil import to_jsonable
 from finmeta.timeparse import parse_date
 
 from .loop import ChainResult, WalkForward, has_artefacts
@@ -256,23 +257,12 @@ def build_arrays(config: dict, *, before=None) -> tuple[MarketArrays, dict]:
     arrays = to_arrays(feat, feature_columns, meta=meta)
     prov = {"dataset_hash": h, "calendar": cal, "rows": int(len(feat)), "tickers": list(arrays.tickers),
             "start": str(pd.Timestamp(arrays.times[0]).date()), "end": str(pd.Timestamp(arrays.times[-1]).date()),
-            "clean_report": _jsonable(report)}
+            "clean_report": to_jsonable(report)}
     if stored:
         prov["stored_features"] = {"columns": stored, "used": kept is not None}
     return arrays, prov
 
 
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        obj = obj.to_dict()
-    elif hasattr(obj, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        obj = asdict(obj)
-    try:
-        return json.loads(json.dumps(obj, default=str))
-    except TypeError:
-        return str(obj)
 
 
 def index_rows(config: dict) -> list[tuple[str, dict]]:

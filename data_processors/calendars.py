@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from finmeta.errors import ConfigError
+from finmeta.timeparse import as_utc, naive_day
 
 #: Special calendars handled here (not by exchange-calendars).
 SPECIAL_CALENDARS: tuple[str, ...] = ("24/7", "FX")
@@ -81,16 +82,8 @@ def _exchange_calendar(name: str, start_year: int, end_year: int):
         raise ConfigError(f"calendar={name!r}: cannot cover {start_year}..{end_year}: {exc}") from None
 
 
-def _naive_day(ts) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    if t.tzinfo is not None:
-        t = t.tz_convert(None)
-    return t.normalize()
-
-
-def _utc(ts) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+_naive_day = naive_day
+_utc = as_utc
 
 
 def calendar_times(calendar: str, start, end, freq: str = "1d") -> pd.DatetimeIndex:

@@ -670,7 +670,6 @@ def _one_bar_panel(where: str, times: pd.DatetimeIndex, kept: np.ndarray, bars: 
 
 
 def _bound(x, intraday: bool) -> pd.Timestamp:
-    t = pd.Timestamp(x)
-    if intraday:
-        return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return (t.tz_convert(None) if t.tzinfo is not None else t).normalize()
+    from finmeta.timeparse import as_utc, naive_day
+
+    return as_utc(x) if intraday else naive_day(x)

@@ -38,14 +38,14 @@ import hashlib
 import io
 import json
 import re
-from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from finmeta.errors import ConfigError, DatasetIntegrityError, DataValidationError
 from finmeta.fs import file_lock, write_atomic
+from finmeta.jsonutil import to_jsonable
+from finmeta.versions import library_versions
 from finmeta.paths import datasets_dir
 
 MANIFEST = "manifest.json"
@@ -81,32 +81,10 @@ def dataset_path(name: str) -> Path:
 
 
 def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in _VERSIONED:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return library_versions(_VERSIONED, missing="skip")
 
 
-def _jsonable(x):
-    """Parameters -> JSON-compatible values (timestamps/paths/numpy scalars as strings/numbers)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, set)):
-        return [_jsonable(v) for v in (sorted(x, key=str) if isinstance(x, set) else x)]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, (np.bool_,)):
-        return bool(x)
-    if x is None or isinstance(x, (str, int, float, bool)):
-        return x
-    if hasattr(x, "to_dict"):
-        return _jsonable(x.to_dict())
-    return str(x)
+_jsonable = to_jsonable
 
 
 def _fmt(t) -> str:

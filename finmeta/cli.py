@@ -13,6 +13,7 @@ shows the traceback.
 
 from __future__ import annotations
 
+import contextvars
 import sys
 
 import typer
@@ -87,15 +88,30 @@ def _is_click_exception(exc: BaseException) -> bool:
     return isinstance(exc, _click_exception_types())
 
 
-#: the arguments of the running ``finmeta`` command (recorded in run manifests)
-INVOKED_ARGS: list[str] | None = None
+#: the arguments of the ``finmeta`` command :func:`main` is running (set for the call, then reset)
+_ARGV: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar("finmeta_argv", default=None)
+
+
+def invoked_command() -> str:
+    """The running ``finmeta ...`` command line, for run manifests: the arguments :func:`main` was
+    called with, or ``sys.argv`` outside :func:`main`."""
+    import shlex
+
+    args = _ARGV.get()
+    return shlex.join(["finmeta", *(sys.argv[1:] if args is None else args)])
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
-    global INVOKED_ARGS
     args = list(sys.argv[1:] if argv is None else argv)
-    INVOKED_ARGS = list(args)
+    token = _ARGV.set(tuple(args))
+    try:
+        return _main_call(args)
+    finally:
+        _ARGV.reset(token)
+
+
+def _main_call(args: list[str]) -> int:
     debug = "--debug" in args
     try:
         rc = app(args=args, standalone_mode=False)  # a command's typer.Exit(n) comes back as n here

@@ -31,3 +31,17 @@ def parse_date(value, key: str) -> pd.Timestamp:
         return pd.Timestamp(text)
     except ValueError as exc:
         raise ConfigError(f"{key}: {value!r} is not a valid date ({exc})") from None
+
+
+def as_utc(ts) -> pd.Timestamp:
+    """``ts`` as a tz-aware UTC Timestamp (a naive time is read as UTC: intraday bars are UTC)."""
+    t = pd.Timestamp(ts)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def naive_day(ts) -> pd.Timestamp:
+    """``ts`` as a tz-naive day (a tz-aware time is first converted to UTC wall time; daily bars are naive dates)."""
+    t = pd.Timestamp(ts)
+    if t.tzinfo is not None:
+        t = t.tz_convert(None)
+    return t.normalize()

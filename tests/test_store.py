@@ -217,3 +217,33 @@ def test_check_verifies_artefacts_and_removes_only_orphans(_isolated_home):
     (ghost / "data-fedcba9876543210.parquet").write_bytes(b"x")
     r = store.check_dataset("ghost")
     assert r["status"] == "FAILED" and r["removed"] and not ghost.exists()
+
+
+def test_shared_json_and_version_helpers():
+    """One JSON sanitiser and one version collector serve the store, run and model manifests."""
+    import dataclasses
+    import datetime as dt
+    import json
+    from pathlib import Path
+
+    from finmeta.jsonutil import json_default, json_default_repr, to_jsonable
+    from finmeta.versions import library_versions
+
+    @dataclasses.dataclass
+    class D:
+        a: int = 1
+
+    x = {1: np.int64(3), "s": {"b", "a"}, "t": (np.float32(0.5), np.bool_(True)), "p": Path("/x"),
+         "ts": pd.Timestamp("2020-01-02"), "arr": np.arange(2), "d": D(), "f": pd.Series([1, 2])}
+    out = to_jsonable(x)
+    assert out == {"1": 3, "s": ["a", "b"], "t": [0.5, True], "p": "/x", "ts": "2020-01-02 00:00:00",
+                   "arr": [0, 1], "d": {"a": 1}, "f": {"0": 1, "1": 2}}
+    json.dumps(out)  # plain JSON now
+    assert json.loads(json.dumps({"a": np.arange(3), "d": dt.date(2020, 1, 2)}, default=json_default)) == \
+        {"a": [0, 1, 2], "d": "2020-01-02"}
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        json.dumps({"o": object()}, default=json_default)
+    assert json.dumps({"o": D}, default=json_default_repr).startswith('{"o": "<class')
+    v = library_versions(["numpy", "no-such-distribution-xyz"])
+    assert v["numpy"] == np.__version__ and v["no-such-distribution-xyz"] is None
+    assert library_versions(["no-such-distribution-xyz"], missing="skip") == {}

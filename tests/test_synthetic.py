@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.calibrate_synthetic import DATA_FILE, acf, fit, sha256_file, stylized_facts
+from data_processors.sources.calibrate_synthetic import DATA_FILE, acf, fit, sha256_file, stylized_facts
 from data_processors.schema import REQUIRED_COLUMNS
 from data_processors.sources import get_source
 from data_processors.sources.base import REGISTRY
@@ -249,7 +249,7 @@ def test_fbm_half_is_brownian(src):
 def test_committed_params_are_what_the_script_fits(shared_data):
     path = shared_data / DATA_FILE
     fb = PARAMS["fitted_by"]
-    assert fb["script"] == "benchmarks/calibrate_synthetic.py" and fb["data_file"] == path.name
+    assert fb["script"] == "data_processors/sources/calibrate_synthetic.py" and fb["data_file"] == path.name
     assert fb["data_sha256"] == sha256_file(path)
     assert (fb["start"], fb["end"]) == ("2009-01-02", "2022-12-30")
     refit = fit(path)

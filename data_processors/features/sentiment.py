@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import html
-import os
 import re
 import warnings
 import zipfile
@@ -65,11 +64,14 @@ def ensure_vader_lexicon(home: Path | None = None) -> Path:
     if not source.is_file():
         raise ConfigError(f"vaderSentiment's lexicon is missing at {source}; reinstall vaderSentiment")
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        import io
+
+        from finmeta.fs import write_atomic
+
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.write(source, LEXICON_MEMBER)
-        os.replace(tmp, target)
+        write_atomic(target, buf.getvalue())  # fsync + rename: a crash never leaves half a zip
     if str(data_dir) not in nltk.data.path:
         nltk.data.path.insert(0, str(data_dir))
     return data_dir

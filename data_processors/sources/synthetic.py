@@ -56,7 +56,7 @@ from finmeta.errors import ConfigError, DataSourceError, DataValidationError
 from ..schema import REQUIRED_COLUMNS
 from .base import DataSource
 
-#: The committed calibration (fitted by ``benchmarks/calibrate_synthetic.py``).
+#: The committed calibration (fitted by ``data_processors/sources/calibrate_synthetic.py``).
 DEFAULT_PARAMS_PATH: Path = Path(__file__).resolve().parent.parent / "params" / "synthetic_dow30.json"
 
 _KNOWN_OPTIONS = ("hurst", "garch", "regimes", "params", "start_price")

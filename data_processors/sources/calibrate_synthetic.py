@@ -2,7 +2,7 @@
 
 Usage::
 
-    FINMETA_DATA_DIR=/path/to/shared/data python -m benchmarks.calibrate_synthetic [--out PATH] [--check]
+    FINMETA_DATA_DIR=/path/to/shared/data python -m data_processors.sources.calibrate_synthetic [--out PATH] [--check]
 
 Reads ``$FINMETA_DATA_DIR/us_equities/dow30_daily.csv.gz`` (columns date, tic, open, high, low,
 close, adjcp, volume), keeps the tickers with a complete ``adjcp`` history over 2009-2022
@@ -47,7 +47,7 @@ from finmeta.errors import ConfigError, DataValidationError, FinMetaError
 DATA_FILE = "us_equities/dow30_daily.csv.gz"
 START, END = "2009-01-01", "2022-12-31"
 N_FACTORS, N_REGIMES = 3, 3
-SCRIPT = "benchmarks/calibrate_synthetic.py"
+SCRIPT = "data_processors/sources/calibrate_synthetic.py"
 REGIME_NAMES = ("bull", "bear", "crisis")  # ordered by market-factor vol, ascending
 
 
