@@ -268,8 +268,10 @@ def test_a_model_that_does_not_match_the_run_is_refused(stock, tmp_path):
         open_engine(run_dir, replay="run", arrays=stock[2], echo=None)
 
 
-def test_a_trade_folder_is_not_reused_for_another_plan(stock, tmp_path):
+def test_a_trade_folder_is_not_reused_for_another_plan_nor_traded_twice_at_once(stock, tmp_path):
     eng = _short(stock, tmp_path)
+    with pytest.raises(FinMetaError, match="another finmeta trade process is trading this folder"):
+        _short(stock, tmp_path)
     eng.close()
     with pytest.raises(FinMetaError, match="trade folder of another run, model or broker"):
         _short(stock, tmp_path, end="2018-09-28")

@@ -285,6 +285,23 @@ def _set_rng_state(blob: bytes) -> None:
     torch.set_rng_state(tor)
 
 
+def _lock_folder(folder: Path):
+    """An exclusive, non-blocking ``flock`` on ``<folder>/trade.lock`` held by the open file returned
+    (the OS releases it when the process dies); a second trade process on the folder is refused."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fh = open(folder / "trade.lock", "a+b")  # noqa: SIM115 - held open for the engine's life
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise StateError(f"{folder}: another finmeta trade process is trading this folder") from None
+    return fh
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -309,13 +326,19 @@ class TradeEngine:
         self.live = plan.replay is None
         self.feed = feed or (LiveFeed(plan.config, plan.arrays) if self.live else ReplayFeed(plan.arrays))
         self.echo = echo or (lambda s: None)
+        self._lock = _lock_folder(self.folder)  # one trade process per folder
         self.state = TradeState(self.folder / "trade.sqlite")
         self.tickers = plan.tickers
         self.N = len(self.tickers)
         self.tag = hashlib.sha256(f"{plan.config_hash}|{broker.name}".encode()).hexdigest()[:8]
         self._agents: dict[int, Any] = {}
         self._rng_window: int | None = None
-        self._claim(clear_halt)
+        try:
+            self._claim(clear_halt)
+        except BaseException:
+            self.state.close()
+            self._lock.close()
+            raise
         self.sessions = None
         t = self.feed.times
         self.daily = len(t) < 2 or (t[1] - t[0]) >= pd.Timedelta(hours=20)
@@ -598,6 +621,9 @@ class TradeEngine:
 
     def close(self) -> None:
         self.state.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the folder's flock
+            self._lock = None
         try:
             self.broker.close()
         except Exception as exc:  # the state is committed: a broker that fails to close loses nothing
