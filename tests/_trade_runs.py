@@ -24,9 +24,9 @@ def config(family: str) -> dict:
         cfg["agents"] = {"a2c": {"total_timesteps": 200, "n_steps": 5}}  # deterministic actions
     else:
         # lots of 100, T+1, minimum fee, stamp duty; +-1% price limits so that they bind on many bars;
-        # sampled actions (the ICAIF code's way), seeded per window as in the backtest
+        # 5 bps fixed slippage; sampled actions (the ICAIF code's way), seeded per window as in the backtest
         cfg["env"] = {"family": "ashare", "initial_cash": 100_000, "hmax": 1000, "limit_pct": 0.01,
-                      "turbulence_quantile": 0.99, "normalize_obs": True}
+                      "slippage": "fixed", "slippage_bps": 5, "turbulence_quantile": 0.99, "normalize_obs": True}
         cfg["agents"] = {"a2c": {"total_timesteps": 200, "n_steps": 5, "deterministic": False}}
     return cfg
 

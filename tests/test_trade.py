@@ -81,7 +81,7 @@ def test_replay_parity_stock_trading_through_the_cli(stock, tmp_path, capsys):
     _check_parity(stock, folder)
 
 
-def test_replay_parity_ashare_lots_t1_limits_sampled(ashare, tmp_path):
+def test_replay_parity_ashare_lots_t1_limits_slippage_sampled(ashare, tmp_path):
     run_dir, cfg, arrays = ashare
     eng = open_engine(run_dir, broker="paper", replay="run", out=tmp_path / "tf", echo=None, arrays=arrays)
     try:
