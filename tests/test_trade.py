@@ -467,3 +467,80 @@ def test_an_order_still_open_a_bar_later_is_canceled_with_a_line(stock, tmp_path
         assert all(o["status"] == "new" for o in eng.state.orders() if o["bar"] == k0)
     finally:
         eng.close()
+
+
+def test_live_loop_through_alpaca_py_on_the_local_alpaca_emulation(stock, tmp_path, monkeypatch):
+    """The engine against the real AlpacaBroker (alpaca-py) talking to tests/test_trade_brokers.py's
+    local Alpaca emulation: orders go out with their client ids, the book is reconciled, and a bar
+    whose transaction died after its orders were sent is redone without posting any id twice."""
+    pytest.importorskip("alpaca")
+    import test_trade_brokers as tb
+    from trade import faults
+    from trade.alpaca_broker import AlpacaBroker
+    from trade.engine import TradeEngine, plan_trade
+    from trade.feed import LiveFeed
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("APCA_API_KEY_ID", tb.APCA_KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", tb.APCA_SECRET)
+    run_dir, cfg, arrays = stock
+    tickers = list(arrays.tickers)
+    k0 = int(pd.DatetimeIndex(arrays.times).searchsorted(pd.Timestamp("2019-01-02"))) + 1
+    times = pd.DatetimeIndex(arrays.times)
+    cur = {"k": k0}
+    sizes = iter([k0, k0 + 1, k0 + 1, k0 + 2])
+
+    def fetch():
+        cur["k"] = next(sizes)
+        app.prices = {s: float(arrays.close[cur["k"] - 1][j]) for j, s in enumerate(tickers)}
+        return arrays.slice(0, cur["k"])
+
+    app = tb.AlpacaApp()
+    app.positions = {}
+    app.cash = 100_000.0
+    plan = plan_trade(run_dir, replay=None, arrays=arrays.slice(0, k0))
+
+    def open_(server):
+        return TradeEngine(plan, AlpacaBroker(base_url=server.url), tmp_path / "live",
+                           feed=LiveFeed(cfg, fetch=fetch), echo=None)
+
+    def now():
+        return times[cur["k"] - 1] + pd.Timedelta(hours=20)
+
+    with tb.LocalServer(app) as server:
+        eng = open_(server)
+        eng.run_live(max_bars=1, now=now)  # bar k0 - 1
+        real = faults.hit
+
+        def die(point):  # the second bar dies after sending its orders, before its commit
+            if point == "before_commit":
+                raise KeyboardInterrupt
+            real(point)
+
+        monkeypatch.setattr(faults, "hit", die)
+        with pytest.raises(KeyboardInterrupt):
+            eng.run_live(max_bars=1, now=now)  # bar k0: orders posted, transaction rolled back
+        eng.close()
+        monkeypatch.setattr(faults, "hit", real)
+        posted = [json.loads(r.body)["client_order_id"] for r in server.calls("POST", "/v2/orders")]
+        eng = open_(server)
+        try:
+            assert eng.state.last_bar() == k0 - 1  # the dead bar left nothing
+            eng.run_live(max_bars=2, now=now)  # bar k0 again, then k0 + 1
+            assert eng.state.last_bar() == k0 + 1
+            after = [json.loads(r.body)["client_order_id"] for r in server.calls("POST", "/v2/orders")]
+            assert len(posted) > 0 and after[: len(posted)] == posted
+            assert len(after) == len(set(after))  # no client id posted twice
+            redone = {o["client_order_id"] for o in eng.state.orders() if o["bar"] == k0}
+            assert set(posted) & redone  # the bar's orders sent before the "crash" were found, not re-sent
+            # the state's book is the broker's at the last bar's reconcile; that bar's orders (the
+            # emulation fills on submit) come on top
+            book = dict(eng.state.positions())
+            for o in eng.state.orders():
+                if o["bar"] == k0 + 1:
+                    book[o["symbol"]] = book.get(o["symbol"], 0.0) + (1 if o["side"] == "buy" else -1) * o["filled_qty"]
+            assert {s: q for s, q in book.items() if q} == {s: q for s, q in app.positions.items() if q}
+        finally:
+            eng.close()
