@@ -29,7 +29,7 @@ def tune(
 
     Example: finmeta tune quickstart --agent ppo --trials 20 --backend optuna --seed 0
     """
-    from .run import load_config
+    from .spec import load_config
     from .tune import tune_agent, tuned_path, write_tuned
 
     cfg = load_config(config)

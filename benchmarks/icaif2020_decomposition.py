@@ -40,7 +40,7 @@ STEPS = ("today", "turbulence", "threshold", "training_stop", "presets", "sample
 
 def step_configs(base: dict | None = None) -> dict[str, dict]:
     """The cumulative config of every step (``base``: the ``icaif2020_dow30`` config)."""
-    from .run import load_config
+    from .spec import load_config
 
     cfg = copy.deepcopy(base if base is not None else load_config("icaif2020_dow30"))
     out: dict[str, dict] = {}

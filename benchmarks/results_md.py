@@ -88,7 +88,7 @@ def published_rows(cfg: dict, where: str = "config") -> tuple[str, dict[str, dic
 def _published_of_run(cfg: dict) -> tuple[str, dict[str, dict[str, float]]]:
     if cfg.get("published"):
         return published_rows(cfg, "the run's manifest")
-    from .run import load_config, resolve_config_path
+    from .spec import load_config, resolve_config_path
 
     if not cfg.get("name"):
         return "", {}

@@ -15,8 +15,11 @@ two equal.
 from __future__ import annotations
 
 import difflib
+import json
+from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from finmeta.errors import ConfigError
@@ -351,3 +354,34 @@ def _type_name(ann) -> str:
     for junk in ("typing.", "benchmarks.spec.", "<class '", "'>"):
         text = text.replace(junk, "")
     return text.replace("|", "\\|")
+
+
+# --------------------------------------------------------------------------------------------
+# loading a config file
+# --------------------------------------------------------------------------------------------
+#: the shipped configs (``finmeta bench quickstart`` resolves ``quickstart`` here)
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for ext in (".yaml", ".yml", ".json"):
+        q = CONFIG_DIR / f"{name_or_path}{ext}"
+        if q.is_file():
+            return q
+    known = sorted(x.stem for x in CONFIG_DIR.glob("*.y*ml"))
+    raise ConfigError(f"config {name_or_path!r} is neither a file nor one of {known}")
+
+
+def load_config(name_or_path: str | Path) -> dict:
+    path = resolve_config_path(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    cfg = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config must be a mapping")
+    cfg.setdefault("name", path.stem)
+    validate_config(cfg, str(path))  # every section and key, before any data is read
+    cfg["_path"] = str(path)
+    return cfg

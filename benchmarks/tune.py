@@ -127,9 +127,9 @@ def _import_optuna():
 def load_frame_files(data: dict) -> tuple[pd.DataFrame, str]:
     """A config ``data`` section (``files:`` lists too) -> (raw canonical frame, calendar).
 
-    Kept for callers of the tuner's API; it is :func:`benchmarks.run.load_frame`.
+    Kept for callers of the tuner's API; it is :func:`benchmarks.dataset.load_frame`.
     """
-    from .run import load_frame
+    from .dataset import load_frame
 
     return load_frame(data)
 
@@ -137,10 +137,10 @@ def load_frame_files(data: dict) -> tuple[pd.DataFrame, str]:
 def build_pretrade_arrays(config: dict) -> tuple[MarketArrays, dict]:
     """The config's arrays built from the bars **before** ``windows.trade_start`` only.
 
-    :func:`benchmarks.run.build_arrays` with the raw frames (prices and VIX) cut at
+    :func:`benchmarks.dataset.build_arrays` with the raw frames (prices and VIX) cut at
     ``trade_start`` before cleaning and features.
     """
-    from .run import build_arrays
+    from .dataset import build_arrays
 
     trade_start = (config.get("windows") or {}).get("trade_start")
     if trade_start is None:

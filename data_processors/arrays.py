@@ -96,6 +96,15 @@ class MarketArrays:
         return self.slice(lo, hi)
 
 
+def frame_hash(df: pd.DataFrame) -> str:
+    """The dataset hash of a cleaned, featured long frame: sha256 of pandas' row hashes (values and
+    column order, not the index). The bench records it in every manifest and checkpoint fingerprint;
+    :meth:`~data_processors.processor.DataProcessor.to_arrays` puts the same hash in ``meta``."""
+    import hashlib
+
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()
+
+
 def _f32(a) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
 

@@ -207,7 +207,7 @@ def features_cmd(
     """
     from .clean import clean
     from .features.pipeline import add_features
-    from .store import _check_name, dataset_info, load_dataset, save_dataset
+    from .store import _check_name, dataset_info, load_dataset, save_dataset, stored_calendar
 
     _check_name(out)
     _check_policy(on_bad_ohlc)
@@ -216,7 +216,7 @@ def features_cmd(
     inds = () if (indicators or "").strip().lower() == "none" else (tuple(_csv(indicators)) or DEFAULT_INDICATORS)
     parent = dataset_info(name, verify=False)
     df = load_dataset(name)
-    cal = calendar or parent.get("params", {}).get("calendar") or _source_calendar(parent.get("source"))
+    cal = stored_calendar(name, calendar, key="--calendar")  # the bench's rule for a stored dataset's calendar
     vix_df = _load_vix(vix) if vix else None
     daily_news = None
     if news is not None:
@@ -240,13 +240,6 @@ def features_cmd(
                          "turbulence_window": turbulence_window, "news": str(news) if news else None},
         })
     _done(manifest, "stored")
-
-
-def _source_calendar(source: str | None) -> str:
-    from .sources import REGISTRY
-
-    cls = REGISTRY.get(str(source)) if source else None
-    return str(getattr(cls, "calendar", "XNYS")) if cls is not None else "XNYS"
 
 
 @data_app.command("info")

@@ -24,7 +24,7 @@ import pandas as pd
 
 from finmeta.errors import DataValidationError
 
-from .arrays import MarketArrays, to_arrays
+from .arrays import MarketArrays, frame_hash, to_arrays
 from .clean import CleanReport, clean, repair_ohlc, validate
 from .schema import DEFAULT_INDICATORS
 from .store import load_dataset, save_dataset
@@ -98,7 +98,11 @@ class DataProcessor:
 
     def load(self, name: str) -> "DataProcessor":
         """Start from a stored dataset (hash-checked)."""
+        from .store import stored_calendar
+
         self.df = load_dataset(name)
+        if not self.calendar:  # cleaned on the calendar it was stored on, as the bench does
+            self.calendar = stored_calendar(name)
         self.steps.append({"step": "load", "dataset": name})
         return self
 
@@ -159,7 +163,8 @@ class DataProcessor:
         """The cleaned frame as :class:`MarketArrays` (cleans first when needed)."""
         if self.report is None:
             self.clean()
-        m = {"source": self.source_name, "freq": self.freq, "calendar": self._calendar()}
+        m = {"source": self.source_name, "freq": self.freq, "calendar": self._calendar(),
+             "dataset_hash": frame_hash(self._need())}  # the bench's hash of the same frame
         m.update(meta or {})
         return to_arrays(self._need(), feature_columns, meta=m)
 

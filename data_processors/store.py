@@ -241,6 +241,30 @@ def _reading(name: str):
     return file_lock(folder / LOCK, shared=True)
 
 
+def stored_calendar(name: str, stated: str | None = None, *, key: str = "data.calendar") -> str:
+    """The calendar stored dataset ``name`` is cleaned on: the one its manifest recorded
+    (``params.calendar``, as ``finmeta data import``/``features`` write it), else its source's
+    (``baostock`` -> XSHG ...), else XNYS. An explicit ``stated`` calendar (a config's
+    ``data.calendar``, ``--calendar``) must agree with a recorded one (ConfigError).
+
+    The one rule for the bench (:func:`benchmarks.dataset.load_frame`), ``finmeta data features`` and
+    :meth:`data_processors.processor.DataProcessor.load`.
+    """
+    from .sources import REGISTRY
+
+    info = dataset_info(name, verify=False)
+    recorded = (info.get("params") or {}).get("calendar")
+    source_cls = REGISTRY.get(str(info.get("source")))
+    default = recorded or getattr(source_cls, "calendar", None) or "XNYS"
+    if stated is None:
+        return str(default)
+    if recorded and str(stated).upper() != str(recorded).upper():
+        raise ConfigError(f"{key}: {stated}, but dataset {name} was stored on the {recorded} calendar "
+                          f"(cleaning it on {stated} would drop its real bars and invent others); remove "
+                          f"{key} to use {recorded}")
+    return str(stated)
+
+
 def list_datasets() -> list[str]:
     """Names of the stored datasets (folders with a manifest), sorted."""
     root = datasets_dir()

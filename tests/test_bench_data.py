@@ -107,3 +107,31 @@ def test_too_few_training_bars_after_a_late_listing_cut_says_why_and_what_to_do(
     dropped = {**config, "data": {"dataset": "sse_late", "clean": {"late_start": "drop"}}}
     arrays, _ = build_arrays(dropped)
     assert len(WalkForward(arrays, dropped, tmp_path / "run2").windows) > 0
+
+
+def test_the_three_frame_to_arrays_chains_agree_on_calendar_and_hash(capsys):
+    """The bench (build_arrays), DataProcessor and `finmeta data features` clean a stored dataset on
+    its recorded calendar and give the same dataset hash for the same frame (issue 12: they used to
+    disagree; DataProcessor cleaned an XSHG dataset on XNYS and recorded no hash)."""
+    from data_processors.processor import DataProcessor
+    from data_processors.store import load_dataset
+    from finmeta.cli import main
+
+    raw = _xshg_frame()
+    save_dataset("sse_chain", raw, source="canonical", params={"calendar": "XSHG"})
+    arrays, prov = build_arrays({"data": {"dataset": "sse_chain"}, "features": CONFIG["features"]})
+    p = DataProcessor().load("sse_chain")
+    assert p.calendar == "XSHG"
+    dp = p.clean().add_features(indicators=["macd"], turbulence=False).to_arrays(["macd"])
+    assert dp.meta["calendar"] == "XSHG" and dp.meta["dataset_hash"] == prov["dataset_hash"]
+    np.testing.assert_array_equal(dp.times, arrays.times)
+    np.testing.assert_array_equal(dp.features, arrays.features)
+    # the features CLI: the same calendar rule, and a conflicting --calendar is refused by the same check
+    assert main(["data", "features", "sse_chain", "--out", "sse_chain_f", "--indicators", "macd",
+                 "--no-turbulence"]) == 0
+    stored = load_dataset("sse_chain_f")
+    assert pd.DatetimeIndex(sorted(stored["time"].unique())).equals(pd.DatetimeIndex(arrays.times))
+    capsys.readouterr()
+    assert main(["data", "features", "sse_chain", "--out", "sse_chain_g", "--calendar", "XNYS"]) == 2
+    err = capsys.readouterr().err
+    assert "--calendar: XNYS, but dataset sse_chain was stored on the XSHG calendar" in err

@@ -144,12 +144,12 @@ def test_out_on_a_users_folder_is_refused_and_a_failed_run_leaves_nothing_that_b
 
 def test_an_agent_typo_is_refused_before_any_data_or_training_work(tmp_path, capsys, monkeypatch):
     """``--agents ppo,equalweight`` used to train ppo first and reject the typo afterwards (issue 18)."""
-    import benchmarks.run as run
+    import benchmarks.dataset as dataset
 
     def no_data(*a, **k):  # any data work before the check would be the bug
         raise AssertionError("data was loaded before the agent names were checked")
 
-    monkeypatch.setattr(run, "load_frame", no_data)
+    monkeypatch.setattr(dataset, "load_frame", no_data)
     cfg = tmp_path / "tiny_cli.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
     rc = main(["bench", str(cfg), "--agents", "equal_weight,equalweight", "--out", str(tmp_path / "run")])

@@ -94,12 +94,12 @@ def test_a_bad_key_or_value_is_one_error_naming_section_and_key(cfg, start, frag
 
 
 def test_the_check_comes_before_any_data_is_read(tmp_path, monkeypatch):
-    import benchmarks.run as run
+    import benchmarks.dataset as dataset
 
     def no_data(*a, **k):
         raise AssertionError("data was read before the config was validated")
 
-    monkeypatch.setattr(run, "load_frame", no_data)
+    monkeypatch.setattr(dataset, "load_frame", no_data)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(_with("env.hmaxx", 3)))
     with pytest.raises(ConfigError, match=r"bad.yaml: env.hmaxx: unknown option"):
