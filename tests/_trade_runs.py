@@ -37,7 +37,8 @@ _RUNS: dict[str, tuple[Path, dict, object]] = {}
 def trade_run(family: str, root: Path):
     """(run directory, config, arrays) of a finished bench run of ``family`` (cached per session)."""
     if family not in _RUNS:
-        from benchmarks.run import build_arrays, run_benchmark
+        from benchmarks.dataset import build_arrays
+        from benchmarks.run import run_benchmark
 
         cfg = config(family)
         run_dir = root / f"run_{family}"

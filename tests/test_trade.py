@@ -415,7 +415,7 @@ def test_a_model_file_of_finmeta_train_replays_like_its_finmeta_backtest(tmp_pat
     import yaml
     from _trade_runs import config
 
-    from benchmarks.run import build_arrays
+    from benchmarks.dataset import build_arrays
 
     cfg = config("stock_trading")
     path = tmp_path / "tiny.yaml"

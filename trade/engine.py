@@ -137,6 +137,7 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
     ``replay``: ``"run"`` (the run's own data), a stored dataset name, or None (live).
     ``arrays``: use these instead of building them (tests).
     """
+    from benchmarks.dataset import build_arrays
     from benchmarks.loop import (
         LOOP_KEYS,
         CheckpointRejected,
@@ -144,7 +145,7 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
         _check_model,
         learns,
     )
-    from benchmarks.run import build_arrays, load_config
+    from benchmarks.spec import load_config
 
     p = Path(target)
     if not p.exists():
@@ -635,7 +636,7 @@ def _peek_config(target, config) -> dict:
     if p.is_dir() and (p / "manifest.json").is_file():
         return dict(json.loads((p / "manifest.json").read_text()).get("config") or {})
     if config is not None and not isinstance(config, dict):
-        from benchmarks.run import load_config
+        from benchmarks.spec import load_config
 
         return load_config(config)
     return dict(config or {})

@@ -86,7 +86,7 @@ class LiveFeed:
                                   f"data.{key} (stored data): replay it with --replay instead")
 
     def _download(self) -> MarketArrays:
-        from benchmarks.run import build_arrays
+        from benchmarks.dataset import build_arrays
 
         cfg = copy.deepcopy(self.config)
         tomorrow = (pd.Timestamp.now(tz="UTC").normalize() + pd.Timedelta(days=1)).date()
