@@ -88,6 +88,8 @@ def test_replay_parity_ashare_lots_t1_limits_slippage_sampled(ashare, tmp_path):
         eng.run()
     finally:
         eng.close()
+    with pytest.raises(sqlite3.ProgrammingError):  # close() closed the broker's book too
+        eng.broker.db.execute("SELECT 1")
     fills = _check_parity(ashare, tmp_path / "tf")
     assert all(q % 100 == 0 for side, q in fills if side == "buy")  # lots
     # the +-1% limits bind on many bars of the trade period (so parity covers blocked orders)

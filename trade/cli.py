@@ -80,8 +80,9 @@ def trade(
     if as_json:
         typer.echo(json.dumps(summary, default=str))
     else:
+        money = lambda x: "-" if x is None else f"{x:,.2f}"  # noqa: E731
         typer.echo(f"trade folder: {eng.folder}; {summary['bars']} bars processed, value "
-                   f"{summary['value']:,.2f}, cash {summary['cash']:,.2f}")
+                   f"{money(summary['value'])}, cash {money(summary['cash'])}")
 
 
 def _echo(line: str) -> None:

@@ -70,7 +70,7 @@ class PaperBroker:
         self.index = {s: j for j, s in enumerate(self.tickers)}
         self.times = pd.DatetimeIndex(arrays.times)
         self.fill_px = np.asarray(k.fill_px, dtype=np.float64)
-        self.close = np.asarray(k.close, dtype=np.float64)
+        self.close_px = np.asarray(k.close, dtype=np.float64)
         N = len(self.tickers)
         self.rb = np.broadcast_to(np.asarray(k.rb, dtype=np.float64), (N,))
         self.rs = np.broadcast_to(np.asarray(k.rs, dtype=np.float64), (N,))
@@ -180,7 +180,7 @@ class PaperBroker:
     def account(self) -> Account:
         cash = float(self.db.execute("SELECT cash FROM account WHERE id = 1").fetchone()[0])
         now = self._now()
-        eq = cash + sum(q * self.close[now, self.index[s]] for s, q in self.positions().items())
+        eq = cash + sum(q * self.close_px[now, self.index[s]] for s, q in self.positions().items())
         return Account(cash=cash, buying_power=cash, equity=float(eq), currency=str(self.arrays.meta.get("currency", "USD")))
 
     def positions(self) -> dict[str, float]:
