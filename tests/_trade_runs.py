@@ -27,7 +27,10 @@ def config(family: str) -> dict:
         # 5 bps fixed slippage; sampled actions (the ICAIF code's way), seeded per window as in the backtest
         cfg["env"] = {"family": "ashare", "initial_cash": 100_000, "hmax": 1000, "limit_pct": 0.01,
                       "slippage": "fixed", "slippage_bps": 5, "turbulence_quantile": 0.99, "normalize_obs": True}
-        cfg["agents"] = {"a2c": {"total_timesteps": 200, "n_steps": 5, "deterministic": False}}
+        # and the ICAIF ensemble over a2c and ppo: a member per window, by validation Sharpe
+        cfg["agents"] = {"a2c": {"total_timesteps": 200, "n_steps": 5, "deterministic": False},
+                         "ppo": {"total_timesteps": 128, "n_steps": 64, "batch_size": 64, "deterministic": False},
+                         "ensemble": {"members": ["a2c", "ppo"]}}
     return cfg
 
 

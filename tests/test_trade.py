@@ -36,9 +36,9 @@ def ashare(runs_root):
     return trade_run("ashare", runs_root)
 
 
-def _backtest(run):
+def _backtest(run, agent="a2c"):
     run_dir, cfg, arrays = run
-    return WalkForward(arrays, copy.deepcopy(cfg), run_dir).run_chain("a2c", 0)  # from its checkpoints
+    return WalkForward(arrays, copy.deepcopy(cfg), run_dir).run_chain(agent, 0)  # from its checkpoints
 
 
 def _db(folder: Path, sql: str):
@@ -57,8 +57,8 @@ def _replayed(folder: Path, n_assets: int):
     return times, values, actions
 
 
-def _check_parity(run, folder: Path):
-    ch = _backtest(run)
+def _check_parity(run, folder: Path, agent="a2c"):
+    ch = _backtest(run, agent)
     times, values, actions = _replayed(folder, ch.actions.shape[1])
     assert len(times) == len(ch.times) > 100
     assert (times == pd.DatetimeIndex(ch.times)).all()
@@ -83,7 +83,8 @@ def test_replay_parity_stock_trading_through_the_cli(stock, tmp_path, capsys):
 
 def test_replay_parity_ashare_lots_t1_limits_slippage_sampled(ashare, tmp_path):
     run_dir, cfg, arrays = ashare
-    eng = open_engine(run_dir, broker="paper", replay="run", out=tmp_path / "tf", echo=None, arrays=arrays)
+    eng = open_engine(run_dir, broker="paper", replay="run", agent="a2c", out=tmp_path / "tf", echo=None,
+                      arrays=arrays)
     try:
         eng.run()
     finally:
@@ -546,3 +547,21 @@ def test_live_loop_through_alpaca_py_on_the_local_alpaca_emulation(stock, tmp_pa
             assert {s: q for s, q in book.items() if q} == {s: q for s, q in app.positions.items() if q}
         finally:
             eng.close()
+
+
+def test_replay_parity_of_the_ensemble_trades_each_windows_chosen_member(ashare, tmp_path):
+    run_dir, cfg, arrays = ashare
+    with pytest.raises(ConfigError, match="choose one with --agent"):
+        open_engine(run_dir, replay="run", echo=None, arrays=arrays)
+    eng = open_engine(run_dir, replay="run", agent="ensemble", out=tmp_path / "tf", echo=None, arrays=arrays)
+    try:
+        chosen = json.loads((run_dir / "manifest.json").read_text())["windows"]["ensemble_seed0"]
+        # each window's model is its chosen member's, with that member's sampling option (on the
+        # development machine window 0 chose ppo and window 1 a2c: the replay switches models)
+        for r in chosen:
+            assert eng.plan.models[r["window"]].parent.name == f"{r['chosen']}_seed0"
+            assert eng.plan.deterministic[r["window"]] == cfg["agents"][r["chosen"]].get("deterministic", True)
+        eng.run()
+    finally:
+        eng.close()
+    _check_parity(ashare, tmp_path / "tf", agent="ensemble")

@@ -59,8 +59,8 @@ def _fork_trade(run, folder: Path, fault: str | None) -> int:
         else:
             os.environ.pop("FINMETA_TRADE_FAULT", None)
         start, end = _span(run)
-        eng = open_engine(run[0], broker="paper", replay="run", start=start, end=end, out=folder, echo=None,
-                          arrays=run[2])
+        eng = open_engine(run[0], broker="paper", replay="run", agent="a2c", start=start, end=end, out=folder,
+                          echo=None, arrays=run[2])
         eng.run()
         eng.close()
     except BaseException:

@@ -76,7 +76,7 @@ class TradePlan:
     seed: int
     models: dict[int, Path]  # window index -> saved model
     model_sha: dict[int, str]
-    deterministic: bool
+    deterministic: dict[int, bool]  # window index -> deterministic actions (else sampled)
     first_bar: int
     last_bar: int  # inclusive: the last bar whose value is recorded
     run_dir: Path | None = None
@@ -105,13 +105,19 @@ class TradePlan:
         return w.trade[0] - (1 if w.index > 0 else 0)
 
 
-def _run_agents(run_dir: Path) -> list[tuple[str, int]]:
+def _run_agents(run_dir: Path, manifest: dict) -> list[tuple[str, int]]:
+    """(agent, seed) pairs a run directory can trade: those with saved models, and the ensemble's
+    chains (each window trades the member its validation chose, from the manifest)."""
     out = []
     for d in sorted((run_dir / "models").glob("*_seed*")):
         if d.is_dir() and any(d.glob("window_*.zip")):
             name, _, s = d.name.rpartition("_seed")
             if s.isdigit():
                 out.append((name, int(s)))
+    for key in sorted((manifest.get("windows") or {})):
+        name, _, s = key.rpartition("_seed")
+        if name == "ensemble" and s.isdigit():
+            out.append((name, int(s)))
     return out
 
 
@@ -162,13 +168,13 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
         manifest = json.loads((p / "manifest.json").read_text())
         cfg = dict(manifest.get("config") or {})
         run_dir = p
-        held = _run_agents(p)
+        held = _run_agents(p, manifest)
         if agent is not None:
             held = [h for h in held if h[0] == agent]
         if seed is not None:
             held = [h for h in held if h[1] == int(seed)]
         if not held:
-            have = ", ".join(f"{a} seed {s}" for a, s in _run_agents(p)) or "none"
+            have = ", ".join(f"{a} seed {s}" for a, s in _run_agents(p, manifest)) or "none"
             raise ConfigError(f"{p}: no saved models for agent {agent or 'any'} seed "
                               f"{'any' if seed is None else seed} (models held: {have}); finmeta trade trades "
                               f"learned agents' saved models")
@@ -188,9 +194,11 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
             raise ConfigError(f"{p} holds a {held_name!r} agent, not {agent!r}")
         agent = str(held_name)
         seed = int(seed or 0)
-    if agent == "ensemble" or not learns(agent):
+    if agent == "ensemble" and model_file is not None:
+        raise ConfigError(f"{p}: the ensemble trades its members' models per window: pass its run directory")
+    if not learns(agent):
         raise ConfigError(f"agent {agent!r}: finmeta trade trades a learned agent's saved models (a2c, ppo, ddpg, "
-                          f"td3, sac, moe)")
+                          f"td3, sac, moe, the ensemble's members)")
 
     if arrays is None:
         if replay in (None, "run"):
@@ -235,25 +243,37 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
         if not fp_path.is_file():
             raise ConfigError(f"{run_dir}: no fingerprint.json; the models cannot be tied to the run")
         fp = json.loads(fp_path.read_text()).get("fingerprint")
+        chosen = {}
+        if agent == "ensemble":  # each window: the member its validation chose (the backtest's record)
+            records = (manifest.get("windows") or {}).get(f"ensemble_seed{seed}") or []
+            chosen = {int(r["window"]): r.get("chosen") for r in records}
         for w in used:
-            path = wf._model_path(agent, w, seed)
+            member = chosen.get(w.index) if agent == "ensemble" else agent
+            if not member:
+                raise ConfigError(f"{run_dir}: the manifest names no chosen member for ensemble seed {seed} window "
+                                  f"{w.index}")
+            path = wf._model_path(member, w, seed)
             if not path.is_file():
-                raise ConfigError(f"{run_dir}: no model for {agent} seed {seed} window {w.index} ({path})")
+                raise ConfigError(f"{run_dir}: no model for {member} seed {seed} window {w.index} ({path})")
             try:
-                _check_model(path, {"agent": agent, "seed": int(seed), "window": int(w.index), "fingerprint": fp})
+                _check_model(path, {"agent": member, "seed": int(seed), "window": int(w.index), "fingerprint": fp})
             except CheckpointRejected as exc:
                 raise ConfigError(f"{path}: not this run's model ({exc})") from None
             models[w.index] = path
             shas[w.index] = json.loads(path.with_suffix(".json").read_text())["sha256"]
-    acfg = (cfg.get("agents") or {}).get(agent) or {}
-    deterministic = acfg.get("deterministic", LOOP_KEYS["deterministic"])
+    # sampled or deterministic actions: the trading model's own loop option (the ensemble's chosen member's)
+    deterministic = {}
+    for w in used:
+        name = models[w.index].parent.name.rpartition("_seed")[0] if agent == "ensemble" else agent
+        value = ((cfg.get("agents") or {}).get(name) or {}).get("deterministic", LOOP_KEYS["deterministic"])
+        deterministic[w.index] = bool(value)
     body = {k: cfg.get(k) for k in ("data", "features", "env", "windows", "agents", "periods_per_year")}
     body.update(agent=agent, seed=int(seed), replay=replay, models=shas)
     if replay is not None:  # a replay is bound to its bars and data; a live folder keeps trading new ones
         body.update(first=first, last=last, dataset_hash=arrays.meta.get("dataset_hash"))
     chash = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
     return TradePlan(config=cfg, arrays=arrays, wf=wf, agent=agent, seed=int(seed), models=models, model_sha=shas,
-                     deterministic=bool(deterministic), first_bar=first, last_bar=last, run_dir=run_dir,
+                     deterministic=deterministic, first_bar=first, last_bar=last, run_dir=run_dir,
                      model_file=model_file, replay=replay, config_hash=chash, windows=used)
 
 
@@ -574,7 +594,8 @@ class TradeEngine:
         info = {"portfolio_value": float(k.value[0]), "cash": cash, "holdings": h.copy(), "t": ti,
                 "date": time}
         rng = None
-        if not plan.deterministic:
+        det = plan.deterministic[w.index]
+        if not det:
             if self._rng_window != w.index:
                 prev = st.bar_row(i - 1)
                 if prev is not None and prev.get("window") == w.index and prev.get("rng"):
@@ -582,8 +603,8 @@ class TradeEngine:
                 else:
                     seed_everything(int(window_seed(plan.seed, w.index, "trade")))
                 self._rng_window = w.index
-        action = agent.act(obs, deterministic=plan.deterministic, info=info)
-        if not plan.deterministic:
+        action = agent.act(obs, deterministic=det, info=info)
+        if not det:
             rng = _rng_state()
         a = check_actions(action, 1, k.action_dim, tuple(self.tickers), vector=False)
         _, _, kinfo = k.step(a)
