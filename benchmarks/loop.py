@@ -38,6 +38,7 @@ from data_processors.arrays import MarketArrays
 from finmeta.errors import ConfigError, FinMetaError
 from finmeta.fs import file_lock, write_atomic
 
+from . import rundir
 from .windows import Window, make_windows, window_seed
 
 #: Stable-Baselines3 / ElegantRL agents (trained per window); see :func:`learns` for the rest.
@@ -299,7 +300,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def _ckpt_path(run_dir: Path, agent: str, seed: int, window: int) -> Path:
-    return run_dir / "checkpoints" / f"{agent}_seed{seed}" / f"window_{window:03d}.npz"
+    return rundir.checkpoint_path(run_dir, agent, seed, window)
 
 
 def _model_lock(path: Path):
@@ -390,7 +391,7 @@ def _short(d: dict) -> str:
 
 def has_artefacts(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds window checkpoints or saved models (what a fingerprint protects)."""
-    return any((run_dir / "checkpoints").rglob("*.npz")) or any((run_dir / "models").rglob("*.zip"))
+    return any((run_dir / rundir.CHECKPOINTS).rglob("*.npz")) or any((run_dir / rundir.MODELS).rglob("*.zip"))
 
 
 def _file_sha256(path: Path) -> str:
@@ -543,7 +544,7 @@ class WalkForward:
         return rows
 
     def _model_path(self, name: str, w: Window, seed: int) -> Path:
-        return self.run_dir / "models" / f"{name}_seed{seed}" / f"window_{w.index:03d}.zip"
+        return rundir.model_path(self.run_dir, name, seed, w.index)
 
     def _train(self, name: str, w: Window, seed: int):
         """An agent trained on window ``w``'s training range (seed from (seed, window, name)).
@@ -722,7 +723,7 @@ class WalkForward:
 
     def _claim_run_dir(self) -> None:
         """Refuse to resume a run directory written by a different config (stale checkpoints)."""
-        path = self.run_dir / "fingerprint.json"
+        path = self.run_dir / rundir.FINGERPRINT
         mine = self.fingerprint()
         if path.exists():
             theirs = json.loads(path.read_text()).get("fingerprint")
