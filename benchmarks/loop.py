@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from data_processors.arrays import MarketArrays
+from data_processors.calendars import bars_per_year
 from finmeta.errors import ConfigError, FinMetaError
 from finmeta.fs import file_lock, write_atomic
 
@@ -462,7 +463,7 @@ class WalkForward:
                                   f"to drop them and keep the full span") from None
         self.windows: list[Window] = list(windows)
         self.env_cfg: dict = dict(config.get("env") or {})
-        self.periods_per_year = float(config.get("periods_per_year", 252))
+        self.periods_per_year = float(config.get("periods_per_year", bars_per_year("equity")))  # 252
         self.agent_cfg: dict = {k: dict(v or {}) for k, v in (config.get("agents") or {}).items()}
         self._fingerprint: str | None = None
 

@@ -86,6 +86,12 @@ class MarketKernel:
 
     def __init__(self, arrays: MarketArrays, cfg: EnvConfig, num_envs: int = 1,
                  backend: str = "numpy", device: str = "cpu") -> None:
+        if cfg.calendar == "auto":  # the data's calendar picks the env's (XSHG -> ashare, 24/7 -> crypto, ...)
+            from dataclasses import replace
+
+            from data_processors.calendars import env_calendar
+
+            cfg = replace(cfg, calendar=env_calendar(arrays.meta.get("calendar")))
         self.cfg = cfg
         self.arrays = arrays
         self.B = B = get_backend(backend, cfg.dtype, device)
