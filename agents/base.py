@@ -449,7 +449,8 @@ def register_agent(name: str, factory: Callable[..., Agent] | str | None = None,
         key = name.lower()
         if isinstance(f, str) and ":" not in f:
             raise ConfigError(f"agent '{key}': an entry point is 'module:attribute', got {f!r}")
-        if key in AGENT_REGISTRY and not overwrite and AGENT_REGISTRY[key] is not f:
+        same = key in AGENT_REGISTRY and (AGENT_REGISTRY[key] is f or (isinstance(f, str) and AGENT_REGISTRY[key] == f))
+        if key in AGENT_REGISTRY and not overwrite and not same:
             raise ConfigError(f"agent name '{key}' is already registered ({AGENT_REGISTRY[key]!r})")
         AGENT_REGISTRY[key] = f
         return f
@@ -486,13 +487,6 @@ def agent_class(name: str) -> Callable[..., Agent]:
     if AGENT_REGISTRY.get(key) == entry:  # not replaced meanwhile (e.g. popped by a test)
         AGENT_REGISTRY[key] = obj
     return obj
-
-
-def agent_type(name: str) -> type[Agent] | None:
-    """The :class:`Agent` subclass behind ``name`` (``None`` for a factory that is not a class),
-    for reading its class attributes (``learned``, ``trades_under_stop``, ``config_keys``)."""
-    f = agent_class(name)
-    return f if isinstance(f, type) else None
 
 
 def make_agent(name: str, **overrides: Any) -> Agent:

@@ -27,7 +27,6 @@ CN_STAMP_DUTY_CUT = np.datetime64("2023-08-28")
 CHINEXT_REFORM = np.datetime64("2020-08-24")
 
 
-
 @dataclass
 class MarketData:
     """Precomputed per-bar tables (numpy; the kernel moves them to its backend).
