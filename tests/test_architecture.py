@@ -116,3 +116,41 @@ def test_the_loop_default_is_the_rule_for_daily_equities_and_an_explicit_value_w
     assert WalkForward(a, copy.deepcopy(cfg), tmp_path / "a").periods_per_year == bars_per_year("equity") \
         == TRADING_DAYS_STOCK == 252
     assert WalkForward(a, dict(copy.deepcopy(cfg), periods_per_year=8760), tmp_path / "b").periods_per_year == 8760
+
+
+# ------------------------------------------------------------------------------------ loop hooks
+
+
+def test_the_loop_reads_an_agents_kind_and_hooks_from_its_class(tmp_path):
+    import copy
+
+    from agents.base import AGENT_REGISTRY, register_agent
+    from agents.baselines import EqualWeight
+    from benchmarks.loop import WalkForward, _gated, learns
+
+    calls = []
+
+    class Hooked(EqualWeight):
+        name = "hooked_rule_test"
+        trades_under_stop = True
+
+        def carry_over(self, state):
+            calls.append(state is None)
+            return self
+
+        def window_diagnostics(self, env, seed, start):
+            return {"my_figure": float(start)}
+
+    register_agent("hooked_rule_test", Hooked)
+    try:
+        assert learns("hooked_rule_test") is False and _gated("hooked_rule_test") is True
+        assert learns("ensemble") is True and learns("no_such_agent_test") is False
+        a = _arrays("1d", "XNYS", T=300)
+        cfg = {"env": {"family": "stock_trading"}, "agents": {"hooked_rule_test": {}},
+               "windows": {"train_start": "2021-01-04", "trade_start": str(pd_times("1d", 300)[200])[:10],
+                           "rebalance": 50, "validation": 20}}
+        ch = WalkForward(a, copy.deepcopy(cfg), tmp_path).run_chain("hooked_rule_test", 0)
+        assert calls == [True] + [False] * (len(ch.windows) - 1)
+        assert all(set(r["diversity"]) == {"my_figure"} for r in ch.windows)
+    finally:
+        AGENT_REGISTRY.pop("hooked_rule_test", None)
