@@ -186,10 +186,9 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
         values[key] = pd.DataFrame({"account_value": ch.values, "turnover": ch.turnover, "cost": ch.costs},
                                    index=pd.DatetimeIndex(ch.times))
         m = compute_metrics(ch.values, periods_per_year=ppy, turnover=ch.turnover, costs=ch.costs)
-        div = [r["diversity"] for r in ch.windows if "diversity" in r]
-        if div:  # moe rows: diversity and router usage entropy, averaged over the trade windows
-            m["diversity"] = float(np.mean([d["diversity"] for d in div]))
-            m["router_entropy"] = float(np.mean([d.get("router_entropy", np.nan) for d in div]))
+        div = [r["diversity"] for r in ch.windows if "diversity" in r]  # the agents' window_diagnostics
+        for k in dict.fromkeys(k for d in div for k in d):  # moe: diversity, router entropy; window mean
+            m[k] = float(np.mean([d.get(k, np.nan) for d in div]))
         diag[key] = chain_diagnostics(wf, ch)
         m.update(diag[key])
         rows.append({"agent": ch.agent, "seed": ch.seed, **m})
