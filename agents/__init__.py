@@ -9,9 +9,11 @@ See ``docs/agents.md``. Quick use::
 
 from agents.base import (
     AGENT_REGISTRY,
+    BUILTIN_AGENTS,
     Agent,
     AgentError,
     AgentLoadError,
+    agent_class,
     agent_names,
     load_agent,
     make_agent,
@@ -20,9 +22,11 @@ from agents.base import (
 
 __all__ = [
     "AGENT_REGISTRY",
+    "BUILTIN_AGENTS",
     "Agent",
     "AgentError",
     "AgentLoadError",
+    "agent_class",
     "agent_names",
     "load_agent",
     "make_agent",

@@ -40,6 +40,8 @@ __all__ = [
     "make_agent",
     "load_agent",
     "agent_names",
+    "agent_class",
+    "BUILTIN_AGENTS",
     "seed_everything",
     "torch_threads",
     "space_signature",
@@ -227,6 +229,13 @@ class Agent(abc.ABC):
     #: True when a second ``learn()`` continues from the current weights (the walk-forward loop's
     #: ``warm_start``); False when every ``learn()`` starts a fresh model (the SB3 agents)
     supports_warm_start: ClassVar[bool] = False
+    #: True: a learned agent, trained afresh per walk-forward window on its training range
+    #: (``learn(env, total_timesteps, seed)``) and validated; False: a rule
+    #: (:class:`agents.baselines.Baseline`), bound to the trading window's env with ``learn(env, 0)``
+    learned: ClassVar[bool] = True
+    #: rules only: the walk-forward loop trades the rule under the window's turbulence stop, like the
+    #: learned agents (which always trade under it); the ``*_gated`` baselines set it
+    trades_under_stop: ClassVar[bool] = False
 
     @classmethod
     def config_keys(cls) -> set[str] | None:
@@ -297,6 +306,21 @@ class Agent(abc.ABC):
             agent.obs_scaling = manifest["obs_scaling"]
         return agent
 
+    # -- hooks of the walk-forward loop (benchmarks/loop.py) ------------------------------------------
+
+    def carry_over(self, state: dict | None) -> Any:
+        """The object that trades a window entered with the portfolio ``state`` (``{"cash",
+        "holdings"}`` the previous window ended with; ``None`` in the first window). Default: the
+        agent itself. Buy-and-hold returns a holder of the carried portfolio instead of buying
+        equal weights again (:meth:`agents.baselines.BuyAndHold.carry_over`)."""
+        return self
+
+    def window_diagnostics(self, env: Any, seed: int, start: int) -> dict[str, float]:
+        """Extra figures measured on a trading window's ``env`` (episodes from bar ``start``),
+        recorded in the window's checkpoint and averaged over the windows into table columns of the
+        same names. Default: none. The moe agent reports ``diversity`` and ``router_entropy``."""
+        return {}
+
     # -- for subclasses --------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -358,20 +382,65 @@ def _jsonable(v: Any) -> bool:
 
 # ---------------------------------------------------------------------------------------- registry
 
-#: name -> factory returning an :class:`Agent` (a class or any callable taking ``**overrides``)
-AGENT_REGISTRY: dict[str, Callable[..., Agent]] = {}
-#: names promised by the architecture but not implemented yet
+#: The built-in agents as Gymnasium-style entry points ``name -> "module:attribute"``. Nothing is
+#: imported until a name is used (:func:`make_agent`, :func:`agent_class`, :func:`load_agent`), so
+#: ``import agents`` and :func:`agent_names` stay light, and this module imports no implementation.
+#: A new built-in agent is one line here; a third-party agent calls :func:`register_agent`.
+BUILTIN_AGENTS: dict[str, str] = {
+    # Stable-Baselines3 (agents/sb3.py), FinRL's defaults
+    "a2c": "agents.sb3:A2CAgent",
+    "ppo": "agents.sb3:PPOAgent",
+    "ddpg": "agents.sb3:DDPGAgent",
+    "td3": "agents.sb3:TD3Agent",
+    "sac": "agents.sb3:SACAgent",
+    # ElegantRL in a subprocess (agents/elegantrl_backend.py): make_agent(name, backend="elegantrl")
+    "elegantrl_a2c": "agents.elegantrl_backend:ElegantRLA2CAgent",
+    "elegantrl_ppo": "agents.elegantrl_backend:ElegantRLPPOAgent",
+    "elegantrl_ddpg": "agents.elegantrl_backend:ElegantRLDDPGAgent",
+    "elegantrl_td3": "agents.elegantrl_backend:ElegantRLTD3Agent",
+    "elegantrl_sac": "agents.elegantrl_backend:ElegantRLSACAgent",
+    # torch-native vectorized learners (agents/torch_rl/): make_agent(name, backend="torch")
+    "torch_a2c": "agents.torch_rl.a2c:TorchA2CAgent",
+    "torch_ppo": "agents.torch_rl.ppo:TorchPPOAgent",
+    "torch_ddpg": "agents.torch_rl.ddpg:TorchDDPGAgent",
+    "torch_td3": "agents.torch_rl.td3:TorchTD3Agent",
+    "torch_sac": "agents.torch_rl.sac:TorchSACAgent",
+    # rule baselines (agents/baselines.py)
+    "buy_and_hold": "agents.baselines:BuyAndHold",
+    "equal_weight": "agents.baselines:EqualWeight",
+    "equal_weight_gated": "agents.baselines:EqualWeightGated",
+    "min_variance": "agents.baselines:MinVariance",
+    "index": "agents.baselines:IndexBaseline",
+    # the mixture-of-experts agent and its ablations (agents/moe/, docs/moe.md)
+    "moe": "agents.moe.agent:MoEAgent",
+    "moe_no_diversity": "agents.moe.agent:MoENoDiversity",
+    "moe_single": "agents.moe.agent:MoESingle",
+    "moe_random_router": "agents.moe.agent:MoERandomRouter",
+    "moe_sharpe_router": "agents.moe.agent:MoESharpeRouter",
+}
+
+#: name -> factory returning an :class:`Agent` (a class or any callable taking ``**overrides``), or
+#: an entry point ``"module:attribute"`` not imported yet (:func:`agent_class` resolves it in place)
+AGENT_REGISTRY: dict[str, Callable[..., Agent] | str] = dict(BUILTIN_AGENTS)
+#: names a config may use that are no agent class of the registry, so that their absence is
+#: reported as such rather than as a typo: ``ensemble`` is a loop-level selection among trained
+#: members (:mod:`benchmarks.loop`); ``moe`` is kept for installs whose registry lacks it
 RESERVED_NAMES: tuple[str, ...] = ("ensemble", "moe")
 
 
-def register_agent(name: str, factory: Callable[..., Agent] | None = None, *, overwrite: bool = False):
+def register_agent(name: str, factory: Callable[..., Agent] | str | None = None, *, overwrite: bool = False):
     """Register ``factory`` under ``name``; usable as a decorator (``@register_agent("x")``).
 
-    Reserved names (``ensemble``, ``moe``) may be registered by the modules that implement them.
+    ``factory`` is an :class:`Agent` subclass, any callable taking ``**overrides``, or an entry
+    point ``"package.module:Class"`` imported at first use. A registered name (the built-in table
+    included) is only replaced with ``overwrite=True``.
     """
-    def _do(f: Callable[..., Agent]) -> Callable[..., Agent]:
+    def _do(f: Callable[..., Agent] | str) -> Callable[..., Agent] | str:
         key = name.lower()
-        if key in AGENT_REGISTRY and not overwrite and AGENT_REGISTRY[key] is not f:
+        if isinstance(f, str) and ":" not in f:
+            raise ConfigError(f"agent '{key}': an entry point is 'module:attribute', got {f!r}")
+        same = key in AGENT_REGISTRY and (AGENT_REGISTRY[key] is f or (isinstance(f, str) and AGENT_REGISTRY[key] == f))
+        if key in AGENT_REGISTRY and not overwrite and not same:
             raise ConfigError(f"agent name '{key}' is already registered ({AGENT_REGISTRY[key]!r})")
         AGENT_REGISTRY[key] = f
         return f
@@ -380,9 +449,34 @@ def register_agent(name: str, factory: Callable[..., Agent] | None = None, *, ov
 
 
 def agent_names() -> list[str]:
-    """The registered names, sorted."""
-    _import_builtin()
+    """The registered names, sorted (nothing is imported)."""
     return sorted(AGENT_REGISTRY)
+
+
+def agent_class(name: str) -> Callable[..., Agent]:
+    """The factory registered under ``name`` (normally an :class:`Agent` subclass), importing its
+    entry point on first use; :class:`ConfigError` for an unknown name or a module that fails to
+    import. ``name`` is a registry key (see :func:`registry_key` for the ``backend`` spelling)."""
+    key = str(name).lower()
+    if key not in AGENT_REGISTRY:
+        registry_key(key)  # raises the "unknown agent" error
+    entry = AGENT_REGISTRY[key]
+    if not isinstance(entry, str):
+        return entry
+    module, _, attr = entry.partition(":")
+    import importlib
+
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # a broken module must not take the other agents down
+        _OPTIONAL_ERRORS[module] = f"{type(exc).__name__}: {exc}"
+        raise ConfigError(f"agent '{key}': its entry point {entry} failed to import ({type(exc).__name__}: "
+                          f"{exc})") from exc
+    if AGENT_REGISTRY.get(key) == entry:  # not replaced meanwhile (e.g. popped by a test)
+        AGENT_REGISTRY[key] = obj
+    return obj
 
 
 def make_agent(name: str, **overrides: Any) -> Agent:
@@ -392,15 +486,13 @@ def make_agent(name: str, **overrides: Any) -> Agent:
     (same as the name ``"elegantrl_ppo"``); ``backend="torch"`` the torch-native vectorized one
     (``"torch_ppo"``, :mod:`agents.torch_rl`).
     """
-    _import_builtin()
     key = registry_key(name, overrides.pop("backend", None))
-    return AGENT_REGISTRY[key](**overrides)
+    return agent_class(key)(**overrides)
 
 
 def registry_key(name: str, backend: str | None = None) -> str:
     """The registry name that ``make_agent(name, backend=backend)`` builds; :class:`ConfigError`
     for an unknown agent or backend."""
-    _import_builtin()
     key = str(name).lower()
     if backend is not None and backend not in ("sb3", "stable_baselines3"):
         if backend not in ("elegantrl", "torch"):
@@ -419,40 +511,25 @@ def registry_key(name: str, backend: str | None = None) -> str:
 
 def load_agent(path: str | os.PathLike, env: Any = None, **overrides: Any) -> Agent:
     """Load any saved agent, dispatching on the name stored in its ``finmeta.json``."""
-    _import_builtin()
     manifest = read_manifest(path)
     name = manifest.get("name")
-    factory = AGENT_REGISTRY.get(str(name))
-    if factory is None:
+    if str(name) not in AGENT_REGISTRY:
         raise AgentLoadError(f"{path}: agent '{name}' is not registered here (known: {agent_names()})")
+    factory = agent_class(str(name))
     cls = factory if isinstance(factory, type) else type(factory())
     return cls.load(path, env, **overrides)
 
 
-_BUILTIN_LOADED = False
-_OPTIONAL_ERRORS: dict[str, str] = {}  # optional module -> why its import failed
-
-
-#: modules that register agents when present (added by later work; a missing one is skipped)
-OPTIONAL_MODULES: tuple[str, ...] = ("agents.moe", "agents.ensemble")
+_OPTIONAL_ERRORS: dict[str, str] = {}  # module -> why its import failed (named in "unknown agent" errors)
 
 
 def _import_builtin() -> None:
-    """Import the modules that register the built-in agents (lazy: keeps ``import agents`` light)."""
-    global _BUILTIN_LOADED
-    if _BUILTIN_LOADED:
-        return
-    _BUILTIN_LOADED = True
-    import importlib
-
-    from agents import baselines, elegantrl_backend, sb3, torch_rl  # noqa: F401
-
-    for mod in OPTIONAL_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and mod.startswith(exc.name):
-                continue  # the module does not exist (yet)
-            _OPTIONAL_ERRORS[mod] = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:  # a broken optional module must not take the other agents down
-            _OPTIONAL_ERRORS[mod] = f"{type(exc).__name__}: {exc}"
+    """Resolve every entry point still unresolved (imports every implementation module; a module
+    that fails is recorded, not raised). Only for tools that want every class at once: the
+    registry itself imports lazily, name by name."""
+    for key, entry in list(AGENT_REGISTRY.items()):
+        if isinstance(entry, str):
+            try:
+                agent_class(key)
+            except ConfigError:
+                pass

@@ -33,10 +33,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import Agent, AgentError, register_agent
+from agents.base import Agent, AgentError
 from finmeta.errors import ConfigError
 
-__all__ = ["Baseline", "BuyAndHold", "EqualWeight", "MinVariance", "IndexBaseline", "weights_to_action"]
+__all__ = ["Baseline", "BuyAndHold", "EqualWeight", "HoldCurrent", "MinVariance", "IndexBaseline", "weights_to_action"]
 
 
 def _arrays_of(env: Any):
@@ -141,6 +141,8 @@ class Baseline(Agent):
 
     defaults: ClassVar[dict[str, Any]] = {"action_scheme": None, "hmax": None, "cash_slot": "last",
                                           "cost_pct": 0.001}
+    #: a rule: not trained per window, bound to the trading window's env (see :attr:`Agent.learned`)
+    learned: ClassVar[bool] = False
     #: True for the gated variants (``*_gated``): the walk-forward loop trades them under the
     #: window's turbulence stop, like the RL agents (sell everything and buy nothing while
     #: turbulence >= threshold; the rule re-enters when the stop lifts).
@@ -294,7 +296,6 @@ class Baseline(Agent):
             self.learn(env, seed=self.seed or 0)
 
 
-@register_agent("buy_and_hold")
 class BuyAndHold(Baseline):
     """Equal weights bought at the episode's first bar, then held (weights drift with prices)."""
 
@@ -307,8 +308,36 @@ class BuyAndHold(Baseline):
         grown = hist[-1] / hist[start] / n  # value of 1/N bought at `start`
         return grown / grown.sum()
 
+    def carry_over(self, state: dict | None) -> "BuyAndHold | HoldCurrent":
+        """Itself in the first window (it buys equal weights at the first bar); in every later
+        window of a walk-forward chain a :class:`HoldCurrent` that keeps the portfolio it carries
+        over (bought in the first window, held ever since)."""
+        return self if state is None else HoldCurrent(self)
 
-@register_agent("equal_weight")
+
+class HoldCurrent:
+    """Acts so that the portfolio keeps its current (drifted) weights: no trades in share families.
+
+    Buy-and-hold buys equal weights at the first bar of the first trading window only; in later
+    windows of the chain it must hold what it carries over instead of buying equal weights again
+    (:meth:`BuyAndHold.carry_over`). Reads the bound baseline's prices up to bar ``info["t"]`` only.
+    """
+
+    def __init__(self, baseline: Baseline) -> None:
+        self.baseline = baseline
+
+    def act(self, obs, deterministic: bool = True, info: dict | None = None):
+        b = self.baseline
+        price = b.history(int(info["t"]))[-1]
+        value = float(info["portfolio_value"])
+        hold = np.asarray(info["holdings"], dtype=np.float64)
+        w = hold * price / value if value > 0 else np.zeros_like(hold)
+        return weights_to_action(w, scheme=b.config.get("action_scheme") or "shares",
+                                 action_dim=int(np.prod(b.action_space.shape)), info=info, price=price,
+                                 hmax=b.config.get("hmax"), cash_slot=b.config.get("cash_slot", "last"),
+                                 temperature=float(b.config.get("temperature", 1.0)))
+
+
 class EqualWeight(Baseline):
     """Equal weights, rebalanced every ``rebalance_every`` bars (1 = every bar)."""
 
@@ -327,7 +356,6 @@ class EqualWeight(Baseline):
         return grown / grown.sum()
 
 
-@register_agent("equal_weight_gated")
 class EqualWeightGated(EqualWeight):
     """Equal weights (as ``equal_weight``) traded under the turbulence stop: flat while it is on.
 
@@ -338,7 +366,6 @@ class EqualWeightGated(EqualWeight):
     trades_under_stop = True
 
 
-@register_agent("min_variance")
 class MinVariance(Baseline):
     """Long-only minimum variance on a trailing covariance window (PyPortfolioOpt).
 
@@ -391,7 +418,6 @@ class MinVariance(Baseline):
         return grown / grown.sum()
 
 
-@register_agent("index")
 class IndexBaseline(Baseline):
     """The market index (DJIA, CSI 300, BTC, ...) bought and held: an account-value path only.
 

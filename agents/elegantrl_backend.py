@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Iterator
 import numpy as np
 
 from agents._erl_worker import ALGOS as _ALGOS  # (imports no elegantrl)
-from agents.base import Agent, AgentError, AgentLoadError, register_agent
+from agents.base import Agent, AgentError, AgentLoadError
 from finmeta.errors import ConfigError
 
 __all__ = ["ElegantRLAgent", "elegantrl_available", "ERL_DEFAULTS"]
@@ -233,7 +233,6 @@ def _make(algo: str) -> type[ElegantRLAgent]:
         "name": f"elegantrl_{algo}", "algo": algo, "defaults": defaults, "__module__": __name__,
         "__doc__": f"ElegantRL {_ALGOS[algo][0]} (subprocess training) with FinRL's ERL_PARAMS defaults.",
     })
-    register_agent(f"elegantrl_{algo}", cls)
     return cls
 
 

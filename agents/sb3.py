@@ -35,7 +35,6 @@ from agents.base import (
     AgentError,
     AgentLoadError,
     quiet_logger,
-    register_agent,
     seed_everything,
     torch_threads,
 )
@@ -281,7 +280,6 @@ def _make(name: str, algo: str, off_policy: bool) -> type[SB3Agent]:
             "__module__": __name__,
         },
     )
-    register_agent(name, cls)
     return cls
 
 

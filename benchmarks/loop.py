@@ -35,12 +35,16 @@ from typing import Any, Callable
 import numpy as np
 
 from data_processors.arrays import MarketArrays
+from data_processors.calendars import bars_per_year
 from finmeta.errors import ConfigError, FinMetaError
 from finmeta.fs import file_lock, write_atomic
 
+from . import rundir
 from .windows import Window, make_windows, window_seed
 
-#: Stable-Baselines3 / ElegantRL agents (trained per window); see :func:`learns` for the rest.
+#: the five algorithm names of the SB3 / ElegantRL / torch backends (the ones ``finmeta tune`` has
+#: search spaces for, and the ones the ``tensorboard`` option logs); whether an agent is trained per
+#: window is its class's ``learned`` (see :func:`learns`)
 RL_AGENTS = ("a2c", "ppo", "ddpg", "td3", "sac")
 ENSEMBLE_MEMBERS_DEFAULT = ("a2c", "ppo", "ddpg")
 
@@ -128,30 +132,6 @@ def rollout(agent, env, *, seed: int, start: int = 0, start_state: dict | None =
         "turnover": np.asarray(turnover),
         "state": state,
     }
-
-
-class _HoldCurrent:
-    """Acts so that the portfolio keeps its current (drifted) weights: no trades in share families.
-
-    Buy-and-hold buys equal weights at the first bar of the first trading window only; in later
-    windows of the chain it must hold what it carries over instead of buying equal weights again.
-    """
-
-    def __init__(self, baseline) -> None:
-        self.baseline = baseline
-
-    def act(self, obs, deterministic: bool = True, info: dict | None = None):
-        from agents.baselines import weights_to_action
-
-        b = self.baseline
-        price = b.history(int(info["t"]))[-1]
-        value = float(info["portfolio_value"])
-        hold = np.asarray(info["holdings"], dtype=np.float64)
-        w = hold * price / value if value > 0 else np.zeros_like(hold)
-        return weights_to_action(w, scheme=b.config.get("action_scheme") or "shares",
-                                 action_dim=int(np.prod(b.action_space.shape)), info=info, price=price,
-                                 hmax=b.config.get("hmax"), cash_slot=b.config.get("cash_slot", "last"),
-                                 temperature=float(b.config.get("temperature", 1.0)))
 
 
 def _progress_callback(report: Callable[[str, int, int], None], label: str, total: int):
@@ -259,10 +239,9 @@ def stage_env_config(env_cfg: dict, arrays: MarketArrays, train: tuple[int, int]
 
 def _gated(name: str) -> bool:
     """Whether baseline ``name`` trades under the turbulence stop (its class's ``trades_under_stop``)."""
-    from agents.base import AGENT_REGISTRY, agent_names
+    from agents.base import AGENT_REGISTRY, agent_class
 
-    agent_names()  # imports the built-in agents
-    return bool(getattr(AGENT_REGISTRY.get(name), "trades_under_stop", False))
+    return name in AGENT_REGISTRY and bool(getattr(agent_class(name), "trades_under_stop", False))
 
 
 def _validation_start(w: Window) -> int:
@@ -270,16 +249,16 @@ def _validation_start(w: Window) -> int:
 
 
 def learns(name: str) -> bool:
-    """Whether agent ``name`` is trained per window (RL agents, moe) or is a rule (baselines)."""
-    if name in RL_AGENTS or name == "ensemble":
+    """Whether agent ``name`` is trained per window (its class's ``learned``: RL agents, moe) or is a
+    rule (baselines). ``ensemble`` is no agent class but a loop-level selection among trained
+    members (see :meth:`WalkForward._run_window`), so it is named here."""
+    if name == "ensemble":
         return True
-    from agents.base import AGENT_REGISTRY, agent_names
-    from agents.baselines import Baseline
+    from agents.base import AGENT_REGISTRY, agent_class
 
-    if name not in agent_names():
+    if name not in AGENT_REGISTRY:
         return False  # make_agent will raise the clear "unknown agent" error
-    factory = AGENT_REGISTRY[name]
-    return not (isinstance(factory, type) and issubclass(factory, Baseline))
+    return bool(getattr(agent_class(name), "learned", True))
 
 
 def _sharpe(values: np.ndarray, periods_per_year: float) -> float:
@@ -299,7 +278,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def _ckpt_path(run_dir: Path, agent: str, seed: int, window: int) -> Path:
-    return run_dir / "checkpoints" / f"{agent}_seed{seed}" / f"window_{window:03d}.npz"
+    return rundir.checkpoint_path(run_dir, agent, seed, window)
 
 
 def _model_lock(path: Path):
@@ -390,7 +369,7 @@ def _short(d: dict) -> str:
 
 def has_artefacts(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds window checkpoints or saved models (what a fingerprint protects)."""
-    return any((run_dir / "checkpoints").rglob("*.npz")) or any((run_dir / "models").rglob("*.zip"))
+    return any((run_dir / rundir.CHECKPOINTS).rglob("*.npz")) or any((run_dir / rundir.MODELS).rglob("*.zip"))
 
 
 def _file_sha256(path: Path) -> str:
@@ -485,7 +464,7 @@ class WalkForward:
                                   f"to drop them and keep the full span") from None
         self.windows: list[Window] = list(windows)
         self.env_cfg: dict = dict(config.get("env") or {})
-        self.periods_per_year = float(config.get("periods_per_year", 252))
+        self.periods_per_year = float(config.get("periods_per_year", bars_per_year("equity")))  # 252
         self.agent_cfg: dict = {k: dict(v or {}) for k, v in (config.get("agents") or {}).items()}
         self._fingerprint: str | None = None
 
@@ -543,7 +522,7 @@ class WalkForward:
         return rows
 
     def _model_path(self, name: str, w: Window, seed: int) -> Path:
-        return self.run_dir / "models" / f"{name}_seed{seed}" / f"window_{w.index:03d}.zip"
+        return rundir.model_path(self.run_dir, name, seed, w.index)
 
     def _train(self, name: str, w: Window, seed: int):
         """An agent trained on window ``w``'s training range (seed from (seed, window, name)).
@@ -722,7 +701,7 @@ class WalkForward:
 
     def _claim_run_dir(self) -> None:
         """Refuse to resume a run directory written by a different config (stale checkpoints)."""
-        path = self.run_dir / "fingerprint.json"
+        path = self.run_dir / rundir.FINGERPRINT
         mine = self.fingerprint()
         if path.exists():
             theirs = json.loads(path.read_text()).get("fingerprint")
@@ -766,6 +745,9 @@ class WalkForward:
         return self._chain(name, seed, parts, records)
 
     def _run_window(self, name: str, w: Window, seed: int, state: dict | None) -> tuple[dict, dict]:
+        """One window of one chain. What differs between agents comes from their class (``learned``,
+        ``trades_under_stop``, the hooks ``carry_over`` and ``window_diagnostics``); the one name
+        known here is ``ensemble``, which is no agent but this loop's choice among trained members."""
         t0 = time.perf_counter()
         record: dict[str, Any] = {"window": w.index, "train": list(w.train),
                                   "validation": list(w.validation) if w.validation else None,
@@ -788,13 +770,13 @@ class WalkForward:
         env, start = self._trade_env(w, state, turbulence=threshold is not None)
         if not learns(name):
             agent = self._baseline(name, w, env)
-            if name == "buy_and_hold" and state is not None:
-                agent = _HoldCurrent(agent)  # bought in the first window; held ever since
+        agent = agent.carry_over(state) if hasattr(agent, "carry_over") else agent  # buy-and-hold holds
         part = rollout(agent, env, seed=window_seed(seed, w.index, "trade"), start=start, start_state=state,
                        deterministic=self._deterministic(getattr(agent, "name", name)))
-        if hasattr(agent, "diversity_report"):  # the moe agent: measured on this trade window
-            rep = agent.diversity_report(env, seed=window_seed(seed, w.index, "diversity"), start=start)
-            record["diversity"] = {k: rep[k] for k in ("diversity", "router_entropy") if k in rep}
+        diagnostics = getattr(agent, "window_diagnostics", None)  # Agent hook (moe: diversity, router entropy)
+        extra = diagnostics(env, seed=window_seed(seed, w.index, "diversity"), start=start) if diagnostics else {}
+        if extra:  # kept under the checkpoint's historical key "diversity"
+            record["diversity"] = extra
         record["threshold"] = threshold
         record["seconds"] = round(time.perf_counter() - t0, 3)
         return part, record

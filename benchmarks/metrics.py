@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_processors.calendars import ENV_CALENDARS, TRADING_DAYS
+from data_processors.calendars import bars_per_year as _calendar_bars_per_year
 from finmeta.errors import FinMetaError
 
 FIGURES: tuple[str, ...] = (
@@ -66,11 +68,13 @@ entropy; the walk-forward run's action diagnostics, :mod:`benchmarks.diagnostics
 
 ALL_FIGURES: tuple[str, ...] = FIGURES + COST_FIGURES + AGENT_FIGURES
 
-TRADING_DAYS_STOCK = 252
-DAYS_CRYPTO = 365
-TRADING_DAYS_FOREX = 260  # 5 days x 52 weeks
-_MINUTES_PER_SESSION = {"stock": 390, "crypto": 1440, "forex": 1440}
-_DAYS_PER_YEAR = {"stock": TRADING_DAYS_STOCK, "crypto": DAYS_CRYPTO, "forex": TRADING_DAYS_FOREX}
+# the trading days of data_processors.calendars.TRADING_DAYS (the one annualisation table)
+TRADING_DAYS_STOCK = int(TRADING_DAYS["equity"])  # 252
+DAYS_CRYPTO = int(TRADING_DAYS["crypto"])  # 365
+TRADING_DAYS_FOREX = int(TRADING_DAYS["forex"])  # 260: 5 days x 52 weeks
+#: the ``market`` names of :func:`bars_per_year` -> env calendar (``stock`` = ``equity``); env
+#: calendar names and data calendars (``XNYS``, ``XSHG``, ``24/7``, ``FX``) are accepted as well
+_MARKETS = {"stock": "equity", "crypto": "crypto", "forex": "forex", **{c: c for c in TRADING_DAYS}, **ENV_CALENDARS}
 
 
 class MetricsError(FinMetaError):
@@ -98,12 +102,14 @@ def bars_per_year(freq: str = "1d", market: str = "stock") -> float:
     """Number of bars a year for a bar frequency and market calendar.
 
     ``market``: ``stock`` (252 sessions of 390 minutes), ``crypto`` (365 days of 24 h) or
-    ``forex`` (260 days of 24 h). ``freq``: a pandas offset alias such as ``1d``, ``1h``, ``5min``,
-    ``1min``. Daily stock bars give 252, daily crypto 365, hourly crypto 8,760, 1-minute stock
-    98,280.
+    ``forex`` (260 days of 24 h); also an env calendar (``equity``, ``ashare``: 242 sessions of 4 h)
+    or a data calendar (``XNYS``, ``XSHG``, ``24/7``, ``FX``). ``freq``: a pandas offset alias such
+    as ``1d``, ``1h``, ``5min``, ``1min``. Daily stock bars give 252, daily crypto 365, hourly
+    crypto 8,760, 1-minute stock 98,280. The rule is the env's,
+    :func:`data_processors.calendars.bars_per_year` (weekly bars: calendar time, ~52.2).
     """
-    if market not in _DAYS_PER_YEAR:
-        raise MetricsError(f"market {market!r} unknown: use one of {sorted(_DAYS_PER_YEAR)}")
+    if market not in _MARKETS:
+        raise MetricsError(f"market {market!r} unknown: use one of {sorted(_MARKETS)}")
     try:
         delta = pd.Timedelta(pd.tseries.frequencies.to_offset(freq.upper() if freq.lower().endswith("d") else freq))
     except (ValueError, TypeError) as exc:
@@ -111,10 +117,7 @@ def bars_per_year(freq: str = "1d", market: str = "stock") -> float:
     minutes = delta.total_seconds() / 60.0
     if minutes <= 0:
         raise MetricsError(f"bar frequency {freq!r} must be positive")
-    days = _DAYS_PER_YEAR[market]
-    if minutes >= 1440:
-        return days * 1440.0 / minutes
-    return days * _MINUTES_PER_SESSION[market] / minutes
+    return _calendar_bars_per_year(_MARKETS[market], delta.total_seconds())
 
 
 # ----------------------------------------------------------------------------------------------

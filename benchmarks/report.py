@@ -39,6 +39,8 @@ import pandas as pd
 
 from benchmarks.stats import STAT_COLUMNS
 from finmeta.jsonutil import json_default
+
+from . import rundir
 from benchmarks.metrics import (
     ALL_FIGURES,
     FIGURES,
@@ -229,20 +231,20 @@ def save_account_values(
             if a.shape != (len(frame),):
                 raise RunDirError(f"{name} for {agent!r}: expected shape ({len(frame)},), got {a.shape}")
             frame[name] = a
-    folder = Path(run_dir) / "values"
+    folder = Path(run_dir) / rundir.VALUES
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (f"{agent}_seed{int(seed)}" if seed is not None else agent)
     path = path.with_name(path.name + (".csv" if fmt == "csv" else ".parquet"))
     if fmt == "csv":
-        frame.to_csv(path, index=False)
+        rundir.write_csv(path, frame, index=False)
     else:
-        frame.to_parquet(path, index=False)
+        rundir.write_parquet(path, frame, index=False)
     return path
 
 
 def load_run_values(run_dir: str | Path) -> dict[tuple[str, int | None], pd.DataFrame]:
     """All account-value files of ``<run>/values``: ``{(agent, seed or None): frame}``, sorted."""
-    folder = Path(run_dir) / "values"
+    folder = Path(run_dir) / rundir.VALUES
     if not Path(run_dir).is_dir():
         raise RunDirError(f"{run_dir}: run directory not found")
     if not folder.is_dir():
@@ -370,15 +372,15 @@ def write_tables(run_dir: str | Path, table: pd.DataFrame, run_stats: Mapping[st
         raise RunDirError("the result table needs an 'agent' column")
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": run / "table.csv", "md": run / "table.md", "tex": run / "table.tex"}
-    table.to_csv(paths["csv"], index=False)
+    paths = rundir.table_paths(run)
+    rundir.write_csv(paths["csv"], table, index=False)
     md = table_markdown(table) + static_policy_note(table)
     tex = table_latex(table, caption=caption or "FinMeta results, one row per agent", label=label or "tab:finmeta")
     if any(c in table.columns for c in STAT_COLUMNS):
         md += "\n" + stats_markdown(table, run_stats)
         tex += "\n" + stats_latex(table, run_stats)
-    paths["md"].write_text(md, encoding="utf-8")
-    paths["tex"].write_text(tex, encoding="utf-8")
+    rundir.write_text(paths["md"], md)
+    rundir.write_text(paths["tex"], tex)
     return paths
 
 
@@ -514,7 +516,7 @@ def plot_sharpe_intervals(table: pd.DataFrame, path: str | Path) -> Path:
         ax.margins(x=0.05)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=7, frameon=False)
         fig.tight_layout()
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        rundir.save_figure(fig, path, dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
     return Path(path)
@@ -541,7 +543,7 @@ def plot_improvement_matrix(run_stats: Mapping[str, Any], path: str | Path) -> P
         ax.set_title("P(row Sharpe > column Sharpe), joint bootstrap")
         fig.colorbar(im, ax=ax, shrink=0.8)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        rundir.save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
     return Path(path)
@@ -574,7 +576,7 @@ def _plot_lines(lines: Mapping[str, tuple[Any, np.ndarray]], path: str | Path, *
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        rundir.save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
     return Path(path)
@@ -684,7 +686,7 @@ def curves_figure(account_values: Mapping[str, pd.Series], *, drawdown: bool = F
 def _save(fig, path: str | Path) -> Path:
     plt = _pyplot()
     try:
-        fig.savefig(path, dpi=110)
+        rundir.save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
     return Path(path)
@@ -767,11 +769,11 @@ def write_tearsheet(
     except Exception as exc:  # quantstats is third-party: never lose the report over it
         figs = compute_metrics(values, periods_per_year=periods_per_year)
         rows = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in figs.items())
-        path.write_text(
+        rundir.write_text(
+            path,
             f"<html><head><meta charset='utf-8'><title>{full_title}</title></head><body>"
             f"<h1>{full_title}</h1><p>quantstats failed ({type(exc).__name__}: {exc}); "
             f"figures computed by FinMeta:</p><table>{rows}</table></body></html>",
-            encoding="utf-8",
         )
         return {"path": path, "fallback": True, "error": f"{type(exc).__name__}: {exc}", "synthetic_dates": synthetic}
 
@@ -840,7 +842,7 @@ def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
     a crash mid-write leaves the previous manifest, never a truncated one)."""
     from finmeta.fs import write_atomic
 
-    path = Path(run_dir) / "manifest.json"
+    path = Path(run_dir) / rundir.MANIFEST
     text = json.dumps(manifest, indent=2, sort_keys=True, default=json_default) + "\n"
     write_atomic(path, text.encode("utf-8"))
     return path
@@ -848,7 +850,7 @@ def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
     """``<run>/manifest.json`` as a dict, or None when absent."""
-    path = Path(run_dir) / "manifest.json"
+    path = Path(run_dir) / rundir.MANIFEST
     if not path.is_file():
         return None
     try:
@@ -938,7 +940,7 @@ def write_tearsheet_index(folder: Path, table: pd.DataFrame, sheets: Mapping[str
         "</body></html>",
     ]
     path = folder / "index.html"
-    path.write_text("\n".join(x for x in lines if x) + "\n", encoding="utf-8")
+    rundir.write_text(path, "\n".join(x for x in lines if x) + "\n")
     return path
 
 
@@ -999,7 +1001,7 @@ def write_report(
     name = str(((described or {}).get("config") or {}).get("name") or "") or None
     result: dict[str, Any] = {"values": {}}
     if per_seed is not None:
-        per_seed.to_csv(run / "table_seeds.csv", index=False)
+        rundir.write_csv(run / rundir.TABLE_SEEDS, per_seed, index=False)
 
     groups: dict[str, list[pd.DataFrame]] = {}
     by_seed: dict[str, list[tuple[int, pd.Series]]] = {}
@@ -1031,14 +1033,14 @@ def write_report(
         result["tables"]["seeds"] = run / "table_seeds.csv"
     result["table"], result["statistics"] = table, run_stats
     if run_stats is not None and "n_trials" in run_stats:
-        (run / "stats.json").write_text(json.dumps(_stats_json(run_stats), indent=2) + "\n", encoding="utf-8")
+        rundir.write_json(run / rundir.STATS, _stats_json(run_stats))
         result["sharpe_intervals"] = plot_sharpe_intervals(table, run / "sharpe_intervals.png")
         result["improvement"] = plot_improvement_matrix(run_stats, run / "improvement.png")
     if actions:
-        folder = run / "actions"
+        folder = run / rundir.ACTIONS
         folder.mkdir(exist_ok=True)
         for key, frame in actions.items():
-            frame.to_csv(folder / f"{key}.csv", index=isinstance(frame.index, pd.DatetimeIndex), index_label="date")
+            rundir.write_csv(folder / f"{key}.csv", frame, index=isinstance(frame.index, pd.DatetimeIndex), index_label="date")
     if curves:
         if stop is None:
             first = next(iter(curves.values()))

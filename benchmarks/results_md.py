@@ -31,6 +31,8 @@ import pandas as pd
 
 from finmeta.errors import ConfigError
 
+from . import rundir
+
 DEFAULT_COLUMNS = ["cumulative_return", "annual_return", "annual_volatility", "sharpe", "sortino",
                    "max_drawdown"]
 LABELS = {"cumulative_return": "cumulative", "annual_return": "annual", "annual_volatility": "volatility",
@@ -102,7 +104,7 @@ def _published_of_run(cfg: dict) -> tuple[str, dict[str, dict[str, float]]]:
 def results_entry(run_dir: str | Path, columns: list[str] | None = None, wall_time_s: float | None = None) -> str:
     """The markdown block for ``run_dir`` (see the module docstring)."""
     run_dir = Path(run_dir)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = json.loads((run_dir / rundir.MANIFEST).read_text())
     table = pd.read_csv(run_dir / "table.csv")
     columns = [c for c in (columns or DEFAULT_COLUMNS) if c in table.columns]
     if "diversity" in table.columns and "diversity" not in columns and table["diversity"].notna().any():

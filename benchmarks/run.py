@@ -40,6 +40,7 @@ import pandas as pd
 
 from finmeta.errors import ConfigError, FinMetaError
 
+from . import rundir
 from .loop import ChainResult, WalkForward, has_artefacts
 
 # config and data: benchmarks/spec.py (the typed spec, loading a config) and benchmarks/dataset.py
@@ -107,7 +108,7 @@ def run_benchmark(
     run_dir = Path(out) if out else default_run_dir(config)
     check_run_dir(run_dir)
     created = not run_dir.exists()
-    if not created and (run_dir / "fingerprint.json").exists() and progress:
+    if not created and (run_dir / rundir.FINGERPRINT).exists() and progress:
         print(f"resuming {run_dir}: finished windows load from their checkpoints, the rest runs; "
               f"the manifest keeps every invocation's wall time", file=sys.stderr)
     try:
@@ -150,7 +151,7 @@ def check_run_dir(run_dir: Path) -> None:
         return
     if not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir}: exists and is not a folder")
-    if any(run_dir.iterdir()) and not ((run_dir / "fingerprint.json").exists() or (run_dir / "manifest.json").exists()):
+    if any(run_dir.iterdir()) and not ((run_dir / rundir.FINGERPRINT).exists() or (run_dir / rundir.MANIFEST).exists()):
         raise ConfigError(f"--out {run_dir}: a non-empty folder that is not a FinMeta run directory (no "
                           f"fingerprint.json or manifest.json); its files would be overwritten: choose a new folder")
 
@@ -185,10 +186,9 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
         values[key] = pd.DataFrame({"account_value": ch.values, "turnover": ch.turnover, "cost": ch.costs},
                                    index=pd.DatetimeIndex(ch.times))
         m = compute_metrics(ch.values, periods_per_year=ppy, turnover=ch.turnover, costs=ch.costs)
-        div = [r["diversity"] for r in ch.windows if "diversity" in r]
-        if div:  # moe rows: diversity and router usage entropy, averaged over the trade windows
-            m["diversity"] = float(np.mean([d["diversity"] for d in div]))
-            m["router_entropy"] = float(np.mean([d.get("router_entropy", np.nan) for d in div]))
+        div = [r["diversity"] for r in ch.windows if "diversity" in r]  # the agents' window_diagnostics
+        for k in dict.fromkeys(k for d in div for k in d):  # moe: diversity, router entropy; window mean
+            m[k] = float(np.mean([d.get(k, np.nan) for d in div]))
         diag[key] = chain_diagnostics(wf, ch)
         m.update(diag[key])
         rows.append({"agent": ch.agent, "seed": ch.seed, **m})
@@ -211,7 +211,7 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
         times = pd.DatetimeIndex(chains[0].times)
         stop = pd.Series(wf.stop_mask()[pd.DatetimeIndex(arrays.times).get_indexer(times)], index=times)
         windows_table["stop_spans"] = stop_span_cells(windows_table, stop)
-    windows_table.to_csv(run_dir / "windows.csv", index=False)
+    rundir.write_csv(run_dir / rundir.WINDOWS, windows_table, index=False)
     per_seed = pd.DataFrame(rows)
     table = aggregate_seeds(per_seed)
     manifest = build_manifest(

@@ -283,7 +283,8 @@ LOOP_ROWS = ("index_gated",)
 
 def known_agent_names() -> list[str]:
     """Every name a config's ``agents`` or ``--agents`` may use: the registry's, ``ensemble`` and
-    :data:`LOOP_ROWS` (index rows are named by the config's ``index`` section, not here)."""
+    :data:`LOOP_ROWS` (index rows are named by the config's ``index`` section, not here).
+    ``ensemble`` is no agent class: the loop picks one trained member per window by validation."""
     from agents.base import agent_names
 
     return sorted(set(agent_names()) | {"ensemble", *LOOP_ROWS})
@@ -291,11 +292,10 @@ def known_agent_names() -> list[str]:
 
 def _check_agents(agents: dict, prefix: str) -> None:
     """Each agent is known, and each of its options is the agent's own or a loop option."""
-    from agents.base import AGENT_REGISTRY, _import_builtin
+    from agents.base import agent_class
 
     from .loop import LOOP_KEYS
 
-    _import_builtin()
     known = known_agent_names()
     for name, opts in agents.items():
         if name not in known:
@@ -314,7 +314,7 @@ def _check_agents(agents: dict, prefix: str) -> None:
                 key = registry_key(name, opts.pop("backend", None))
             except ConfigError as exc:
                 raise ConfigError(f"{prefix}agents.{name}.backend: {exc}") from None
-            factory = AGENT_REGISTRY[key]
+            factory = agent_class(key)
             cls = factory if isinstance(factory, type) else type(factory())
             own = cls.config_keys()
             if own is None:  # the agent does not declare its keys: it checks them itself

@@ -141,3 +141,56 @@ def calendar_times(calendar: str, start, end, freq: str = "1d") -> pd.DatetimeIn
     idx = pd.DatetimeIndex(idx, name="time")
     idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
     return idx[(idx >= lo) & (idx <= hi)]
+
+
+# ----------------------------------------------------------------------------------------------
+# annualisation: the one rule for bars a year (env info, the loop's default, metrics.bars_per_year)
+# ----------------------------------------------------------------------------------------------
+
+#: env calendars (``EnvConfig.calendar``, ``meta``): trading days a year
+TRADING_DAYS: dict[str, float] = {"equity": 252.0, "ashare": 242.0, "crypto": 365.0, "forex": 260.0}
+#: env calendars: trading hours of one session (intraday bars a day = hours x 3600 / bar seconds)
+SESSION_HOURS: dict[str, float] = {"equity": 6.5, "ashare": 4.0, "crypto": 24.0, "forex": 24.0}
+#: data calendars (a source's ``calendar``, a dataset's manifest, ``MarketArrays.meta["calendar"]``)
+#: -> env calendar; any other exchange-calendars code is an ``"equity"`` market
+ENV_CALENDARS: dict[str, str] = {"XNYS": "equity", "XNAS": "equity", "XSHG": "ashare", "XSHE": "ashare",
+                                 "24/7": "crypto", "FX": "forex"}
+#: bar spacing from which bars are "coarse" (weekly, monthly): annualised by calendar time
+COARSE_SECONDS = 4 * 86400.0
+
+
+def env_calendar(calendar: str | None) -> str:
+    """The env calendar of a data calendar: ``XNYS`` -> ``equity``, ``XSHG``/``XSHE`` -> ``ashare``,
+    ``24/7`` -> ``crypto``, ``FX`` -> ``forex``, any other code (or None) -> ``equity``. An env
+    calendar name is returned as it is."""
+    if calendar is None:
+        return "equity"
+    name = str(calendar)
+    if name in TRADING_DAYS:
+        return name
+    return ENV_CALENDARS.get(name.upper(), ENV_CALENDARS.get(name, "equity"))
+
+
+def bars_per_year(calendar: str = "equity", bar_seconds: float = 86400.0) -> float:
+    """Bars a year of length ``bar_seconds`` on ``calendar`` (an env or a data calendar, see
+    :func:`env_calendar`): the annualisation constant of every layer.
+
+    * intraday (``bar_seconds < 1 day``): trading days x session hours x 3600 / bar seconds
+      (equity 1-minute: 252 x 390 = 98,280; crypto hourly: 8,760; forex 5-minute: 74,880);
+    * daily to 4 days: trading days x 1 day / bar length (daily: equity 252, ashare 242, crypto
+      365, forex 260);
+    * coarser (weekly, monthly): calendar time, ``365.25 / (bar_seconds / 1 day)`` (weekly ~52.2).
+
+    The env (:func:`meta.market.infer_bars_per_year`) passes the median spacing of its bars, a
+    daily spacing stretched by weekends and holidays (20 h .. 4 days) counting as one day.
+    """
+    cal = env_calendar(calendar)
+    s = float(bar_seconds)
+    if not s > 0:
+        raise ConfigError(f"bar length {bar_seconds!r} seconds: must be positive")
+    days = TRADING_DAYS[cal]
+    if s >= COARSE_SECONDS:
+        return 365.25 / (s / 86400.0)
+    if s >= 86400.0:
+        return days * 86400.0 / s
+    return days * SESSION_HOURS[cal] * 3600.0 / s

@@ -1,4 +1,4 @@
-"""A tiny array backend: the ~20 operations the market kernel needs, for numpy and torch.
+"""A tiny array backend: the ~30 operations the market kernel needs (:class:`Backend`), for numpy and torch.
 
 The kernel (``meta/kernel.py``) is written once. Arithmetic, comparisons, ``x.sum(1)``,
 ``x.cumsum(1)``, ``x.reshape(-1)[idx]`` and ``x[idx]`` (row gathers) are spelled the same in numpy
@@ -10,11 +10,106 @@ the hot path); the torch backend wraps torch's where the signatures differ.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
 from finmeta.errors import ConfigError
+
+#: an array of the backend: ``numpy.ndarray`` (numpy backend) or ``torch.Tensor`` (torch backend).
+#: Shape names in the docstrings: E envs, N assets, T bars, D observation width, A action width.
+Array = Any
+#: a dtype of the backend (``numpy.dtype`` or ``torch.dtype``)
+DType = Any
+Shape = Union[int, Sequence[int]]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The operations the market kernel (``meta/kernel.py``, ``meta/schemes.py``, ``meta/envs.py``)
+    calls on its backend object ``B``; :class:`NumpyBackend` and :class:`TorchBackend` implement it.
+
+    What numpy and torch spell the same (arithmetic, comparisons, ``x.sum(1)``, ``x.reshape(-1)``,
+    ``x[idx]``) is used on the arrays directly and is not listed. A new kernel term written with
+    these operations only runs on both backends. Row-wise operations take ``(E, N)`` arrays.
+    """
+
+    #: ``"numpy"`` or ``"torch"``
+    name: str
+    #: ``"cpu"`` (numpy) or a ``torch.device``
+    device: Any
+    #: the kernel's float dtype (``EnvConfig.dtype``), int64, bool and float32 (observations)
+    float: DType
+    int: DType
+    bool: DType
+    f32: DType
+
+    # elementwise (``a`` / ``b`` may be Python scalars where the kernel passes one)
+    where: Callable[[Array, Any, Any], Array]
+    minimum: Callable[[Any, Any], Array]
+    maximum: Callable[[Any, Any], Array]
+    floor: Callable[[Array], Array]
+    trunc: Callable[[Array], Array]
+    floordiv: Callable[[Array, Any], Array]
+    abs: Callable[[Array], Array]
+    log: Callable[[Array], Array]
+    exp: Callable[[Array], Array]
+    sqrt: Callable[[Array], Array]
+    isfinite: Callable[[Array], Array]
+
+    # reductions and gathers
+    def rsum(self, x: Array) -> Array:
+        """Row sums: ``(E, N) -> (E,)``."""
+
+    def any(self, x: Array) -> bool:
+        """Whether any element of a bool array is true (a Python bool: syncs a GPU)."""
+
+    def rows(self, x: Array, t: Array) -> Array:
+        """Row gather ``x[t]``: ``(T, ...)`` table and ``(E,)`` int bar indices -> ``(E, ...)``."""
+
+    def nonzero(self, x: Array) -> Array:
+        """Indices of the true entries of a 1-D bool array, ``(M,)`` int."""
+
+    def amax(self, x: Array) -> Array:
+        """Row maxima: ``(E, N) -> (E,)``."""
+
+    # construction / conversion
+    def asarray(self, x: Any, dtype: DType | None = None) -> Array:
+        """``x`` (numpy, list, scalar or a backend array) as a backend array on the backend's device."""
+
+    def zeros(self, shape: Shape, dtype: DType | None = None) -> Array:
+        """Zeros (default dtype: :attr:`float`)."""
+
+    def full(self, shape: Shape, value: Any, dtype: DType | None = None) -> Array:
+        """Filled with ``value`` (default dtype: :attr:`float`)."""
+
+    def arange(self, n: int) -> Array:
+        """``0 .. n-1`` as int64, ``(n,)``."""
+
+    def astype(self, x: Array, dtype: DType) -> Array:
+        """``x`` converted to ``dtype`` (a copy)."""
+
+    def copy(self, x: Array) -> Array:
+        """A copy of ``x`` (state arrays are rebound, never written in place, see ``reset``)."""
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        """A numpy view or copy on the CPU."""
+
+    # shape / ordering
+    def concat(self, parts: Sequence[Array], dtype: DType | None = None) -> Array:
+        """Concatenate ``(E, n_i)`` parts along axis 1 -> ``(E, sum n_i)``."""
+
+    def tcopy(self, x: Array) -> Array:
+        """Contiguous transpose of a 2-D array: ``(E, N) -> (N, E)``."""
+
+    def argsort(self, x: Array, stable: bool) -> Array:
+        """Row-wise argsort ``(E, N) -> (E, N)`` int (``stable=False``: numpy's default, FinRL's)."""
+
+    def flip(self, x: Array) -> Array:
+        """Reverse the columns of an ``(E, N)`` array."""
+
+    def exp_softmax(self, x: Array) -> Array:
+        """Row-wise softmax ``(E, N) -> (E, N)``."""
 
 
 class NumpyBackend:
@@ -204,8 +299,8 @@ class TorchBackend:
         return self.torch.softmax(x, dim=1)
 
 
-def get_backend(name: str = "numpy", dtype: str = "float64", device: str = "cpu"):
-    """The backend object for ``name`` (``"numpy"`` or ``"torch"``)."""
+def get_backend(name: str = "numpy", dtype: str = "float64", device: str = "cpu") -> Backend:
+    """The backend object for ``name`` (``"numpy"`` or ``"torch"``), a :class:`Backend`."""
     if dtype not in ("float64", "float32"):
         raise ConfigError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     if name == "numpy":

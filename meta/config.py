@@ -75,7 +75,7 @@ class EnvConfig:
     episode_length: int | tuple[int, int] | None = None  # None: to the end of the data
     random_start: bool = False
     # annualisation ------------------------------------------------------------------------
-    calendar: str = "equity"
+    calendar: str = "equity"  # "auto": the data's (MarketArrays.meta["calendar"], calendars.env_calendar)
     bars_per_year: float | None = None  # None: inferred from the bar spacing and calendar
     # numerics / vector --------------------------------------------------------------------
     dtype: str = "float64"
@@ -98,8 +98,8 @@ class EnvConfig:
             bad("sizing", f"must be one of {SIZINGS}")
         if self.slippage not in SLIPPAGES:
             bad("slippage", f"must be one of {SLIPPAGES}")
-        if self.calendar not in CALENDARS:
-            bad("calendar", f"must be one of {CALENDARS}")
+        if self.calendar not in CALENDARS and self.calendar != "auto":
+            bad("calendar", f"must be one of {CALENDARS} or 'auto' (the data's calendar)")
         if self.action_scheme not in ("softmax", "weights"):
             bad("action_scheme", "must be 'softmax' or 'weights'")
         if self.sort_kind not in ("default", "stable"):

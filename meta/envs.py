@@ -136,6 +136,7 @@ class TradingEnv(gym.Env):
         self.config = cfg = cfg.validate()
         self.arrays = arrays
         self.kernel = k = MarketKernel(arrays, cfg, num_envs=1, backend="numpy")
+        self.config = k.cfg  # calendar "auto" resolved
         self.observation_space, self.action_space = _spaces(k)
         self.metadata = {**TradingEnv.metadata, **k.metadata()}
         self._fill = cfg.fill_label
@@ -237,6 +238,7 @@ class VecTradingEnv(VectorEnv):
         self.arrays = arrays
         self.num_envs = int(num_envs)
         self.kernel = k = MarketKernel(arrays, config, num_envs=num_envs, backend=backend, device=device)
+        self.config = config = k.cfg  # calendar "auto" resolved
         self.B = k.B
         self.single_observation_space, self.single_action_space = _spaces(k)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

@@ -27,7 +27,7 @@ import numpy as np
 
 from data_processors.arrays import MarketArrays
 
-from .backend import get_backend
+from .backend import Array, Backend, get_backend
 from .config import EnvConfig
 from .market import MarketData, per_asset, prepare
 from .schemes import REWARD_SCHEMES, ObservationBuilder, Slippage
@@ -45,10 +45,53 @@ class MarketKernel:
         cfg: a validated :class:`EnvConfig`.
         num_envs: E.
         backend / device: ``"numpy"`` (CPU) or ``"torch"`` (any device).
+
+    Every array attribute is an array of :attr:`B` (a :class:`~meta.backend.Backend`: numpy
+    arrays or torch tensors on one device); shapes use E envs, N assets, T bars, D observation
+    width, A action width (N, or N + 1 with a cash weight).
     """
+
+    # -- fixed for the kernel's life ----------------------------------------------------------------
+    B: Backend                 # the array backend every step runs through
+    cfg: EnvConfig
+    arrays: MarketArrays
+    md: MarketData             # the numpy tables of meta/market.py (before they move to B)
+    E: int
+    T: int
+    N: int
+    bars_per_year: float       # annualisation constant (env info / metadata)
+    close: Array               # (T, N) valuation prices
+    fill_px: Array             # (T, N) fill prices (``close`` itself under fill="close")
+    volume: Array | None       # (T, N)
+    buy_ok: Array | None       # (T, N) bool: a buy can fill at bar t
+    sell_ok: Array | None      # (T, N) bool: a sell can fill at bar t
+    quirk_lock: Array | None   # (T, N) bool: FinRL's feature lock (parity mode)
+    turb_hit: Array | None     # (T,) bool: turbulence stop on at bar t
+    day_id: Array | None       # (T,) int: trading day of bar t (T+1 locks)
+    stamp: Array | None        # (T, 1) sell-side stamp duty rate
+    rb: float | Array          # buy cost rate: a float or (N,)
+    rs: float | Array          # sell cost rate: a float or (N,)
+    rowoff: Array              # (E, 1) int flat offsets of the rows of an (E, N) array
+    init_h: Array              # (N,) initial holdings
+    # -- state (rebound, never written in place: info dicts of earlier steps keep references) ------
+    t: Array                   # (E,) int bar of the current observation
+    t0: Array                  # (E,) int episode start bar
+    t_end: Array               # (E,) int last bar of the episode window
+    cash: Array                # (E,)
+    h: Array                   # (E, N) holdings
+    value: Array               # (E,) portfolio value at the last close
+    costs_total: Array         # (E,)
+    locked: Array | None       # (E, N) shares bought on lock_day (T+1)
+    lock_day: Array | None     # (E,) int
 
     def __init__(self, arrays: MarketArrays, cfg: EnvConfig, num_envs: int = 1,
                  backend: str = "numpy", device: str = "cpu") -> None:
+        if cfg.calendar == "auto":  # the data's calendar picks the env's (XSHG -> ashare, 24/7 -> crypto, ...)
+            from dataclasses import replace
+
+            from data_processors.calendars import env_calendar
+
+            cfg = replace(cfg, calendar=env_calendar(arrays.meta.get("calendar")))
         self.cfg = cfg
         self.arrays = arrays
         self.B = B = get_backend(backend, cfg.dtype, device)
@@ -121,7 +164,8 @@ class MarketKernel:
         self.lock_day = B.full(E, -1, B.int) if cfg.t_plus_1 else None
 
     # ------------------------------------------------------------------------------------------
-    def reset(self, idx=None, start=None, end=None, cash=None, holdings=None):
+    def reset(self, idx: Any = None, start: Any = None, end: Any = None, cash: Any = None,
+              holdings: Any = None) -> Array:
         """Reset envs ``idx`` (int array; None = all) to bars ``start``..``end`` (int arrays).
 
         ``cash`` (len(idx),) / ``holdings`` (len(idx), N): continue from a previous state (FinRL's
@@ -155,7 +199,7 @@ class MarketKernel:
         self.reward_scheme.reset(idx, v)
         return self.obs_builder(start, self.cash[idx], self.h[idx], v, pc)
 
-    def observe(self, idx=None):
+    def observe(self, idx: Any = None) -> Array:
         """Current observations (E, D) (or of envs ``idx``)."""
         if idx is None:
             t = self.t
@@ -164,13 +208,13 @@ class MarketKernel:
         return self.obs_builder(t, self.cash[idx], self.h[idx], self.value[idx], self.close[t])
 
     # ------------------------------------------------------------------------------------------
-    def _buy_cost(self, v, q, rb):
+    def _buy_cost(self, v: Array, q: Array, rb: float | Array) -> Array:
         """Total cash out (price + fees) for buy value v (E, N) of quantity q."""
         if self.min_fee > 0:
             return v + self.B.where(q > 0, self.B.maximum(v * rb, self.min_fee), 0.0)
         return v * (1.0 + rb)
 
-    def _affordable(self, R, bp, rb, lot):
+    def _affordable(self, R: Array, bp: Array, rb: float | Array, lot: float) -> Array:
         """Largest buy quantity (multiple of ``lot``; 0 = continuous) whose total cost <= R."""
         B = self.B
         u = bp * (1.0 + rb)
@@ -184,7 +228,8 @@ class MarketKernel:
                 q = B.minimum(q, (R - self.min_fee) / bp)
         return B.maximum(q, 0.0)
 
-    def _greedy_buys(self, want, bp, full, prio, cash, spend):
+    def _greedy_buys(self, want: Array, bp: Array, full: Array, prio: Array, cash: Array,
+                     spend: Array) -> tuple[Array, Array]:
         """Fill buy requests in descending ``prio`` order, each limited by the cash left (FinRL).
 
         FinRL buys asset after asset: ``n = min(cash // (p (1 + c)), request)``, then
@@ -226,7 +271,8 @@ class MarketKernel:
         spent[rows_b] = cash - R
         return filled, spent
 
-    def _ration(self, wsT, psT, rbT, cash, ranks, guard):
+    def _ration(self, wsT: Array, psT: Array, rbT: Array | None, cash: Array, ranks: list[int],
+                guard: bool) -> tuple[Array, Array]:
         """The rank loop of :meth:`_greedy_buys` on (N, E') rank-major tables -> (filled (N, E'), cash left).
 
         FinRL's case (lot 1, no minimum fee): ``n = min(R // u, request)``, cost ``p n (1 + c)``;
@@ -266,7 +312,7 @@ class MarketKernel:
             R = R - cost
         return gotT, R
 
-    def _greedy_one(self, want, bp, prio, cash):
+    def _greedy_one(self, want: Array, bp: Array, prio: Array, cash: Array) -> tuple[Array, Array]:
         """E == 1 on numpy: the same rule as one plain loop over the buy requests.
 
         A single env pays ~0.5 us per numpy call on (1, N) arrays, so the rank loop of
@@ -311,11 +357,11 @@ class MarketKernel:
             R -= cost
         return B.asarray([got], B.float), B.asarray([c0 - R], B.float)
 
-    def _lot_down(self, q, lot):
+    def _lot_down(self, q: Array, lot: float) -> Array:
         return self.B.floor(q / lot) * lot if lot > 0 else q
 
     # ------------------------------------------------------------------------------------------
-    def step(self, action):
+    def step(self, action: Array) -> tuple[Array, Array, dict[str, Array]]:
         """Advance every env one bar.
 
         Args:
@@ -473,7 +519,7 @@ class MarketKernel:
         return self._finish(buy_n - sell_n, B.rsum(fee), B.rsum(sv + bv), f)
 
     # ------------------------------------------------------------------------------------------
-    def _weights(self, action):
+    def _weights(self, action: Array) -> tuple[Array, Array]:
         """Action -> (asset weights (E, N), cash weight (E,)) on the simplex."""
         B, cfg, N = self.B, self.cfg, self.N
         a = B.astype(action, B.float)
@@ -487,7 +533,8 @@ class MarketKernel:
             return w[:, :N], w[:, N]
         return w, B.zeros(w.shape[0])
 
-    def _rebalance(self, action, px, buy_ok, sell_ok, hit, f):
+    def _rebalance(self, action: Array, px: Array, buy_ok: Array | None, sell_ok: Array | None,
+                   hit: Array | None, f: Array) -> tuple[Array, Array, Array]:
         """Portfolio family: trade to target weights at the fill price, costs on turnover.
 
         The post-cost value V' solves V' = V - cost(V') (fixed point, contraction factor = cost
@@ -536,7 +583,7 @@ class MarketKernel:
         traded = B.rsum(B.abs(d))
         return trades, costs, traded
 
-    def _finish(self, trades, costs, traded, f):
+    def _finish(self, trades: Array, costs: Array, traded: Array, f: Array) -> tuple[Array, Array, dict[str, Array]]:
         """Advance the day, value the books at the new close, reward, observation, info."""
         B = self.B
         tn = f if self.fill_offset else self.t + 1
@@ -564,7 +611,7 @@ class MarketKernel:
         }
         return obs, reward, info
 
-    def flags(self):
+    def flags(self) -> tuple[Array, Array]:
         """(terminated, truncated) (E,) bool after a step: the data's last bar (or ruin: value <= 0)
         terminates; the episode window's last bar (``episode_length``) truncates."""
         term = (self.t >= self.T - 1) | (self.value <= 0)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from data_processors.arrays import MarketArrays
+from data_processors.calendars import COARSE_SECONDS, bars_per_year
 from finmeta.errors import ConfigError, DataValidationError
 
 from .config import EnvConfig
@@ -24,9 +25,6 @@ from .config import EnvConfig
 CN_STAMP_DUTY_CUT = np.datetime64("2023-08-28")
 #: ChiNext (300xxx/301xxx) moved from +-10% to +-20% limits on 2020-08-24.
 CHINEXT_REFORM = np.datetime64("2020-08-24")
-
-_DAYS_PER_YEAR = {"equity": 252.0, "ashare": 242.0, "crypto": 365.0, "forex": 260.0}
-_SESSION_HOURS = {"equity": 6.5, "ashare": 4.0, "crypto": 24.0, "forex": 24.0}
 
 
 @dataclass
@@ -101,19 +99,16 @@ def bar_seconds(times: np.ndarray) -> float:
 
 
 def infer_bars_per_year(times: np.ndarray, calendar: str) -> float:
-    """Bars per year for annualisation: trading days x bars per session of the calendar.
+    """Bars per year for annualisation, by :func:`data_processors.calendars.bars_per_year` (the one
+    rule of every layer) from the median bar spacing of ``times``.
 
-    Daily (or coarser) bars: equity 252, ashare 242, crypto 365, forex 260 per year (scaled for
-    weekly/monthly spacing); intraday bars: days x session hours x 3600 / bar seconds.
+    Daily bars: equity 252, ashare 242, crypto 365, forex 260 per year (a median spacing of 20 h to
+    4 days is a daily bar whose spacing weekends and holidays stretch); weekly/monthly spacing:
+    calendar time; intraday bars: days x session hours x 3600 / bar seconds.
     """
     s = bar_seconds(times)
-    days = _DAYS_PER_YEAR[calendar]
-    if s >= 20 * 3600:  # daily or coarser: calendar days between bars ~ 1 (daily), 7 (weekly)
-        cal_days = s / 86400.0
-        if cal_days < 4:
-            return days
-        return 365.25 / cal_days
-    return days * _SESSION_HOURS[calendar] * 3600.0 / s
+    daily = 20 * 3600 <= s < COARSE_SECONDS
+    return bars_per_year(calendar, 86400.0 if daily else s)
 
 
 def _code(ticker: str) -> str:

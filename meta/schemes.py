@@ -11,6 +11,7 @@ import numpy as np
 
 from data_processors.arrays import MarketArrays
 
+from .backend import Backend
 from .config import EnvConfig
 
 
@@ -72,7 +73,7 @@ class ObservationBuilder:
     :func:`fitted_zscore`). See ``docs/env.md``, "Observation scaling".
     """
 
-    def __init__(self, arrays: MarketArrays, cfg: EnvConfig, B) -> None:
+    def __init__(self, arrays: MarketArrays, cfg: EnvConfig, B: Backend) -> None:
         T, N = arrays.close.shape
         K = arrays.features.shape[2]
         self.B, self.N, self.K, self.L = B, N, K, int(cfg.lookback)
@@ -133,7 +134,7 @@ class ObservationBuilder:
 class RewardScheme:
     """Base: ``reset(idx, v0)`` for the envs ``idx`` (int array) and ``__call__(v_prev, v_new)``."""
 
-    def __init__(self, cfg: EnvConfig, B, E: int) -> None:
+    def __init__(self, cfg: EnvConfig, B: Backend, E: int) -> None:
         self.cfg, self.B, self.E = cfg, B, E
 
     def reset(self, idx, v0) -> None:  # pragma: no cover - stateless default
@@ -228,7 +229,7 @@ class Slippage:
       ``p (1 +- min(impact_coef * sqrt(q / bar volume), 0.5))`` (+ the fixed bps, if any).
     """
 
-    def __init__(self, cfg: EnvConfig, B) -> None:
+    def __init__(self, cfg: EnvConfig, B: Backend) -> None:
         self.kind = cfg.slippage
         self.B = B
         self.bps = float(cfg.slippage_bps) / 1e4 if cfg.slippage != "none" else 0.0

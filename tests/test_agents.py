@@ -137,6 +137,61 @@ def test_registry_is_extensible(tmp_path):
         AGENT_REGISTRY.pop("always_one_test")
 
 
+def test_builtin_table_resolves_lazily_to_the_named_classes():
+    import subprocess
+    import sys
+
+    import agents.base as base
+
+    for name, entry in base.BUILTIN_AGENTS.items():
+        cls = base.agent_class(name)
+        assert isinstance(cls, type) and issubclass(cls, Agent) and cls.name == name, entry
+        assert f"{cls.__module__}:" in entry
+    # agents.base imports no implementation; agent_names() neither
+    code = ("import sys, agents, agents.base as b; b.agent_names(); "
+            "print(sorted(m for m in sys.modules if m.startswith(('agents.', 'stable_baselines3', 'torch'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['agents.base']"
+    assert {"elegantrl_ppo", "torch_ppo"} <= set(agent_names())
+
+
+def test_register_agent_takes_an_entry_point():
+    import agents.base as base
+
+    register_agent("bh_entry_test", "agents.baselines:BuyAndHold")
+    try:
+        assert isinstance(AGENT_REGISTRY["bh_entry_test"], str)  # not imported before use
+        assert type(make_agent("bh_entry_test")) is BuyAndHold
+        with pytest.raises(ConfigError, match="already registered"):
+            register_agent("bh_entry_test", "agents.baselines:EqualWeight")
+        register_agent("bad_entry_test", "agents.no_such_module:Nothing")
+        with pytest.raises(ConfigError, match="bad_entry_test.*failed to import"):
+            make_agent("bad_entry_test")
+        with pytest.raises(ConfigError, match="module:attribute"):
+            register_agent("no_colon_test", "agents.baselines.BuyAndHold")
+    finally:
+        AGENT_REGISTRY.pop("bh_entry_test", None)
+        AGENT_REGISTRY.pop("bad_entry_test", None)
+        base._OPTIONAL_ERRORS.pop("agents.no_such_module", None)
+
+
+def test_agent_kind_and_loop_hooks_are_class_attributes():
+    import agents.base as base
+    from agents.baselines import HoldCurrent
+
+    for name in ("buy_and_hold", "equal_weight", "equal_weight_gated", "min_variance", "index"):
+        assert base.agent_class(name).learned is False
+    for name in ("a2c", "ppo", "ddpg", "td3", "sac", "moe", "torch_ppo", "elegantrl_sac"):
+        assert base.agent_class(name).learned is True and base.agent_class(name).trades_under_stop is False
+    assert [n for n in agent_names() if base.agent_class(n).trades_under_stop] == ["equal_weight_gated"]
+    env = toy_env()
+    bh = make_agent("buy_and_hold").learn(env, 0)
+    assert bh.carry_over(None) is bh and isinstance(bh.carry_over({"cash": 1.0, "holdings": [0, 0, 0]}), HoldCurrent)
+    ew = make_agent("equal_weight").learn(env, 0)
+    assert ew.carry_over({"cash": 1.0, "holdings": [0, 0, 0]}) is ew
+    assert ew.window_diagnostics(env, seed=0, start=0) == {}
+
+
 def test_finrl_defaults_and_overrides():
     assert make_agent("a2c").config["n_steps"] == 5
     assert make_agent("a2c").config["learning_rate"] == 7e-4

@@ -256,3 +256,24 @@ def test_help_screens_are_plain_and_whole(argv, capsys):
     assert "CONFIG" in out or "NAME" in out
     if argv[:2] == ["data", "features"]:
         assert "close_60_sma" in out  # the whole default list of indicators
+
+
+def test_every_file_of_a_run_directory_is_named_by_rundir(tmp_path):
+    """benchmarks/rundir.py is the one owner of the layout: a run writes nothing it does not name,
+    and its CSV writer gives the bytes of pandas' own (issue 12)."""
+    from benchmarks import rundir
+
+    cfg = tmp_path / "tiny_cli.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    run = tmp_path / "run"
+    assert main(["bench", str(cfg), "--seeds", "0", "--out", str(run), "--no-tearsheets"]) == 0
+    named = {rundir.FINGERPRINT, rundir.MANIFEST, rundir.WINDOWS, rundir.TABLE_SEEDS, rundir.STATS,
+             *(p.name for p in rundir.table_paths(run).values()),
+             rundir.VALUES, rundir.ACTIONS, rundir.CHECKPOINTS, rundir.MODELS, rundir.TEARSHEETS}
+    top = {p.name for p in run.iterdir()}
+    assert top - named <= {"equity.png", "drawdown.png", "sharpe_intervals.png", "improvement.png"}, top - named
+    assert rundir.checkpoint_path(run, "equal_weight", 0, 0).is_file()
+    assert not list(run.rglob(".*.tmp"))  # no temporary file left behind
+    frame = pd.read_csv(run / "table.csv")
+    out = rundir.write_csv(tmp_path / "t.csv", frame, index=False)
+    assert out.read_bytes() == frame.to_csv(index=False).encode()

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.base import (
-    Agent, AgentError, AgentLoadError, env_spaces, quiet_logger, register_agent, seed_everything, torch_threads,
+    Agent, AgentError, AgentLoadError, env_spaces, quiet_logger, seed_everything, torch_threads,
 )
 from agents.moe.encoder import TemporalEncoder
 from agents.moe.objectives import (
@@ -293,7 +293,6 @@ def _n_assets(env: Any, act_dim: int) -> int:
     return int(arrays.num_assets) if arrays is not None else int(act_dim)
 
 
-@register_agent("moe")
 class MoEAgent(Agent):
     """Hierarchical mixture of SAC experts with a MaskablePPO router (see ``docs/moe.md``)."""
 
@@ -536,6 +535,12 @@ class MoEAgent(Agent):
         return a
 
     # -- diagnostics ---------------------------------------------------------------------------
+    def window_diagnostics(self, env: gym.Env, seed: int, start: int) -> dict[str, float]:
+        """The walk-forward loop's hook: ``diversity`` and ``router_entropy`` of
+        :meth:`diversity_report` on the trading window (table columns of those names)."""
+        rep = self.diversity_report(env, seed=seed, start=start)
+        return {k: rep[k] for k in ("diversity", "router_entropy") if k in rep}
+
     def diversity_report(self, env: gym.Env, seed: int = 0, start: int | None = None) -> dict:
         """Measured diversity on ``env`` (an evaluation window; episodes start at bar ``start``
         when given, via ``reset(options={"start": start})``).
@@ -625,10 +630,10 @@ def _box(sig: dict) -> gym.spaces.Box:
 
 
 def _ablation(name: str, doc: str, **preset: Any) -> type[MoEAgent]:
-    """A registered MoE variant with ``preset`` overriding the defaults (for benchmark configs)."""
+    """An MoE variant with ``preset`` overriding the defaults (for benchmark configs; its name is an
+    entry of :data:`agents.base.BUILTIN_AGENTS`)."""
     cls = type(f"MoE_{name}", (MoEAgent,), {"name": name, "defaults": {**MOE_DEFAULTS, **preset},
                                              "__doc__": doc, "__module__": __name__})
-    register_agent(name, cls)
     return cls
 
 
@@ -640,3 +645,8 @@ ABLATIONS: dict[str, type[MoEAgent]] = {
     "moe_sharpe_router": _ablation("moe_sharpe_router", "MoE routed by best trailing Sharpe (ICAIF rule).",
                                    router="sharpe"),
 }
+#: the entry points of :data:`agents.base.BUILTIN_AGENTS` for the ablations
+MoENoDiversity = ABLATIONS["moe_no_diversity"]
+MoESingle = ABLATIONS["moe_single"]
+MoERandomRouter = ABLATIONS["moe_random_router"]
+MoESharpeRouter = ABLATIONS["moe_sharpe_router"]

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from agents.base import register_agent
 from agents.torch_rl.common import GaussianActor, TorchAgent, gaussian_entropy, gaussian_log_prob, mlp
 from agents.torch_rl.rollout import collect
 from finmeta.errors import ConfigError
@@ -63,7 +62,6 @@ def a2c_update(actor, critic, opt, ro, cfg: A2CConfig) -> None:
     opt.step()
 
 
-@register_agent("torch_a2c")
 class TorchA2CAgent(TorchAgent):
     """A2C on E torch sub-envs (see the module doc); ``make_agent("a2c", backend="torch", ...)``."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.base import register_agent
 from agents.torch_rl.td3 import TD3Config, TorchTD3Agent
 
 
@@ -25,7 +24,6 @@ class DDPGConfig(TD3Config):
     n_critics: int = 1
 
 
-@register_agent("torch_ddpg")
 class TorchDDPGAgent(TorchTD3Agent):
     """DDPG on E torch sub-envs: TD3's update with one critic, no smoothing, no delay."""
 

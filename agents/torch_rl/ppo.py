@@ -22,7 +22,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from agents.base import register_agent
 from agents.torch_rl.common import GaussianActor, TorchAgent, gaussian_entropy, gaussian_log_prob, mlp
 from agents.torch_rl.rollout import collect
 from finmeta.errors import ConfigError
@@ -76,7 +75,6 @@ def ppo_update(actor, critic, opt, ro, cfg: PPOConfig, gen: torch.Generator) -> 
             opt.step()
 
 
-@register_agent("torch_ppo")
 class TorchPPOAgent(TorchAgent):
     """PPO on E torch sub-envs (see the module doc); ``make_agent("ppo", backend="torch", ...)``."""
 

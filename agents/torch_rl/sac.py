@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from agents.base import register_agent
 from agents.torch_rl.common import TorchAgent, mlp, step_env
 from finmeta.errors import ConfigError
 
@@ -165,7 +164,6 @@ def sac_update(actor, critic, target, log_alpha, opts, batch, cfg: SACConfig, ta
         torch._foreach_lerp_(list(target.parameters()), list(critic.parameters()), cfg.tau)
 
 
-@register_agent("torch_sac")
 class TorchSACAgent(TorchAgent):
     """SAC on E torch sub-envs with a device replay buffer (see the module doc)."""
 

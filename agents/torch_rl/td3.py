@@ -25,7 +25,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from agents.base import register_agent
 from agents.torch_rl.common import TorchAgent, mlp, step_env
 from agents.torch_rl.sac import ReplayBuffer, buffer_capacity
 from finmeta.errors import ConfigError
@@ -110,7 +109,6 @@ def td3_update(actor, actor_t, critic, critic_t, opts, batch, cfg: TD3Config, up
         torch._foreach_lerp_(list(actor_t.parameters()), list(actor.parameters()), cfg.tau)
 
 
-@register_agent("torch_td3")
 class TorchTD3Agent(TorchAgent):
     """TD3 on E torch sub-envs with a device replay buffer (see the module doc)."""
 

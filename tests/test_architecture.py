@@ -1,0 +1,156 @@
+"""Layer contracts of issue 12: the kernel's backend protocol and the one annualisation rule."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from meta.backend import Backend, NumpyBackend, TorchBackend, get_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _protocol_members() -> set[str]:
+    names = set(getattr(Backend, "__annotations__", {}))
+    names |= {k for k, v in vars(Backend).items() if callable(v) and not k.startswith("_")}
+    return names
+
+
+def test_both_backends_implement_the_backend_protocol():
+    assert isinstance(get_backend("numpy"), Backend)
+    assert isinstance(get_backend("torch"), Backend)
+    members = _protocol_members()
+    for backend in (NumpyBackend("float64"), TorchBackend("float64")):
+        missing = [m for m in members if not hasattr(backend, m)]
+        assert not missing, (type(backend).__name__, missing)
+
+
+def test_the_protocol_lists_every_backend_operation_the_env_layer_calls():
+    used: set[str] = set()
+    for f in ("kernel.py", "schemes.py", "envs.py"):
+        text = (ROOT / "meta" / f).read_text()
+        used |= set(re.findall(r"\bB\.([a-z_][a-z0-9_]*)", text))
+    used.discard("torch")  # the torch module itself, reached only behind `B.name == "torch"`
+    assert used, "no backend calls found"
+    assert used <= _protocol_members(), sorted(used - _protocol_members())
+
+
+# ------------------------------------------------------------------------------------ annualisation
+
+
+def test_data_calendars_map_to_env_calendars():
+    from data_processors.calendars import TRADING_DAYS, env_calendar
+    from data_processors.sources.base import DataSource  # noqa: F401 - the registry's sources
+    from meta.config import CALENDARS
+
+    assert set(TRADING_DAYS) == set(CALENDARS)
+    assert [env_calendar(c) for c in ("XNYS", "XNAS", "XSHG", "XSHE", "24/7", "FX", "fx", "XHKG", None)] == \
+        ["equity", "equity", "ashare", "ashare", "crypto", "forex", "forex", "equity", "equity"]
+    for c in CALENDARS:
+        assert env_calendar(c) == c
+
+
+def _arrays(freq: str, calendar: str, T: int = 60):
+    import numpy as np
+
+    from data_processors.arrays import MarketArrays
+
+    rng = np.random.default_rng(0)
+    close = (50 * np.exp(np.cumsum(rng.normal(0, 0.01, size=(T, 2)), axis=0))).astype(np.float32)
+    times = pd_times(freq, T)
+    return MarketArrays(times=times, tickers=("A", "B"), close=close, open=close, high=close * 1.01,
+                        low=close * 0.99, volume=np.full((T, 2), 1e6, np.float32),
+                        features=np.zeros((T, 2, 0), np.float32), feature_names=(), meta={"calendar": calendar})
+
+
+def pd_times(freq: str, T: int):
+    import pandas as pd
+
+    if freq == "1d":  # business days: weekends stretch the spacing, still a daily bar
+        return pd.bdate_range("2021-01-04", periods=T).to_numpy().astype("datetime64[ns]")
+    return pd.date_range("2021-01-04", periods=T, freq=freq).to_numpy().astype("datetime64[ns]")
+
+
+@pytest.mark.parametrize("calendar,freq,expected", [
+    ("XNYS", "1d", 252.0), ("XSHG", "1d", 242.0), ("24/7", "1d", 365.0), ("FX", "1d", 260.0),
+    ("24/7", "1h", 8760.0), ("FX", "5min", 260.0 * 288), ("XNYS", "1min", 252.0 * 390), ("XSHG", "30min", 242.0 * 8),
+    ("XNYS", "7D", 365.25 / 7),
+])
+def test_env_metrics_and_the_calendar_rule_agree(calendar, freq, expected):
+    import pandas as pd
+
+    from benchmarks.metrics import bars_per_year as metrics_bpy
+    from data_processors.calendars import bars_per_year
+    from meta import make_env
+
+    env = make_env(_arrays(freq, calendar), family="stock_trading", calendar="auto")
+    assert env.metadata["bars_per_year"] == pytest.approx(expected, rel=1e-12)
+    seconds = pd.Timedelta(freq[:-1] + "D" if freq.endswith("d") else freq).total_seconds()
+    assert bars_per_year(calendar, seconds) == pytest.approx(expected, rel=1e-12)
+    assert metrics_bpy(freq.lower(), calendar) == pytest.approx(expected, rel=1e-12)
+
+
+def test_auto_calendar_only_when_asked_and_explicit_bars_per_year_wins():
+    from meta import make_env
+
+    a = _arrays("1d", "XSHG")
+    assert make_env(a, family="stock_trading").metadata["bars_per_year"] == 252.0  # the family's calendar
+    auto = make_env(a, family="stock_trading", calendar="auto")
+    assert auto.metadata["calendar"] == auto.config.calendar == "ashare"
+    assert make_env(a, family="stock_trading", calendar="auto", bars_per_year=250).metadata["bars_per_year"] == 250
+
+
+def test_the_loop_default_is_the_rule_for_daily_equities_and_an_explicit_value_wins(tmp_path):
+    import copy
+
+    from benchmarks.loop import WalkForward
+    from benchmarks.metrics import TRADING_DAYS_STOCK
+    from data_processors.calendars import bars_per_year
+
+    a = _arrays("1d", "XNYS", T=300)
+    cfg = {"env": {"family": "stock_trading"}, "agents": {"buy_and_hold": {}},
+           "windows": {"train_start": "2021-01-04", "trade_start": str(pd_times("1d", 300)[200])[:10],
+                       "rebalance": 50, "validation": 20}}
+    assert WalkForward(a, copy.deepcopy(cfg), tmp_path / "a").periods_per_year == bars_per_year("equity") \
+        == TRADING_DAYS_STOCK == 252
+    assert WalkForward(a, dict(copy.deepcopy(cfg), periods_per_year=8760), tmp_path / "b").periods_per_year == 8760
+
+
+# ------------------------------------------------------------------------------------ loop hooks
+
+
+def test_the_loop_reads_an_agents_kind_and_hooks_from_its_class(tmp_path):
+    import copy
+
+    from agents.base import AGENT_REGISTRY, register_agent
+    from agents.baselines import EqualWeight
+    from benchmarks.loop import WalkForward, _gated, learns
+
+    calls = []
+
+    class Hooked(EqualWeight):
+        name = "hooked_rule_test"
+        trades_under_stop = True
+
+        def carry_over(self, state):
+            calls.append(state is None)
+            return self
+
+        def window_diagnostics(self, env, seed, start):
+            return {"my_figure": float(start)}
+
+    register_agent("hooked_rule_test", Hooked)
+    try:
+        assert learns("hooked_rule_test") is False and _gated("hooked_rule_test") is True
+        assert learns("ensemble") is True and learns("no_such_agent_test") is False
+        a = _arrays("1d", "XNYS", T=300)
+        cfg = {"env": {"family": "stock_trading"}, "agents": {"hooked_rule_test": {}},
+               "windows": {"train_start": "2021-01-04", "trade_start": str(pd_times("1d", 300)[200])[:10],
+                           "rebalance": 50, "validation": 20}}
+        ch = WalkForward(a, copy.deepcopy(cfg), tmp_path).run_chain("hooked_rule_test", 0)
+        assert calls == [True] + [False] * (len(ch.windows) - 1)
+        assert all(set(r["diversity"]) == {"my_figure"} for r in ch.windows)
+    finally:
+        AGENT_REGISTRY.pop("hooked_rule_test", None)
