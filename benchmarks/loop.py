@@ -681,10 +681,9 @@ class WalkForward:
     def fingerprint(self) -> str:
         """A hash of everything that decides the chains' results (data, features, env, windows,
         agents, dataset hash). Checkpoints and saved models are only reused under the same one."""
-        keys = ("data", "features", "env", "train_env", "windows", "agents", "periods_per_year")
-        body = {k: self.config.get(k) for k in keys}
-        if "baseline_turbulence" in self.config:  # only when set: older run directories keep their hash
-            body["baseline_turbulence"] = self.config["baseline_turbulence"]
+        from .spec import fingerprint_body
+
+        body = fingerprint_body(self.config)  # the RunSpec fields that decide results (spec.RESULT_FIELDS)
         body["dataset_hash"] = self.arrays.meta.get("dataset_hash")
         if self.models:  # a backtest's checkpoints hold its model's trades: bound to that file's content
             from data_processors.store import file_sha256

@@ -357,6 +357,32 @@ def _type_name(ann) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# the resume fingerprint
+# --------------------------------------------------------------------------------------------
+#: RunSpec fields whose values decide a chain's results: a run directory's checkpoints and models are
+#: only reused under the same values (:meth:`benchmarks.loop.WalkForward.fingerprint` hashes them with
+#: the dataset hash). ``baseline_turbulence`` counts only when set, so older run directories keep
+#: their hash.
+RESULT_FIELDS: tuple[str, ...] = ("data", "features", "env", "train_env", "windows", "agents", "periods_per_year")
+RESULT_FIELDS_WHEN_SET: tuple[str, ...] = ("baseline_turbulence",)
+#: RunSpec fields that do not change a chain's numbers (labels, which seeds/rows to run, reporting,
+#: execution, tuning defaults); a test keeps every RunSpec field in exactly one of these lists
+NON_RESULT_FIELDS: tuple[str, ...] = ("name", "index", "more_indices", "seeds", "cache_models", "tensorboard",
+                                      "use_tuned", "tune", "ray", "published")
+
+
+def fingerprint_body(config: dict) -> dict:
+    """The parts of a (validated) config dict that decide a chain's results: :data:`RESULT_FIELDS`
+    (None when absent) and the :data:`RESULT_FIELDS_WHEN_SET` that are set. ``use_tuned`` is not
+    one: the tuned parameters are merged into ``agents`` before the fingerprint is taken."""
+    body = {k: config.get(k) for k in RESULT_FIELDS}
+    for k in RESULT_FIELDS_WHEN_SET:
+        if k in config:
+            body[k] = config[k]
+    return body
+
+
+# --------------------------------------------------------------------------------------------
 # loading a config file
 # --------------------------------------------------------------------------------------------
 #: the shipped configs (``finmeta bench quickstart`` resolves ``quickstart`` here)

@@ -115,3 +115,17 @@ def test_the_docs_config_reference_is_the_spec():
     assert block is not None, "docs/benchmarks.md lost its config reference markers"
     assert block.group(1) == reference_markdown(), (
         "docs/benchmarks.md's config reference is stale: regenerate it from benchmarks.spec.reference_markdown()")
+
+
+def test_every_spec_field_is_classified_for_the_resume_fingerprint():
+    """The fingerprint's key list is the spec's, not hand-kept in the loop: a new RunSpec field must be
+    declared result-deciding or not, or this fails (issue 12)."""
+    from benchmarks.spec import NON_RESULT_FIELDS, RESULT_FIELDS, RESULT_FIELDS_WHEN_SET, RunSpec, fingerprint_body
+
+    classified = [*RESULT_FIELDS, *RESULT_FIELDS_WHEN_SET, *NON_RESULT_FIELDS]
+    assert sorted(classified) == sorted(RunSpec.model_fields), set(RunSpec.model_fields) ^ set(classified)
+    cfg = load_config("quickstart")
+    body = fingerprint_body(cfg)
+    assert set(body) == set(RESULT_FIELDS) and body["agents"] == cfg["agents"]
+    assert fingerprint_body({**cfg, "baseline_turbulence": True})["baseline_turbulence"] is True
+    assert fingerprint_body({**cfg, "seeds": [5], "name": "x"}) == body
