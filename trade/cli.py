@@ -27,7 +27,7 @@ def trade(
     target: str = typer.Argument(..., metavar="RUN_DIR_OR_MODEL",
                                  help="A run directory (each window trades its saved model), a model file "
                                       "(with --config), or `status`."),
-    folder: str = typer.Argument(None, metavar="[RUN_DIR]", help="With `status`: a run directory or trade folder."),
+    folder: str = typer.Argument(None, metavar="RUN_DIR", help="With `status`: a run directory or trade folder."),
     broker: str = typer.Option("paper", "--broker", help="paper, alpaca or ccxt."),
     replay: str = typer.Option(None, "--replay", help="Replay a stored dataset bar by bar with the paper broker "
                                                       "(`run`: the run's own data)."),
