@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks import rundir
 from data_processors.arrays import MarketArrays
 from finmeta.errors import ConfigError, FinMetaError
 
@@ -109,7 +110,7 @@ def _run_agents(run_dir: Path, manifest: dict) -> list[tuple[str, int]]:
     """(agent, seed) pairs a run directory can trade: those with saved models, and the ensemble's
     chains (each window trades the member its validation chose, from the manifest)."""
     out = []
-    for d in sorted((run_dir / "models").glob("*_seed*")):
+    for d in sorted((run_dir / rundir.MODELS).glob("*_seed*")):
         if d.is_dir() and any(d.glob("window_*.zip")):
             name, _, s = d.name.rpartition("_seed")
             if s.isdigit():
@@ -151,7 +152,7 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
         _check_model,
         learns,
     )
-    from benchmarks.spec import load_config
+    from benchmarks.spec import fingerprint_body, load_config
 
     p = Path(target)
     if not p.exists():
@@ -160,12 +161,12 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
     model_file = None
     run_dir = None
     if p.is_dir():
-        if not (p / "manifest.json").is_file():
-            raise ConfigError(f"{p}: not a FinMeta run directory (no manifest.json); pass a run directory of "
+        if not (p / rundir.MANIFEST).is_file():
+            raise ConfigError(f"{p}: not a FinMeta run directory (no {rundir.MANIFEST}); pass a run directory of "
                               f"`finmeta bench` or a model file of `finmeta train` with --config")
         if config is not None:
             raise ConfigError(f"{p}: a run directory trades with its own config; drop --config")
-        manifest = json.loads((p / "manifest.json").read_text())
+        manifest = json.loads((p / rundir.MANIFEST).read_text())
         cfg = dict(manifest.get("config") or {})
         run_dir = p
         held = _run_agents(p, manifest)
@@ -239,7 +240,7 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
         for w in used:
             models[w.index], shas[w.index] = model_file, sha
     else:
-        fp_path = run_dir / "fingerprint.json"
+        fp_path = run_dir / rundir.FINGERPRINT
         if not fp_path.is_file():
             raise ConfigError(f"{run_dir}: no fingerprint.json; the models cannot be tied to the run")
         fp = json.loads(fp_path.read_text()).get("fingerprint")
@@ -267,7 +268,7 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
         name = models[w.index].parent.name.rpartition("_seed")[0] if agent == "ensemble" else agent
         value = ((cfg.get("agents") or {}).get(name) or {}).get("deterministic", LOOP_KEYS["deterministic"])
         deterministic[w.index] = bool(value)
-    body = {k: cfg.get(k) for k in ("data", "features", "env", "windows", "agents", "periods_per_year")}
+    body = fingerprint_body(cfg)  # the config fields that decide results, as the backtest's fingerprint
     body.update(agent=agent, seed=int(seed), replay=replay, models=shas)
     if replay is not None:  # a replay is bound to its bars and data; a live folder keeps trading new ones
         body.update(first=first, last=last, dataset_hash=arrays.meta.get("dataset_hash"))
@@ -654,8 +655,8 @@ class TradeEngine:
 
 def _peek_config(target, config) -> dict:
     p = Path(target)
-    if p.is_dir() and (p / "manifest.json").is_file():
-        return dict(json.loads((p / "manifest.json").read_text()).get("config") or {})
+    if p.is_dir() and (p / rundir.MANIFEST).is_file():
+        return dict(json.loads((p / rundir.MANIFEST).read_text()).get("config") or {})
     if config is not None and not isinstance(config, dict):
         from benchmarks.spec import load_config
 
