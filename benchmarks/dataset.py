@@ -20,6 +20,7 @@ import pandas as pd
 
 from data_processors.arrays import MarketArrays, frame_hash, to_arrays
 from data_processors.schema import CANONICAL_COLUMNS
+from data_processors.store import stored_calendar as dataset_calendar  # the store's rule, one for all chains
 from finmeta.errors import ConfigError
 from finmeta.jsonutil import to_jsonable
 from finmeta.timeparse import parse_date
@@ -75,13 +76,6 @@ def _read_files(data: dict) -> tuple[pd.DataFrame, str]:
         raise ConfigError(f"data.files: {rows['tic'].iloc[0]} at {rows['time'].iloc[0]} is in both {a} and {b}")
     df = df.drop(columns="_file").sort_values(["time", "tic"]).reset_index(drop=True)
     return df, cal
-
-
-def dataset_calendar(name: str, stated: str | None = None) -> str:
-    """A stored dataset's calendar (:func:`data_processors.store.stored_calendar`)."""
-    from data_processors.store import stored_calendar
-
-    return stored_calendar(name, stated)
 
 
 def load_frame(data: dict) -> tuple[pd.DataFrame, str]:

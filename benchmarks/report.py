@@ -838,14 +838,10 @@ def build_manifest(
 
 
 def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
-    """Write ``<run>/manifest.json`` (indented, sorted keys) atomically (``finmeta.fs.write_atomic``:
+    """Write ``<run>/manifest.json`` (indented, sorted keys) atomically (:mod:`benchmarks.rundir`:
     a crash mid-write leaves the previous manifest, never a truncated one)."""
-    from finmeta.fs import write_atomic
-
-    path = Path(run_dir) / rundir.MANIFEST
     text = json.dumps(manifest, indent=2, sort_keys=True, default=json_default) + "\n"
-    write_atomic(path, text.encode("utf-8"))
-    return path
+    return rundir.write_text(Path(run_dir) / rundir.MANIFEST, text)
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:

@@ -77,10 +77,9 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | Path, obj: Any, *, indent: int | None = 2, sort_keys: bool = False,
-               default=None) -> Path:
-    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, default=default)
-    return write_text(path, text + ("\n" if indent is not None else ""))
+def write_json(path: str | Path, obj: Any) -> Path:
+    """``obj`` as indented JSON with a final newline."""
+    return write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame, **to_csv: Any) -> Path:

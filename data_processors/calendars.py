@@ -82,10 +82,6 @@ def _exchange_calendar(name: str, start_year: int, end_year: int):
         raise ConfigError(f"calendar={name!r}: cannot cover {start_year}..{end_year}: {exc}") from None
 
 
-_naive_day = naive_day
-_utc = as_utc
-
-
 def calendar_times(calendar: str, start, end, freq: str = "1d") -> pd.DatetimeIndex:
     """Every bar time of ``calendar`` at ``freq`` with ``start <= time <= end``.
 
@@ -103,9 +99,9 @@ def calendar_times(calendar: str, start, end, freq: str = "1d") -> pd.DatetimeIn
     intraday = is_intraday(freq)
     name = str(calendar)
     if intraday:
-        lo, hi = _utc(start), _utc(end)
+        lo, hi = as_utc(start), as_utc(end)
     else:
-        lo, hi = _naive_day(start), _naive_day(end)
+        lo, hi = naive_day(start), naive_day(end)
     if hi < lo:
         return pd.DatetimeIndex([], tz="UTC" if intraday else None)
 
@@ -125,7 +121,7 @@ def calendar_times(calendar: str, start, end, freq: str = "1d") -> pd.DatetimeIn
         open_ = ((dow >= 0) & (dow <= 3)) | ((dow == 6) & (minutes >= 17 * 60)) | ((dow == 4) & (minutes < 17 * 60))
         return grid[open_]
 
-    d0, d1 = _naive_day(lo), _naive_day(hi)
+    d0, d1 = naive_day(lo), naive_day(hi)
     cal = _exchange_calendar(name, d0.year - 1 if d0.year > 1990 else d0.year, d1.year + 1)
     if d0 < cal.first_session or d1 > cal.last_session:
         raise ConfigError(f"calendar={name!r} covers {cal.first_session.date()}..{cal.last_session.date()}, "

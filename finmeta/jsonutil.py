@@ -33,12 +33,8 @@ def to_jsonable(x: Any) -> Any:
     if isinstance(x, (list, tuple, set, frozenset)):
         items = sorted(x, key=str) if isinstance(x, (set, frozenset)) else x
         return [to_jsonable(v) for v in items]
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
+    if isinstance(x, (np.bool_, np.integer, np.floating)):
+        return json_default(x)  # the one NumPy-scalar mapping
     if isinstance(x, np.ndarray):
         return to_jsonable(x.tolist())
     if x is None or isinstance(x, (str, int, float, bool)):
