@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from finmeta.errors import DataValidationError
+from finmeta.timeparse import utc_wall
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def to_arrays(
         return _f32(panel(col)[:, 0])
 
     return MarketArrays(
-        times=times.tz_localize(None).to_numpy() if times.tz is not None else times.to_numpy(),
+        times=utc_wall(times).to_numpy(),
         tickers=tickers,
         close=_f32(panel("close")),
         open=_f32(panel("open")),

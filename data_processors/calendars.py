@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from finmeta.errors import ConfigError
-from finmeta.timeparse import as_utc, naive_day
+from finmeta.timeparse import as_utc, naive_day, utc_wall
 
 #: Special calendars handled here (not by exchange-calendars).
 SPECIAL_CALENDARS: tuple[str, ...] = ("24/7", "FX")
@@ -128,7 +128,7 @@ def calendar_times(calendar: str, start, end, freq: str = "1d") -> pd.DatetimeIn
                           f"not {d0.date()}..{d1.date()}")
     if not intraday:
         s = cal.sessions_in_range(d0, d1)
-        return pd.DatetimeIndex(s.tz_localize(None) if s.tz is not None else s, name="time")
+        return pd.DatetimeIndex(utc_wall(s), name="time")
     sessions = cal.sessions_in_range(d0, d1)
     if len(sessions) == 0:
         return pd.DatetimeIndex([], tz="UTC", name="time")

@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from finmeta.errors import ConfigError, DataValidationError
+from finmeta.timeparse import utc_wall
 
 from .calendars import calendar_times, freq_to_timedelta
 from .schema import KEY_COLUMNS, PRICE_COLUMNS, REQUIRED_COLUMNS
@@ -86,10 +87,7 @@ def _more(n: int) -> str:
 
 def _time_i8(times: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     """Nanoseconds since the epoch (UTC instant for tz-aware, wall time for naive)."""
-    idx = pd.DatetimeIndex(times)
-    if idx.tz is not None:
-        idx = idx.tz_convert("UTC").tz_localize(None)
-    return idx.as_unit("ns").asi8
+    return utc_wall(pd.DatetimeIndex(times)).as_unit("ns").asi8
 
 
 def freq_label(step_ns: int) -> str:
@@ -497,7 +495,7 @@ def clean(
     d = df
     if ("time" in d.columns and "tic" in d.columns and pd.api.types.is_datetime64_any_dtype(d["time"])
             and getattr(d["time"].dt, "tz", None) is not None):
-        wall = d["time"].dt.tz_convert("UTC").dt.tz_localize(None)
+        wall = utc_wall(d["time"])
         if (wall == wall.dt.normalize()).all() and freq_to_timedelta(infer_freq(d)) >= pd.Timedelta(days=1):
             d = d.assign(time=wall)  # daily bars stamped at UTC midnight -> tz-naive dates (schema)
     if all(c in d.columns for c in KEY_COLUMNS):

@@ -39,6 +39,17 @@ def as_utc(ts) -> pd.Timestamp:
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
+def utc_wall(times):
+    """Times as tz-naive UTC wall times: a tz-aware ``Series`` / ``DatetimeIndex`` is converted to UTC
+    and its zone dropped; a naive one is returned as it is (naive times are UTC, or dates). The one
+    series-level coercion of the data layer (:func:`as_utc` / :func:`naive_day` are its scalar
+    siblings). A ``Series`` keeps its index; anything else comes back as a ``DatetimeIndex``."""
+    if isinstance(times, pd.Series):
+        return times.dt.tz_convert("UTC").dt.tz_localize(None) if times.dt.tz is not None else times
+    idx = pd.DatetimeIndex(times)
+    return idx.tz_convert("UTC").tz_localize(None) if idx.tz is not None else idx
+
+
 def naive_day(ts) -> pd.Timestamp:
     """``ts`` as a tz-naive day (a tz-aware time is first converted to UTC wall time; daily bars are naive dates)."""
     t = pd.Timestamp(ts)

@@ -888,3 +888,20 @@ def test_an_unknown_format_is_a_config_mistake_not_a_failed_download():
         get_source("nonsense")
     assert isinstance(ei.value, DataSourceError)  # callers catching DataSourceError still catch it
     assert "download" not in str(ei.value) and "'nonsense': unknown source (or file format)" in str(ei.value)
+
+
+def test_utc_wall_is_the_one_series_level_coercion():
+    """Aware times become naive UTC wall times (the instant kept, not the local clock); naive times
+    pass unchanged; a Series keeps its index, anything else comes back as a DatetimeIndex."""
+    from finmeta.timeparse import utc_wall
+
+    ny = pd.Series(pd.to_datetime(["2020-03-06 09:30", "2020-03-09 09:30"]).tz_localize("America/New_York"),
+                   index=[7, 9])
+    out = utc_wall(ny)
+    assert list(out.index) == [7, 9] and out.dt.tz is None
+    # EST (UTC-5) before the DST switch of 2020-03-08, EDT (UTC-4) after it
+    assert list(out) == [pd.Timestamp("2020-03-06 14:30"), pd.Timestamp("2020-03-09 13:30")]
+    naive = pd.Series(pd.to_datetime(["2020-01-02", "2020-01-03"]))
+    assert utc_wall(naive) is naive
+    idx = utc_wall(np.array(ny.dt.tz_convert("UTC").to_list()))
+    assert isinstance(idx, pd.DatetimeIndex) and idx.tz is None and list(idx) == list(out)

@@ -41,6 +41,7 @@ import pandas as pd
 
 from finmeta.errors import ConfigError, DataValidationError
 from finmeta.paths import finmeta_home
+from finmeta.timeparse import utc_wall
 
 LEXICON_MEMBER = "vader_lexicon/vader_lexicon.txt"
 _WS = re.compile(r"\s+")
@@ -187,7 +188,7 @@ def _sessions(calendar: str, start_year: int, end_year: int) -> tuple[pd.Datetim
             cal = xcals.get_calendar(calendar, start=f"{start_year}-01-01", end=f"{end_year}-12-31")
     except xcals.errors.InvalidCalendarName:
         raise ConfigError(f"sentiment: unknown calendar {calendar!r} (use an exchange-calendars code)") from None
-    sessions = pd.DatetimeIndex(cal.sessions).tz_localize(None) if cal.sessions.tz is not None else cal.sessions
+    sessions = utc_wall(cal.sessions)
     closes = pd.DatetimeIndex(cal.closes.to_numpy())
     closes = closes.tz_localize("UTC") if closes.tz is None else closes.tz_convert("UTC")
     return pd.DatetimeIndex(sessions), closes

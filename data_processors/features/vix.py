@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from finmeta.errors import DataValidationError
+from finmeta.timeparse import utc_wall
 
 VIX_TICKER = "^VIX"
 
@@ -59,8 +60,7 @@ def vix_series(vix: pd.DataFrame | pd.Series, *, where: str = "vix") -> pd.Serie
         idx = pd.DatetimeIndex(pd.to_datetime(d[tcol].to_numpy()))
     else:
         raise DataValidationError(f"{where}: expected a DataFrame or Series, got {type(vix).__name__}")
-    if idx.tz is not None:
-        idx = idx.tz_convert(None)
+    idx = utc_wall(idx)
     s = pd.Series(s.to_numpy(), index=idx.normalize(), name="vix")
     s = s[np.isfinite(s.to_numpy())]
     if s.empty:
@@ -99,9 +99,7 @@ def align_vix(vix: pd.Series, times: pd.DatetimeIndex | np.ndarray) -> np.ndarra
     Returns:
         (T,) float64; NaN before the first VIX date.
     """
-    t = pd.DatetimeIndex(times)
-    if t.tz is not None:
-        t = t.tz_convert(None)
+    t = utc_wall(pd.DatetimeIndex(times))
     pos = vix.index.searchsorted(t.normalize(), side="right") - 1
     vals = vix.to_numpy()
     out = np.where(pos >= 0, vals[np.clip(pos, 0, None)], np.nan)

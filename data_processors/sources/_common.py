@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from finmeta.errors import DataValidationError
+from finmeta.timeparse import utc_wall
 
 from ..schema import CANONICAL_COLUMNS, OPTIONAL_COLUMNS, PRICE_COLUMNS, REQUIRED_COLUMNS
 
@@ -160,7 +161,7 @@ def _rows(t: pd.Series, tics: pd.Series, mask: np.ndarray, limit: int = 5) -> st
 def check_time_range(times: pd.Series, tics: pd.Series, what: str) -> None:
     """Refuse times a nanosecond clock cannot hold (1677 .. 2262), naming the rows."""
     t = pd.Series(times)
-    wall = t.dt.tz_convert("UTC").dt.tz_localize(None) if t.dt.tz is not None else t
+    wall = utc_wall(t)
     bad = ((wall < _NS_MIN) | (wall > _NS_MAX)).to_numpy()
     if bad.any():
         raise DataValidationError(f"{what}: {int(bad.sum())} bar(s) dated outside {_NS_MIN.date()} .. {_NS_MAX.date()}: "
@@ -187,8 +188,7 @@ def check_not_future(times: pd.Series, tics: pd.Series, what: str, *, daily: boo
 def is_daily(times: pd.Series, tics: pd.Series | None = None) -> bool:
     """True when every time is a midnight and bars of one ticker are at least a day apart."""
     t = pd.Series(times)
-    if t.dt.tz is not None:
-        t = t.dt.tz_convert("UTC").dt.tz_localize(None)
+    t = utc_wall(t)
     if not (t == t.dt.normalize()).all():
         return False
     if len(t) < 2:

@@ -52,6 +52,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from finmeta.errors import ConfigError, DataSourceError, DataValidationError
+from finmeta.timeparse import utc_wall
 
 from ..schema import REQUIRED_COLUMNS
 from .base import DataSource
@@ -355,7 +356,7 @@ def _xnys_sessions(start: str, end: str) -> pd.DatetimeIndex:
     first = min(s, pd.Timestamp("1990-01-01")).strftime("%Y-%m-%d")
     last = max(e, pd.Timestamp("2030-12-31")).strftime("%Y-%m-%d")
     sessions = _xnys_calendar(first, last).sessions_in_range(s, e)
-    return pd.DatetimeIndex(sessions.tz_localize(None) if sessions.tz is not None else sessions).as_unit("ns")
+    return utc_wall(sessions).as_unit("ns")
 
 
 def xnys_sessions(start: str, end: str) -> pd.DatetimeIndex:
