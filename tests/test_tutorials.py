@@ -12,7 +12,6 @@ The committed notebooks must carry no outputs (``test_committed_without_outputs`
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
