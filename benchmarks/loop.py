@@ -364,7 +364,7 @@ def _load_window(path: Path, identity: dict | None = None) -> tuple[dict, dict]:
     try:
         with np.load(path) as z:
             entries = {k: z[k] for k in z.files}
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, ValueError, OSError...
         raise CheckpointRejected(f"unreadable ({type(exc).__name__}: {exc})") from None
     missing = [k for k in _CKPT_ARRAYS + ("identity", "checksum") if k not in entries]
     if missing:

@@ -1023,7 +1023,7 @@ def add_statistics(table: pd.DataFrame, paths: Mapping[str, Sequence[pd.Series]]
     base = table.drop(columns=[c for c in STAT_COLUMNS if c in table.columns])
     try:
         rows, run_stats = run_statistics(paths, base, periods_per_year, manifest=manifest)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - third-party numerics: keep the report
         warnings.warn(f"statistics not computed: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
         return base, {"note": f"statistics not computed: {type(exc).__name__}: {exc}"}
     merged = base.merge(rows, on="agent", how="left", sort=False)

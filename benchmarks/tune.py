@@ -44,8 +44,7 @@ from data_processors.arrays import MarketArrays
 from finmeta.errors import ConfigError, FinMetaError
 
 from .loop import RL_AGENTS, WalkForward
-# tuned_path / load_tuned / apply_tuned: the spec owns reading tuned parameters; re-exported (__all__)
-from .spec import (
+from .spec import (  # tuned_path / load_tuned / apply_tuned: the spec owns them; re-exported (__all__)
     RunSpec,
     TuneSection,
     WindowsSection,
@@ -148,7 +147,7 @@ def load_frame_files(data: dict) -> tuple[pd.DataFrame, str]:
     return load_frame(data)
 
 
-def build_pretrade_arrays(config: dict) -> tuple[MarketArrays, dict]:
+def build_pretrade_arrays(config: RunSpec | dict) -> tuple[MarketArrays, dict]:
     """The config's arrays built from the bars **before** ``windows.trade_start`` only.
 
     :func:`benchmarks.dataset.build_arrays` with the raw frames (prices and VIX) cut at
@@ -156,10 +155,8 @@ def build_pretrade_arrays(config: dict) -> tuple[MarketArrays, dict]:
     """
     from .dataset import build_arrays
 
-    trade_start = (config.get("windows") or {}).get("trade_start")
-    if trade_start is None:
-        raise ConfigError("config.windows.trade_start is needed to tune (tuning only reads bars before it)")
-    arrays, prov = build_arrays(config, before=trade_start)
+    spec = as_spec(config)
+    arrays, prov = build_arrays(spec.raw, before=spec.windows.trade_start)
     return arrays, {k: prov[k] for k in ("dataset_hash", "rows", "tickers")}
 
 
@@ -301,21 +298,21 @@ def tune_agent(
     if backend not in ("optuna", "ray"):
         raise ConfigError(f"--backend must be 'optuna' or 'ray', not {backend!r}")
     spec = as_spec(config)
-    tune = spec.tune or TuneSection()
-    n_trials = int(trials or tune.trials)
+    tuning = spec.tune or TuneSection()  # the config's tune section
+    n_trials = int(trials or tuning.trials)
     if n_trials < 1:
         raise ConfigError("--trials must be >= 1")
-    steps = int(timesteps or tune.timesteps or spec.agent_options(name).loop.total_timesteps or 10_000)
-    space = dict(search_space or (tune.search_space or {}).get(name) or DEFAULT_SEARCH_SPACES[name])
+    steps = int(timesteps or tuning.timesteps or spec.agent_options(name).loop.total_timesteps or 10_000)
+    space = dict(search_space or (tuning.search_space or {}).get(name) or DEFAULT_SEARCH_SPACES[name])
     dists = _distributions(space)
     t0 = time.perf_counter()
 
     cfg = copy.deepcopy(spec.raw)
-    if tune.validation is not None:  # a run without validation windows can still be tuned
-        cfg["windows"] = {**cfg["windows"], "validation": int(tune.validation)}
-        spec = validate_config(cfg, spec.path or spec.name)
+    if tuning.validation is not None:  # a run without validation windows can still be tuned
+        cfg["windows"] = {**cfg["windows"], "validation": int(tuning.validation)}
+        spec = validate_config({**cfg, "_path": spec.path} if spec.path else cfg, spec.path or spec.name)
     if arrays is None:
-        arrays, prov = build_pretrade_arrays(cfg)
+        arrays, prov = build_pretrade_arrays(spec)
     else:
         ts = pd.Timestamp(spec.windows.trade_start)
         if ts.tz is not None:
@@ -356,7 +353,7 @@ def tune_agent(
 
         rcfg = spec.ray or RaySection()
         addr = ray_address(spec, address)
-        batch = int(parallel or tune.parallel or rcfg.num_cpus or 2)
+        batch = int(parallel or tuning.parallel or rcfg.num_cpus or 2)
         with ray_session(addr, num_cpus=batch, runtime_env=rcfg.runtime_env,
                          node_ip_address=rcfg.node_ip_address) as ray:
             task = ray.remote(num_cpus=1, max_retries=0)(_evaluate_task)
