@@ -641,6 +641,26 @@ def stop_spans(stop: pd.Series) -> list[tuple[Any, Any]]:
     return [(idx[i], idx[min(j, len(idx) - 1)]) for i, j in zip(starts, ends)]
 
 
+def stop_span_cells(windows: pd.DataFrame, stop: pd.Series) -> list[str | None]:
+    """Per window (row of ``windows.csv``): its runs of turbulence-stop days as ``first/last`` dates,
+    space-separated (what ``finmeta report`` shades when it rebuilds the plots); None without any."""
+    days = stop.index.normalize()
+    intraday = bool((stop.index != days).any())  # hourly bars: spans keep their times
+
+    def stamp(t: pd.Timestamp) -> str:
+        return t.isoformat() if intraday else str(t.date())
+
+    out: list[str | None] = []
+    for _, w in windows.iterrows():
+        inside = stop[(days >= pd.Timestamp(w["trade_start"])) & (days <= pd.Timestamp(w["trade_end"]))]
+        flags = inside.to_numpy(dtype=bool)
+        edges = np.diff(np.r_[0, flags.astype(np.int8), 0])
+        runs = zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1)
+        cell = " ".join(f"{stamp(inside.index[i])}/{stamp(inside.index[j])}" for i, j in runs)
+        out.append(cell or None)
+    return out
+
+
 def curves_figure(account_values: Mapping[str, pd.Series], *, drawdown: bool = False, title: str | None = None,
                   caption: str | None = None, stop: pd.Series | None = None):
     """The matplotlib Figure of :func:`plot_equity` (``drawdown=False``) or :func:`plot_drawdown`.

@@ -33,17 +33,15 @@ This module only orchestrates: the config is validated into a :class:`benchmarks
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from finmeta.errors import ConfigError, FinMetaError
+from finmeta.errors import ConfigError
 
 from . import rundir
 from .loop import ChainResult, WalkForward, has_artefacts
@@ -60,22 +58,17 @@ from .dataset import (  # noqa: E402,F401
     index_values,
     load_frame,
 )
-from .spec import CONFIG_DIR, RunSpec, load_config, resolve_config_path, validate_config  # noqa: E402,F401
+from .spec import CONFIG_DIR, load_config, resolve_config_path  # noqa: E402,F401
+
+# with their owners (windows.csv's stop cells: report; the manifest's history: rundir); re-exported
+from .report import stop_span_cells
+from .rundir import invocations  # noqa: F401
+from .spec import RunSpec, validate_config
 
 
 # --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
-def _machine() -> dict:
-    """CPU count and memory of this machine, for the manifest (timings depend on them)."""
-    info: dict[str, Any] = {"cpus": os.cpu_count()}
-    try:
-        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        pass
-    return info
-
-
 def run_benchmark(
     config: dict | RunSpec,
     *,
@@ -231,7 +224,7 @@ def _run(config: dict, spec: RunSpec, agents, seeds, run_dir: Path, executor, pr
         executor=executor,
         fill=spec.env_config.fill,
         dataset=prov,
-        machine=_machine(),
+        machine=rundir.machine_info(),
         command=command,
         windows={f"{c.agent}_seed{c.seed}": c.windows for c in chains},
         action_diagnostics={k: {f: (None if np.isnan(v) else v) for f, v in d.items()} for k, d in diag.items()},
@@ -240,46 +233,13 @@ def _run(config: dict, spec: RunSpec, agents, seeds, run_dir: Path, executor, pr
         from data_processors.store import file_sha256
 
         manifest["models"] = {k: {"path": str(v), "sha256": file_sha256(v)} for k, v in models.items()}
-    manifest["invocations"] = invocations(run_dir, manifest)
+    manifest["invocations"] = rundir.invocations(run_dir, manifest)
     actions = {f"{c.agent}_seed{c.seed}": pd.DataFrame(c.actions, index=pd.DatetimeIndex(c.times),
                                                        columns=list(arrays.tickers)[: c.actions.shape[1]])
                for c in chains}
     written = write_report(run_dir, values, table, manifest, per_seed=per_seed, actions=actions,
                            periods_per_year=ppy, tearsheets=tearsheets, windows=windows_table, stop=stop)
     return written.get("table", table), run_dir  # with the statistics columns
-
-
-def stop_span_cells(windows: pd.DataFrame, stop: pd.Series) -> list[str | None]:
-    """Per window (row of ``windows.csv``): its runs of turbulence-stop days as ``first/last`` dates,
-    space-separated (what ``finmeta report`` shades when it rebuilds the plots); None without any."""
-    days = stop.index.normalize()
-    intraday = bool((stop.index != days).any())  # hourly bars: spans keep their times
-
-    def stamp(t: pd.Timestamp) -> str:
-        return t.isoformat() if intraday else str(t.date())
-
-    out: list[str | None] = []
-    for _, w in windows.iterrows():
-        inside = stop[(days >= pd.Timestamp(w["trade_start"])) & (days <= pd.Timestamp(w["trade_end"]))]
-        flags = inside.to_numpy(dtype=bool)
-        edges = np.diff(np.r_[0, flags.astype(np.int8), 0])
-        runs = zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1)
-        cell = " ".join(f"{stamp(inside.index[i])}/{stamp(inside.index[j])}" for i, j in runs)
-        out.append(cell or None)
-    return out
-
-
-def invocations(run_dir: Path, manifest: dict) -> list[dict]:
-    """Every ``finmeta bench`` that wrote this run directory, oldest first: ``{created_utc, command,
-    wall_time_s, git_commit, agents, seeds}``. A resumed run's ``wall_time_s`` is only its own
-    (seconds, not the first run's minutes): the earlier ones stay here."""
-    try:
-        previous = rundir.read_manifest(run_dir) or {}
-    except FinMetaError:
-        previous = {}
-    keys = ("created_utc", "command", "wall_time_s", "git_commit", "agents", "seeds")
-    history = list(previous.get("invocations") or ([{k: previous.get(k) for k in keys}] if previous else []))
-    return history + [{k: manifest.get(k) for k in keys}]
 
 
 def chain_diagnostics(wf: WalkForward, ch: ChainResult) -> dict[str, float]:

@@ -19,13 +19,14 @@ window_<www>.zip|.json|.lock``     identity file and its training lock
 ``table.csv|.md|.tex``,            the result tables, statistics          ``report``
 ``table_seeds.csv``, ``stats.json``
 ``*.png``, ``tearsheets/``         plots and tear sheets                  ``report``
-``manifest.json``                  config, hashes, seeds, versions,       ``run`` (built here:
-                                   invocations                            :func:`build_manifest`)
+``manifest.json``                  config, hashes, seeds, versions,       ``report`` (with
+                                   invocations                            :func:`write_manifest`)
 =================================  =====================================  ========================
 
-The manifest (what a run was: config, dataset hash, seeds, versions, git commit, invocations) is
-built, written and read here (:func:`build_manifest`, :func:`write_manifest`, :func:`read_manifest`);
-``benchmarks.report`` re-exports them for existing imports.
+The manifest (what a run was: config, dataset hash, seeds, versions, git commit, machine,
+invocations) is built, written and read here (:func:`build_manifest`, :func:`write_manifest`,
+:func:`read_manifest`, :func:`invocations`, :func:`machine_info`); ``benchmarks.report`` re-exports
+the first three for existing imports.
 """
 
 from __future__ import annotations
@@ -192,3 +193,30 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{path}: invalid JSON: {exc}") from exc
+
+
+def invocations(run_dir: Path, manifest: dict) -> list[dict]:
+    """Every ``finmeta bench`` that wrote this run directory, oldest first: ``{created_utc, command,
+    wall_time_s, git_commit, agents, seeds}``. A resumed run's ``wall_time_s`` is only its own
+    (seconds, not the first run's minutes): the earlier ones stay here."""
+    from finmeta.errors import FinMetaError
+
+    try:
+        previous = read_manifest(run_dir) or {}
+    except FinMetaError:
+        previous = {}
+    keys = ("created_utc", "command", "wall_time_s", "git_commit", "agents", "seeds")
+    history = list(previous.get("invocations") or ([{k: previous.get(k) for k in keys}] if previous else []))
+    return history + [{k: manifest.get(k) for k in keys}]
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count and memory of this machine, for the manifest (timings depend on them)."""
+    import os
+
+    info: dict[str, Any] = {"cpus": os.cpu_count()}
+    try:
+        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        pass
+    return info
