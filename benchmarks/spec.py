@@ -301,7 +301,8 @@ class RunSpec(_Section):
                                                 "too (default false)")
     cache_models: bool = Field(True, description="save each trained model and reuse it (ensemble, resume)")
     tensorboard: bool = Field(False, description="write SB3 TensorBoard logs in the run directory")
-    use_tuned: bool = Field(False, description="apply the parameters `finmeta tune` saved (``--tuned``)")
+    use_tuned: Union[bool, dict[str, str]] = Field(False, description="apply the parameters `finmeta tune` saved "
+                                                   "(``--tuned``), or ``{agent: file}`` (relative to the config)")
     tune: Optional[TuneSection] = Field(None, description="`finmeta tune` defaults")
     ray: Optional[RaySection] = Field(None, description="the Ray executor")
     published: Optional[dict[str, Any]] = Field(None, description="published figures set beside ours by "

@@ -184,3 +184,7 @@ def test_the_spec_owns_tuned_parameters_and_a_tuned_config_validates(tmp_path):
     spec = validate_config(tuned, "q")
     assert "tuned" not in spec.raw and spec.agent_options("ppo").kwargs == {"n_steps": 64}
     assert spec_mod.tuned_path(spec, "ppo") == spec_mod.tuned_path(cfg, "ppo") == tmp_path / "q.best_ppo.yaml"
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"agent": "ppo", "params": {"n_steps": 128}}))
+    named = {**cfg, "use_tuned": {"ppo": "mine.yaml"}}  # the documented {agent: file} form
+    assert validate_config(named, "q").use_tuned == {"ppo": "mine.yaml"}
+    assert spec_mod.apply_tuned(named)["agents"]["ppo"]["n_steps"] == 128
