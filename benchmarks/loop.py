@@ -709,7 +709,7 @@ class WalkForward:
         agents, dataset hash). Checkpoints and saved models are only reused under the same one."""
         # the RunSpec fields that decide results (spec.RESULT_FIELDS) of the config as written: the
         # same bytes as before the loop took a spec, so existing run directories keep their hash
-        body = fingerprint_body(self.spec.raw)
+        body = self.spec.fingerprint_body()  # = spec.fingerprint_body(spec.raw)
         body["dataset_hash"] = self.arrays.meta.get("dataset_hash")
         if self.models:  # a backtest's checkpoints hold its model's trades: bound to that file's content
             from data_processors.store import file_sha256

@@ -326,11 +326,6 @@ class RunSpec(_Section):
         return self._path
 
     @property
-    def family(self) -> str:
-        """The env family (``env.family``, default ``stock_trading``)."""
-        return str(self.env.get("family", "stock_trading"))
-
-    @property
     def env_options(self) -> dict[str, Any]:
         """The env section without the turbulence rule's keys: ``family`` plus the
         ``meta.config.EnvConfig`` options as written (what :func:`benchmarks.loop.build_env` takes)."""
