@@ -64,8 +64,8 @@ def run_caption(run_dir: Path) -> str | None:
     ``manifest.json`` and ``windows.csv``); ``None`` where the run directory lacks them."""
     import pandas as pd
 
-    from .report import read_manifest
     from .report import run_caption as caption_of
+    from .rundir import read_manifest
 
     windows = Path(run_dir) / "windows.csv"
     return caption_of(read_manifest(run_dir), pd.read_csv(windows) if windows.is_file() else None)
@@ -86,9 +86,10 @@ def bench(
 
     Example: finmeta bench quickstart --seeds 0,1 --out runs/qs
     """
-    from .run import load_config, run_benchmark
+    from .run import run_benchmark
+    from .spec import load_config
 
-    cfg = load_config(config)
+    cfg = load_config(config)  # the dict as written: --tuned / --address are set in it, run_benchmark validates
     if tuned:
         cfg["use_tuned"] = True
     if address:
@@ -116,18 +117,20 @@ def train(
     """
     from agents import make_agent
 
-    from .loop import build_env, split_agent_config, stage_env_config
-    from .run import build_arrays, load_config
+    from .dataset import build_arrays
+    from .loop import build_env, stage_options
+    from .spec import load_spec
     from .windows import make_windows
 
-    cfg = load_config(config)
-    arrays, _ = build_arrays(cfg)
-    w = make_windows(arrays.times, **cfg["windows"])[0]
+    spec = load_spec(config)
+    arrays, _ = build_arrays(spec.raw)
+    w = make_windows(arrays.times, **spec.windows.model_dump())[0]
     # loop options (total_timesteps, warm_start, ...) are not the agent's: one training run here
-    acfg, opts = split_agent_config((cfg.get("agents") or {}).get(agent) or {})
-    steps = int(timesteps or opts["total_timesteps"])
-    env = build_env(arrays.slice(*w.train), stage_env_config(cfg.get("env") or {}, arrays, w.train))
-    ag = make_agent(agent, **acfg)
+    options = spec.agent_options(agent)
+    steps = int(timesteps or options.loop.total_timesteps)
+    env = build_env(arrays.slice(*w.train), stage_options(spec.env_options, spec.turbulence,
+                                                          spec.env_config.normalize_obs, arrays, w.train))
+    ag = make_agent(agent, **options.kwargs)
     ag.learn(env, total_timesteps=steps, seed=seed)
     ag.save(out)
     typer.echo(json.dumps({"agent": agent, "seed": seed, "timesteps": steps, "saved": str(out),
@@ -151,11 +154,12 @@ def backtest(
 
     Example: finmeta backtest quickstart --agent ppo --model ppo.zip --out runs/bt
     """
-    from .run import load_config, run_benchmark
+    from .run import run_benchmark
+    from .spec import load_spec
 
-    cfg = load_config(config)
+    spec = load_spec(config)
     check_backtest_agent(agent, model)
-    table, run_dir = run_benchmark(cfg, agents=[agent], seeds=[0], out=out, tearsheets=tearsheets,
+    table, run_dir = run_benchmark(spec, agents=[agent], seeds=[0], out=out, tearsheets=tearsheets,
                                    command=_command_line(), models={agent: model} if model else None)
     if as_json:
         typer.echo(table.to_json(orient="records", double_precision=15))

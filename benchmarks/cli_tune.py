@@ -29,18 +29,18 @@ def tune(
 
     Example: finmeta tune quickstart --agent ppo --trials 20 --backend optuna --seed 0
     """
-    from .spec import load_config
-    from .tune import tune_agent, tuned_path, write_tuned
+    from .spec import load_spec, tuned_path
+    from .tune import tune_agent, write_tuned
 
-    cfg = load_config(config)
-    path = out or tuned_path(cfg, agent)
+    spec = load_spec(config)
+    path = out or tuned_path(spec, agent)
 
     def show(rec: dict) -> None:
         if not as_json:
             v = "failed: " + str(rec["error"]) if rec["value"] is None else f"{rec['value']:.4f}"
             typer.echo(f"trial {rec['number']}: validation Sharpe {v}  {json.dumps(rec['params'])}", err=True)
 
-    result = tune_agent(cfg, agent, trials=trials, backend=backend, seed=seed, timesteps=timesteps,
+    result = tune_agent(spec, agent, trials=trials, backend=backend, seed=seed, timesteps=timesteps,
                         parallel=parallel, address=address, on_trial=show)
     write_tuned(result, path)
     if as_json:

@@ -265,3 +265,22 @@ def index_values(icfg: dict, arrays: MarketArrays, times: np.ndarray, initial: f
             raise ConfigError(f"index {icfg.get('name', icfg.get('tic', ''))}: no level on or before "
                               f"{t[np.isnan(level)][0]}")
     return pd.Series(initial * level / level[0], index=t, name="index")
+
+
+def index_row_values(config: dict, arrays: MarketArrays, times: np.ndarray, initial: float, *,
+                     gated_stop: np.ndarray | None = None,
+                     gated_costs: tuple[float, float] = (0.0, 0.0)) -> dict[str, pd.Series]:
+    """The account values of the config's index rows over ``times`` (label -> series, in the rows'
+    order, :func:`index_rows`), each starting at ``initial``.
+
+    With ``gated_stop`` (``(L,)`` bool over ``times``: the turbulence stop is active) the first index
+    is also traded under the stop, as row ``index_gated`` right after it (:func:`gated_index_values`
+    with ``gated_costs`` = (buy, sell)).
+    """
+    out: dict[str, pd.Series] = {}
+    for k, (label, icfg) in enumerate(index_rows(config)):
+        idx = index_values(icfg, arrays, times, initial)
+        out[label] = idx
+        if k == 0 and gated_stop is not None:
+            out["index_gated"] = gated_index_values(idx, gated_stop, *gated_costs)
+    return out

@@ -5,11 +5,12 @@ One Ray task = one chain = one ``(agent, seed)`` walked over every window by
 results are identical for the same seeds (tested). The dataset is put in the object store once
 (``ray.put``) and every task reads it from there (zero-copy on the node).
 
-Cluster: ``address`` argument, else ``config["ray"]["address"]``, else the ``RAY_ADDRESS``
+Cluster: ``address`` argument, else the spec's ``ray.address``, else the ``RAY_ADDRESS``
 environment variable, connects to an existing cluster (``"auto"`` = the one started on this
 machine with ``ray start``). Without any, a private local Ray is started with ``num_cpus`` limited
-(``config["ray"]["num_cpus"]``, default ``min(jobs, cpu count)``), no dashboard and no worker log
-forwarding, and shut down afterwards.
+(``ray.num_cpus``, default ``min(jobs, cpu count)``), no dashboard and no worker log
+forwarding, and shut down afterwards. The ``ray`` section is read typed
+(:class:`benchmarks.spec.RaySection`, :func:`ray_options`).
 
 Determinism: every task runs with one torch thread (``torch.set_num_threads(1)`` and
 ``OMP_NUM_THREADS=1``), the thread count the SB3 agents also fix while learning; each window's
@@ -29,21 +30,25 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from pydantic import ValidationError
 
 from data_processors.arrays import MarketArrays
 from finmeta.errors import ConfigError, FinMetaError
 
 from .loop import ChainResult
+from .spec import RaySection, RunSpec
 
 __all__ = ["DistributedError", "TaskInfo", "ray_address", "run_chains_ray", "run_chains_ray_with_info",
            "ray_session"]
 
 
-#: keys of a config's optional ``ray`` section
-RAY_CONFIG_KEYS = ("address", "num_cpus", "cpus_per_task", "runtime_env", "node_ip_address", "max_retries")
+#: keys of a config's optional ``ray`` section (:class:`benchmarks.spec.RaySection`)
+RAY_CONFIG_KEYS = tuple(RaySection.model_fields)
 
 #: how often Ray reruns a chain whose worker died (chains resume from their checkpoints, so a rerun
 #: redoes at most the window that was running); config ``ray.max_retries``
@@ -76,13 +81,31 @@ def _import_ray():
     return ray
 
 
-def ray_address(config: dict | None = None, address: str | None = None) -> str | None:
-    """The cluster to join: ``address``, else ``config['ray']['address']``, else ``$RAY_ADDRESS``."""
+def ray_options(config: RunSpec | Mapping[str, Any] | None) -> RaySection:
+    """The ``ray`` section of a spec (or of a config dict, checked here alone: one
+    :class:`ConfigError` naming ``config.ray``'s bad key), defaults when absent."""
+    if isinstance(config, RunSpec):
+        return config.ray or RaySection()
+    rcfg = dict((config or {}).get("ray") or {})
+    unknown = set(rcfg) - set(RAY_CONFIG_KEYS)
+    if unknown:
+        raise ConfigError(f"config.ray: unknown keys {sorted(unknown)}; known: {', '.join(RAY_CONFIG_KEYS)}")
+    try:
+        return RaySection.model_validate(rcfg)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"config.ray.{key} must be {err['msg'].lower().removeprefix('input should be ')}, "
+                          f"got {err.get('input')!r}") from None
+
+
+def ray_address(config: RunSpec | Mapping[str, Any] | None = None, address: str | None = None) -> str | None:
+    """The cluster to join: ``address``, else the config's ``ray.address``, else ``$RAY_ADDRESS``."""
     if address:
         return str(address)
-    rcfg = dict((config or {}).get("ray") or {})
-    if rcfg.get("address"):
-        return str(rcfg["address"])
+    rcfg = ray_options(config)
+    if rcfg.address:
+        return str(rcfg.address)
     return os.environ.get("RAY_ADDRESS") or None
 
 
@@ -146,7 +169,7 @@ class ray_session:
             self._started = False
 
 
-def _chain_task(arrays: MarketArrays, config: dict, run_dir: str, agent: str, seed: int,
+def _chain_task(arrays: MarketArrays, config: RunSpec | dict, run_dir: str, agent: str, seed: int,
                 torch_threads: int) -> tuple[ChainResult, dict]:
     """Body of the Ray task: one chain, plus where it ran."""
     t0 = time.perf_counter()
@@ -171,7 +194,7 @@ def _chain_task(arrays: MarketArrays, config: dict, run_dir: str, agent: str, se
 
 def run_chains_ray_with_info(
     arrays: MarketArrays,
-    config: dict,
+    config: RunSpec | dict,
     run_dir: str | Path,
     jobs: Sequence[tuple[str, int]],
     *,
@@ -185,8 +208,8 @@ def run_chains_ray_with_info(
 
     Args:
         arrays: the full dataset (put in the object store once).
-        config: the run config (as for :class:`benchmarks.loop.WalkForward`); its optional
-            ``ray`` section holds ``address``, ``num_cpus`` (local Ray), ``cpus_per_task``
+        config: the run spec or config dict (as for :class:`benchmarks.loop.WalkForward`); its
+            optional ``ray`` section holds ``address``, ``num_cpus`` (local Ray), ``cpus_per_task``
             (default 1), ``runtime_env`` and ``node_ip_address`` (see :class:`ray_session`).
         run_dir: the run directory (checkpoints are written there by the tasks).
         jobs: ``(agent, seed)`` pairs.
@@ -199,21 +222,18 @@ def run_chains_ray_with_info(
     jobs = [(str(a), int(s)) for a, s in jobs]
     if not jobs:
         return [], []
-    rcfg = dict(config.get("ray") or {})
-    unknown = set(rcfg) - set(RAY_CONFIG_KEYS)
-    if unknown:
-        raise ConfigError(f"config.ray: unknown keys {sorted(unknown)}; known: {', '.join(RAY_CONFIG_KEYS)}")
+    rcfg = ray_options(config)
     addr = ray_address(config, address)
-    n_local = int(num_cpus or rcfg.get("num_cpus") or min(len(jobs), os.cpu_count() or 1))
-    cpus_per_task = float(rcfg.get("cpus_per_task", 1))
-    max_retries = rcfg.get("max_retries", MAX_RETRIES_DEFAULT)
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigError(f"config.ray.max_retries must be an integer >= 0, got {max_retries!r}")
+    n_local = int(num_cpus or rcfg.num_cpus or min(len(jobs), os.cpu_count() or 1))
+    cpus_per_task = float(rcfg.cpus_per_task or 1)
+    max_retries = rcfg.max_retries
     run_dir = str(Path(run_dir).resolve())
-    cfg = {k: v for k, v in config.items() if k != "ray"}
+    # the tasks get the config as written without its ray section (each validates it into its spec)
+    raw = config.raw if isinstance(config, RunSpec) else config
+    cfg = {k: v for k, v in raw.items() if k != "ray"}
 
-    with ray_session(addr, num_cpus=n_local, runtime_env=rcfg.get("runtime_env"),
-                     node_ip_address=rcfg.get("node_ip_address")) as ray:
+    with ray_session(addr, num_cpus=n_local, runtime_env=rcfg.runtime_env,
+                     node_ip_address=rcfg.node_ip_address) as ray:
         # max_retries: Ray reruns a task whose worker died (not one that raised: retry_exceptions off)
         task = ray.remote(num_cpus=cpus_per_task, max_retries=max_retries)(_task or _chain_task)
         arrays_ref = ray.put(arrays)
@@ -259,7 +279,7 @@ def run_chains_ray_with_info(
 
 def run_chains_ray(
     arrays: MarketArrays,
-    config: dict,
+    config: RunSpec | dict,
     run_dir: str | Path,
     jobs: Sequence[tuple[str, int]],
     *,

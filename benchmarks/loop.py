@@ -28,25 +28,36 @@ import logging
 import os
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from data_processors.arrays import MarketArrays
-from data_processors.calendars import bars_per_year
 from finmeta.errors import ConfigError, FinMetaError
 from finmeta.fs import file_lock, write_atomic
 
 from . import rundir
+from .spec import (  # noqa: F401 - the loop's keys are declared by the spec; re-exported for existing imports
+    ENSEMBLE_MEMBERS_DEFAULT,
+    LOOP_KEYS,
+    RL_AGENTS,
+    TURBULENCE_RULE_KEYS,
+    TURBULENCE_RULES,
+    RunSpec,
+    TurbulenceRule,
+    as_spec,
+    fingerprint_body,
+)
 from .windows import Window, make_windows, window_seed
 
-#: the five algorithm names of the SB3 / ElegantRL / torch backends (the ones ``finmeta tune`` has
-#: search spaces for, and the ones the ``tensorboard`` option logs); whether an agent is trained per
-#: window is its class's ``learned`` (see :func:`learns`)
-RL_AGENTS = ("a2c", "ppo", "ddpg", "td3", "sac")
-ENSEMBLE_MEMBERS_DEFAULT = ("a2c", "ppo", "ddpg")
+if TYPE_CHECKING:
+    from meta.config import EnvConfig
+
+# RL_AGENTS: the five algorithm names of the SB3 / ElegantRL / torch backends; whether an agent is
+# trained per window is its class's ``learned`` (see :func:`learns`)
 
 
 @dataclass
@@ -66,16 +77,13 @@ class ChainResult:
 # --------------------------------------------------------------------------------------------
 # adapters to the env and agent layers
 # --------------------------------------------------------------------------------------------
-#: agent-config keys that steer the training loop, not the agent (never passed to make_agent),
-#: with their defaults; ``retrain_timesteps`` None means ``total_timesteps``
-#: ``deterministic: false`` validates and trades with SAMPLED policy actions (the ICAIF 2020 code
-#: trades sampled A2C/PPO actions), seeded by the stage's window seed so runs stay reproducible.
-LOOP_KEYS: dict[str, Any] = {"total_timesteps": 10_000, "warm_start": False, "retrain_timesteps": None,
-                             "deterministic": True}
+# LOOP_KEYS (spec.py): agent-config keys that steer the training loop, not the agent, with their
+# defaults; the typed split is RunSpec.agent_options (spec.AgentOptions / spec.LoopOptions).
 
 
 def split_agent_config(cfg: dict) -> tuple[dict, dict]:
-    """An agent's config entry as (kwargs for ``make_agent``, loop options with their defaults)."""
+    """An agent's config entry as (kwargs for ``make_agent``, loop options with their defaults); the
+    dict form of :meth:`benchmarks.spec.RunSpec.agent_options`, for callers holding a dict."""
     kwargs = {k: v for k, v in cfg.items() if k not in LOOP_KEYS}
     return kwargs, {k: cfg.get(k, default) for k, default in LOOP_KEYS.items()}
 
@@ -147,18 +155,17 @@ def _progress_callback(report: Callable[[str, int, int], None], label: str, tota
     return _Progress()
 
 
-#: env-config keys that choose the turbulence stop's threshold per window (resolved here, never
-#: passed to the env); see :func:`turbulence_threshold`
-TURBULENCE_RULE_KEYS = ("turbulence_rule", "turbulence_quantile", "turbulence_insample", "turbulence_lookback",
-                        "turbulence_in_training")
-TURBULENCE_RULES = ("quantile", "icaif2020_switch")
+# TURBULENCE_RULE_KEYS / TURBULENCE_RULES (spec.py): the env-section keys that choose the
+# turbulence stop's threshold per window (resolved here, never passed to the env), typed as
+# spec.TurbulenceRule; see turbulence_threshold.
 
 
-def turbulence_threshold(env_cfg: dict, arrays: MarketArrays, train: tuple[int, int],
+def turbulence_threshold(rule: TurbulenceRule | Mapping[str, Any], arrays: MarketArrays, train: tuple[int, int],
                          validation_start: int | None = None) -> tuple[float | None, dict]:
     """A window's turbulence-stop threshold under the config's rule, and how it was chosen.
 
-    Rules (``env.turbulence_rule``):
+    ``rule`` is the spec's :class:`~benchmarks.spec.TurbulenceRule` (or an env section, whose rule
+    is read by :meth:`TurbulenceRule.from_env`). Rules (``env.turbulence_rule``):
 
     * ``quantile`` (default; used when ``turbulence_quantile: q`` is set): the q-quantile of the
       turbulence over the window's *training* range ``train`` only (``q = 0.99`` in our
@@ -170,33 +177,29 @@ def turbulence_threshold(env_cfg: dict, arrays: MarketArrays, train: tuple[int, 
       bars (paper: 63) ending at the window's validation start (inclusive; the trade start when
       there is no validation) exceeds ``Q``, the threshold is ``Q``, else ``M``.
 
+    Without ``turbulence_quantile`` the threshold is the env's fixed ``turbulence_threshold`` (or none).
+
     Returns:
         ``(threshold or None, detail)``; ``detail`` has ``rule`` and, for the switch rule,
         ``insample_q``, ``insample_max``, ``lookback_mean`` and ``choice`` (``"quantile"``/``"max"``).
     """
-    rule = env_cfg.get("turbulence_rule", "quantile")
-    if rule not in TURBULENCE_RULES:
-        raise ConfigError(f"env.turbulence_rule: {rule!r}; choose one of {', '.join(TURBULENCE_RULES)}")
-    q = env_cfg.get("turbulence_quantile")
+    if not isinstance(rule, TurbulenceRule):
+        rule = TurbulenceRule.from_env(rule)
+    q = rule.quantile
     if q is None or arrays.turbulence is None:
-        if rule != "quantile" and arrays.turbulence is None:
+        if rule.rule != "quantile" and arrays.turbulence is None:
             raise ConfigError("env.turbulence_rule: icaif2020_switch needs the turbulence feature "
                               "(features.turbulence: true)")
-        return env_cfg.get("turbulence_threshold"), {"rule": "fixed" if env_cfg.get("turbulence_threshold") is not None
-                                                     else "none"}
-    if not 0.0 < float(q) <= 1.0:
-        raise ConfigError(f"env.turbulence_quantile: {q!r}; must lie in (0, 1]")
+        return rule.threshold, {"rule": "fixed" if rule.threshold is not None else "none"}
     turb = np.asarray(arrays.turbulence, dtype=np.float64)
-    if rule == "quantile":
+    if rule.rule == "quantile":
         lo, hi = train
-        return float(np.quantile(turb[lo:hi], float(q))), {"rule": "quantile"}
-    span = env_cfg.get("turbulence_insample")
-    if not (isinstance(span, (list, tuple)) and len(span) == 2):
+        return float(np.quantile(turb[lo:hi], q)), {"rule": "quantile"}
+    span = rule.insample
+    if span is None or len(span) != 2:
         raise ConfigError("env.turbulence_insample: give [start, end) dates of the in-sample range, e.g. "
                           "['2009-01-01', '2015-10-01'] (the ICAIF 2020 code)")
-    lookback = env_cfg.get("turbulence_lookback", 63)
-    if not isinstance(lookback, int) or isinstance(lookback, bool) or lookback < 1:
-        raise ConfigError(f"env.turbulence_lookback: {lookback!r}; must be a whole number of bars >= 1")
+    lookback = rule.lookback
     import pandas as pd
 
     times = pd.DatetimeIndex(arrays.times)
@@ -209,30 +212,40 @@ def turbulence_threshold(env_cfg: dict, arrays: MarketArrays, train: tuple[int, 
         raise ConfigError(f"env.turbulence_insample ends on {pd.Timestamp(str(span[1])).date()}, after the "
                           f"window's validation start {times[at].date()}: its quantile would use the future")
     ins = turb[i0:i1]
-    insample_q, insample_max = float(np.quantile(ins, float(q))), float(ins.max())
+    insample_q, insample_max = float(np.quantile(ins, q)), float(ins.max())
     mean = float(turb[max(at - lookback + 1, 0): at + 1].mean())
     choice = "quantile" if mean > insample_q else "max"
     return (insample_q if choice == "quantile" else insample_max), {
-        "rule": rule, "insample_q": insample_q, "insample_max": insample_max, "lookback_mean": mean,
+        "rule": rule.rule, "insample_q": insample_q, "insample_max": insample_max, "lookback_mean": mean,
         "choice": choice}
 
 
-def stage_env_config(env_cfg: dict, arrays: MarketArrays, train: tuple[int, int],
+def stage_env_config(env_cfg: Mapping[str, Any], arrays: MarketArrays, train: tuple[int, int],
                      validation_start: int | None = None) -> dict:
-    """The env config of a window's stages: ``env_cfg`` with its turbulence rule resolved.
+    """The env config of a window's stages: the env section ``env_cfg`` with its turbulence rule
+    resolved (see :func:`stage_options`; the loop calls that with its spec's typed views)."""
+    options = {k: v for k, v in env_cfg.items() if k not in TURBULENCE_RULE_KEYS}
+    return stage_options(options, TurbulenceRule.from_env(env_cfg), bool(env_cfg.get("normalize_obs")),
+                         arrays, train, validation_start)
 
-    The rule's keys (:data:`TURBULENCE_RULE_KEYS`) are replaced by ``turbulence_threshold`` (see
-    :func:`turbulence_threshold`). With ``normalize_obs: true`` it sets ``obs_fit_bars`` to the
-    length of the training range ``train``: the stage envs, built on arrays that start at the
-    training range's first bar, then scale the features with the training range's statistics only
-    (frozen; the same in training, validation and trade; see docs/env.md, "Observation scaling").
-    The rest goes to the env unchanged.
+
+def stage_options(options: Mapping[str, Any], rule: TurbulenceRule, normalize_obs: bool, arrays: MarketArrays,
+                  train: tuple[int, int], validation_start: int | None = None) -> dict:
+    """The env options of a window's stages (what :func:`build_env` takes).
+
+    ``options`` are the env section without the rule's keys (:attr:`RunSpec.env_options`); the
+    window's threshold under ``rule`` (see :func:`turbulence_threshold`) replaces
+    ``turbulence_threshold`` when a quantile rule chose it. With ``normalize_obs`` it sets
+    ``obs_fit_bars`` to the length of the training range ``train``: the stage envs, built on arrays
+    that start at the training range's first bar, then scale the features with the training range's
+    statistics only (frozen; the same in training, validation and trade; see docs/env.md,
+    "Observation scaling"). The rest goes to the env unchanged.
     """
-    cfg = {k: v for k, v in env_cfg.items() if k not in TURBULENCE_RULE_KEYS}
-    threshold, detail = turbulence_threshold(env_cfg, arrays, train, validation_start)
+    cfg = dict(options)
+    threshold, detail = turbulence_threshold(rule, arrays, train, validation_start)
     if detail["rule"] not in ("none", "fixed"):
         cfg["turbulence_threshold"] = threshold
-    if cfg.get("normalize_obs"):
+    if normalize_obs:
         cfg["obs_fit_bars"] = int(train[1] - train[0])
     return cfg
 
@@ -259,6 +272,16 @@ def learns(name: str) -> bool:
     if name not in AGENT_REGISTRY:
         return False  # make_agent will raise the clear "unknown agent" error
     return bool(getattr(agent_class(name), "learned", True))
+
+
+def env_bars_per_year(config: EnvConfig, arrays: MarketArrays) -> float:
+    """The bars a year of an env with ``config`` (a ``meta.config.EnvConfig``) on ``arrays``: its
+    ``bars_per_year`` when set, else :func:`meta.market.infer_bars_per_year` of the data's bar spacing
+    on its calendar (``calendar: auto``: the data's, :func:`data_processors.calendars.env_calendar`).
+    The loop's ``periods_per_year`` when the config gives none, so metrics annualise as the env does."""
+    from meta.market import env_bars_per_year as _env_bpy
+
+    return _env_bpy(config, arrays)
 
 
 def _sharpe(values: np.ndarray, periods_per_year: float) -> float:
@@ -410,27 +433,33 @@ def _check_model(path: Path, identity: dict) -> None:
 # the walk
 # --------------------------------------------------------------------------------------------
 class WalkForward:
-    """Walk-forward runner for one dataset and config.
+    """Walk-forward runner for one dataset and run spec.
 
     Args:
         arrays: the full dataset (all windows are slices of it).
-        config: the run config (``env``, ``windows``, ``agents``, ``periods_per_year``; see
-            ``docs/benchmarks.md``).
+        config: the validated :class:`~benchmarks.spec.RunSpec`, or a config dict (validated here
+            into one: one :class:`ConfigError` naming ``section.key``); the loop reads only the
+            spec's typed fields and views (``env``, ``windows``, ``agents``, ``periods_per_year``;
+            see ``docs/benchmarks.md``).
         run_dir: where checkpoints and results go (resumes from it when it holds checkpoints).
         on_window: optional callback ``(agent, seed, window_index, n_windows)`` for progress bars.
         on_train: optional callback ``(label, steps_done, total_steps)`` called while an agent
             trains (SB3 agents), for a training-steps progress bar.
+        windows: the windows to walk (default: cut from the spec's ``windows`` section, which may
+            then be absent).
+        models: ``{agent: saved model}`` traded instead of trained (``finmeta backtest``).
 
     Config key ``cache_models`` (default true) keeps each trained agent in ``<run_dir>/models/``
     so that the ensemble reuses its members' training. Config key ``tensorboard: true`` writes
     SB3's TensorBoard logs under ``<run_dir>/tensorboard/<agent>_seed<k>/`` (one run per window;
-    needs ``tensorboard``).
+    needs ``tensorboard``). Without ``periods_per_year`` the annualised figures use the env's bars
+    a year (:func:`env_bars_per_year`).
     """
 
     def __init__(
         self,
         arrays: MarketArrays,
-        config: dict,
+        config: RunSpec | Mapping[str, Any],
         run_dir: str | Path,
         *,
         on_window: Callable[[str, int, int, int], None] | None = None,
@@ -442,18 +471,16 @@ class WalkForward:
         #: ``{agent: saved model}``: that agent is not trained, every window trades the saved model
         #: (``finmeta backtest``); everything else (stop rule, carried state, costs, report) is the bench's
         self.models: dict[str, Path] = {k: Path(v) for k, v in (models or {}).items()}
-        self.config = config
+        #: the validated run spec: everything the loop reads
+        self.spec: RunSpec = as_spec(config, windows_given=windows is not None)
         self.run_dir = Path(run_dir)
         self.on_window = on_window
         self.on_train = on_train
         #: save each trained agent and reuse it for the same (agent, seed, window)
-        self.cache_models = bool(config.get("cache_models", True))
+        self.cache_models = self.spec.cache_models
         if windows is None:
-            wcfg = dict(config.get("windows") or {})
-            if "trade_start" not in wcfg or "train_start" not in wcfg:
-                raise ConfigError("config.windows needs train_start and trade_start")
             try:
-                windows = make_windows(arrays.times, **wcfg)
+                windows = make_windows(arrays.times, **self.spec.windows.model_dump())
             except ConfigError as exc:
                 cut = (arrays.meta or {}).get("cut_start")
                 if not cut:
@@ -463,25 +490,28 @@ class WalkForward:
                                   f"first bar of its late-listing ticker(s) ({late}); set data.clean.late_start: drop "
                                   f"to drop them and keep the full span") from None
         self.windows: list[Window] = list(windows)
-        self.env_cfg: dict = dict(config.get("env") or {})
-        self.periods_per_year = float(config.get("periods_per_year", bars_per_year("equity")))  # 252
-        self.agent_cfg: dict = {k: dict(v or {}) for k, v in (config.get("agents") or {}).items()}
+        ppy = self.spec.periods_per_year
+        self.periods_per_year = float(ppy) if ppy is not None else env_bars_per_year(self.spec.env_config, arrays)
         self._fingerprint: str | None = None
+
+    @property
+    def config(self) -> dict:
+        """The config as written (:attr:`RunSpec.raw`; read-only, for callers of the dict API)."""
+        return self.spec.raw
 
     # -- per-stage helpers ---------------------------------------------------------------------
     def _slice(self, lo: int, hi: int) -> MarketArrays:
         return self.arrays.slice(lo, hi)
 
     def _env_overrides(self, w: Window) -> dict:
-        return stage_env_config(self.env_cfg, self.arrays, w.train, _validation_start(w))
+        spec = self.spec
+        return stage_options(spec.env_options, spec.turbulence, spec.env_config.normalize_obs, self.arrays,
+                             w.train, _validation_start(w))
 
     def _training_stop(self) -> bool:
         """Whether the training env has the turbulence stop (``env.turbulence_in_training``,
         default true; the ICAIF 2020 code trains without it)."""
-        value = self.env_cfg.get("turbulence_in_training", True)
-        if not isinstance(value, bool):
-            raise ConfigError(f"env.turbulence_in_training: {value!r}; use true or false")
-        return value
+        return self.spec.turbulence.in_training
 
     def stop_mask(self) -> np.ndarray:
         """``(T,)`` bool over the bar axis: True on trade bars whose turbulence is at or above their
@@ -491,7 +521,7 @@ class WalkForward:
             return hit
         turb = np.asarray(self.arrays.turbulence, dtype=np.float64)
         for w in self.windows:
-            thr, _ = turbulence_threshold(self.env_cfg, self.arrays, w.train, _validation_start(w))
+            thr, _ = turbulence_threshold(self.spec.turbulence, self.arrays, w.train, _validation_start(w))
             if thr is not None:
                 lo, hi = w.trade
                 hit[lo:hi] = turb[lo:hi] >= thr
@@ -507,7 +537,7 @@ class WalkForward:
         turb = None if self.arrays.turbulence is None else np.asarray(self.arrays.turbulence, dtype=np.float64)
         rows = []
         for w in self.windows:
-            thr, detail = turbulence_threshold(self.env_cfg, self.arrays, w.train, _validation_start(w))
+            thr, detail = turbulence_threshold(self.spec.turbulence, self.arrays, w.train, _validation_start(w))
             lo, hi = w.trade
             row = {"window": w.index,
                    "train_start": times[w.train[0]].date(), "train_end": times[w.train[1] - 1].date(),
@@ -544,7 +574,7 @@ class WalkForward:
         train_cfg = self._env_overrides(w)
         if not self._training_stop():
             train_cfg.pop("turbulence_threshold", None)  # the ICAIF 2020 code trains without the stop
-        env = build_env(self._slice(lo, hi), train_cfg, **dict(self.config.get("train_env") or {}))
+        env = build_env(self._slice(lo, hi), train_cfg, **(self.spec.train_env or {}))
         if name in self.models:  # a backtest: the given model, not trained here
             return load_agent(self.models[name], env)
         path = self._model_path(name, w, seed)
@@ -564,11 +594,12 @@ class WalkForward:
         :meth:`_train` (with the model's lock held when models are cached)."""
         from agents import load_agent, make_agent
 
-        cfg, opts = split_agent_config(self.agent_cfg.get(name, {}))
-        steps = int(opts["total_timesteps"])
-        warm = bool(opts["warm_start"])
-        retrain_steps = steps if opts["retrain_timesteps"] is None else int(opts["retrain_timesteps"])
-        if self.config.get("tensorboard") and name in RL_AGENTS:
+        options = self.spec.agent_options(name)
+        cfg, opts = dict(options.kwargs), options.loop
+        steps = opts.total_timesteps
+        warm = opts.warm_start
+        retrain_steps = steps if opts.retrain_timesteps is None else opts.retrain_timesteps
+        if self.spec.tensorboard and name in RL_AGENTS:
             cfg.setdefault("tensorboard_log", str(self.run_dir / "tensorboard" / f"{name}_seed{seed}"))
         prev = self._previous_window(w) if warm else None
         if prev is not None:
@@ -630,7 +661,7 @@ class WalkForward:
         ``buy_and_hold`` row would be liquidated on the first turbulent day and sit in cash for
         every later window.
         """
-        return bool(self.config.get("baseline_turbulence", False))
+        return bool(self.spec.baseline_turbulence)
 
     def _stop_threshold(self, name: str, w: Window) -> float | None:
         """The turbulence stop agent ``name`` trades under in window ``w`` (None: no stop): learned
@@ -650,18 +681,13 @@ class WalkForward:
     def _baseline(self, name: str, w: Window, env):
         from agents import make_agent
 
-        cfg = dict(self.agent_cfg.get(name, {}))
-        cfg.pop("total_timesteps", None)
-        agent = make_agent(name, **cfg)
+        agent = make_agent(name, **self.spec.agent_options(name).kwargs)
         agent.learn(env, total_timesteps=0, seed=0)  # binds spaces and the env's (past-only) prices
         return agent
 
     def _deterministic(self, name: str) -> bool:
         """The agent's ``deterministic`` loop option (default true; the ensemble's chosen member's own)."""
-        value = split_agent_config(self.agent_cfg.get(name, {}) or {})[1]["deterministic"]
-        if not isinstance(value, bool):
-            raise ConfigError(f"agents.{name}.deterministic: {value!r}; use true or false")
-        return value
+        return self.spec.agent_options(name).loop.deterministic
 
     def _validate(self, agent, w: Window, seed: int) -> float:
         if w.validation is None:
@@ -681,9 +707,9 @@ class WalkForward:
     def fingerprint(self) -> str:
         """A hash of everything that decides the chains' results (data, features, env, windows,
         agents, dataset hash). Checkpoints and saved models are only reused under the same one."""
-        from .spec import fingerprint_body
-
-        body = fingerprint_body(self.config)  # the RunSpec fields that decide results (spec.RESULT_FIELDS)
+        # the RunSpec fields that decide results (spec.RESULT_FIELDS) of the config as written: the
+        # same bytes as before the loop took a spec, so existing run directories keep their hash
+        body = self.spec.fingerprint_body()  # = spec.fingerprint_body(spec.raw)
         body["dataset_hash"] = self.arrays.meta.get("dataset_hash")
         if self.models:  # a backtest's checkpoints hold its model's trades: bound to that file's content
             from data_processors.store import file_sha256
@@ -752,7 +778,7 @@ class WalkForward:
                                   "validation": list(w.validation) if w.validation else None,
                                   "trade": list(w.trade)}
         if name == "ensemble":
-            members = tuple(self.agent_cfg.get("ensemble", {}).get("members", ENSEMBLE_MEMBERS_DEFAULT))
+            members = self.spec.ensemble_members
             best, best_sharpe, sharpes = None, -np.inf, {}
             for m in members:  # fixed order: ties go to the first member, deterministically
                 ag = self._train(m, w, seed)

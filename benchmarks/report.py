@@ -1,4 +1,4 @@
-"""Result tables, plots, tearsheets and manifests of a run directory.
+"""Result tables, plots and tearsheets of a run directory (the manifest: :mod:`benchmarks.rundir`).
 
 Run-directory layout (see ``docs/metrics.md``)::
 
@@ -22,13 +22,9 @@ them from ``<run>/values``. ``save_account_values`` writes the values in that la
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
 import math
-import platform
 import re
-import subprocess
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,9 +34,18 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.stats import STAT_COLUMNS
-from finmeta.jsonutil import json_default
 
 from . import rundir
+
+# the manifest belongs to the run directory's owner (benchmarks.rundir); re-exported for existing imports
+from .rundir import (  # noqa: F401
+    MANIFEST_LIBRARIES,
+    build_manifest,
+    git_commit,
+    library_versions,
+    read_manifest,
+    write_manifest,
+)
 from benchmarks.metrics import (
     ALL_FIGURES,
     FIGURES,
@@ -76,11 +81,6 @@ FIGURE_LABELS: dict[str, str] = {
     "saturation": "Saturation",
     "static_windows": "Static windows",
 }
-
-MANIFEST_LIBRARIES = (
-    "numpy", "pandas", "scipy", "torch", "gymnasium", "stable-baselines3", "sb3-contrib",
-    "empyrical-reloaded", "quantstats", "matplotlib", "exchange-calendars", "stockstats", "ta-lib",
-)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -641,6 +641,26 @@ def stop_spans(stop: pd.Series) -> list[tuple[Any, Any]]:
     return [(idx[i], idx[min(j, len(idx) - 1)]) for i, j in zip(starts, ends)]
 
 
+def stop_span_cells(windows: pd.DataFrame, stop: pd.Series) -> list[str | None]:
+    """Per window (row of ``windows.csv``): its runs of turbulence-stop days as ``first/last`` dates,
+    space-separated (what ``finmeta report`` shades when it rebuilds the plots); None without any."""
+    days = stop.index.normalize()
+    intraday = bool((stop.index != days).any())  # hourly bars: spans keep their times
+
+    def stamp(t: pd.Timestamp) -> str:
+        return t.isoformat() if intraday else str(t.date())
+
+    out: list[str | None] = []
+    for _, w in windows.iterrows():
+        inside = stop[(days >= pd.Timestamp(w["trade_start"])) & (days <= pd.Timestamp(w["trade_end"]))]
+        flags = inside.to_numpy(dtype=bool)
+        edges = np.diff(np.r_[0, flags.astype(np.int8), 0])
+        runs = zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1)
+        cell = " ".join(f"{stamp(inside.index[i])}/{stamp(inside.index[j])}" for i, j in runs)
+        out.append(cell or None)
+    return out
+
+
 def curves_figure(account_values: Mapping[str, pd.Series], *, drawdown: bool = False, title: str | None = None,
                   caption: str | None = None, stop: pd.Series | None = None):
     """The matplotlib Figure of :func:`plot_equity` (``drawdown=False``) or :func:`plot_drawdown`.
@@ -776,83 +796,6 @@ def write_tearsheet(
             f"figures computed by FinMeta:</p><table>{rows}</table></body></html>",
         )
         return {"path": path, "fallback": True, "error": f"{type(exc).__name__}: {exc}", "synthetic_dates": synthetic}
-
-
-# ----------------------------------------------------------------------------------------------
-# manifest
-# ----------------------------------------------------------------------------------------------
-
-
-def git_commit(cwd: Path | None = None) -> str | None:
-    """HEAD of the source tree, with ``+dirty`` when tracked files have uncommitted changes
-    (None outside a git checkout)."""
-    where = str(cwd or Path(__file__).resolve().parent)
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
-                              timeout=5, check=False)
-        if head.returncode != 0 or not head.stdout.strip():
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def library_versions(names: Sequence[str] = MANIFEST_LIBRARIES) -> dict[str, str | None]:
-    """Installed versions of ``names`` (None when not installed)."""
-    from finmeta.versions import library_versions as _versions
-
-    return _versions(names, missing="none")
-
-
-def build_manifest(
-    config: Mapping[str, Any] | None = None,
-    dataset_hash: str | None = None,
-    seeds: Sequence[int] | None = None,
-    wall_time_s: float | None = None,
-    periods_per_year: float | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A run manifest: config, dataset hash, seeds, periods a year, library versions, git commit,
-    Python/platform, creation time (UTC ISO) and wall time in seconds; ``extra`` keys are added."""
-    from finmeta import __version__
-
-    manifest: dict[str, Any] = {
-        "finmeta_version": __version__,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": dict(config) if config is not None else {},
-        "dataset_hash": dataset_hash,
-        "seeds": [int(s) for s in seeds] if seeds is not None else [],
-        "periods_per_year": periods_per_year,
-        "wall_time_s": None if wall_time_s is None else float(wall_time_s),
-        "git_commit": git_commit(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "libraries": library_versions(),
-    }
-    manifest.update(extra)
-    return manifest
-
-
-
-
-def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
-    """Write ``<run>/manifest.json`` (indented, sorted keys) atomically (:mod:`benchmarks.rundir`:
-    a crash mid-write leaves the previous manifest, never a truncated one)."""
-    text = json.dumps(manifest, indent=2, sort_keys=True, default=json_default) + "\n"
-    return rundir.write_text(Path(run_dir) / rundir.MANIFEST, text)
-
-
-def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
-    """``<run>/manifest.json`` as a dict, or None when absent."""
-    path = Path(run_dir) / rundir.MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path}: invalid JSON: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,23 +22,26 @@ A config is a plain YAML (or JSON) file; the names in ``benchmarks/configs/`` (`
               synthetic markets); a list, or ``more_indices``, adds rows ``index_<name>``;
               ``index_gated`` among the agents adds the first index traded under the stop.
 ``use_tuned`` merge the tuner's best parameters (``finmeta tune``) into the agents.
-``seeds``     the seeds; ``periods_per_year``.
+``seeds``     the seeds; ``periods_per_year`` (default: the env's bars a year).
+
+This module only orchestrates: the config is validated into a :class:`benchmarks.spec.RunSpec`
+(read typed from here on), the data come from :mod:`benchmarks.dataset`, the chains from
+:class:`benchmarks.loop.WalkForward` (or :mod:`benchmarks.distributed`), the files from
+:mod:`benchmarks.rundir` (layout, manifest) and :mod:`benchmarks.report` (tables, plots, tearsheets).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from finmeta.errors import ConfigError, FinMetaError
+from finmeta.errors import ConfigError
 
 from . import rundir
 from .loop import ChainResult, WalkForward, has_artefacts
@@ -50,28 +53,24 @@ from .dataset import (  # noqa: E402,F401
     cut_before,
     dataset_calendar,
     gated_index_values,
+    index_row_values,
     index_rows,
     index_values,
     load_frame,
 )
 from .spec import CONFIG_DIR, load_config, resolve_config_path  # noqa: E402,F401
 
+# with their owners (windows.csv's stop cells: report; the manifest's history: rundir); re-exported
+from .report import stop_span_cells
+from .rundir import invocations  # noqa: F401
+from .spec import RunSpec, validate_config
+
 
 # --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
-def _machine() -> dict:
-    """CPU count and memory of this machine, for the manifest (timings depend on them)."""
-    info: dict[str, Any] = {"cpus": os.cpu_count()}
-    try:
-        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        pass
-    return info
-
-
 def run_benchmark(
-    config: dict,
+    config: dict | RunSpec,
     *,
     agents: list[str] | None = None,
     seeds: list[int] | None = None,
@@ -84,62 +83,65 @@ def run_benchmark(
 ) -> tuple[pd.DataFrame, Path]:
     """Run ``config`` for every agent and seed; write the run directory; return (table, run_dir).
 
+    ``config``: a config dict (``load_config``; API and tests) or a :class:`RunSpec`; validated here
+    before any data is read, tuned parameters merged first under ``use_tuned``.
     ``tearsheets=False`` skips the quantstats HTML tearsheets (a few seconds each). ``command``
     (the command line that started the run) is recorded in the manifest. ``models`` (``{agent:
     saved model}``, ``finmeta backtest``) trades those files in every window instead of training.
     """
-    from .report import git_commit
+    from .spec import apply_tuned
 
     t0 = time.time()
-    commit = git_commit()  # the code this run executes (taken before it starts)
+    commit = rundir.git_commit()  # the code this run executes (taken before it starts)
+    if isinstance(config, RunSpec):
+        config = {**config.raw, **({"_path": config.path} if config.path else {})}
     config = copy.deepcopy(config)
-    if config.get("use_tuned"):
-        from .tune import apply_tuned
-
+    where = config.get("_path") or config.get("name")
+    spec = validate_config(config, where)  # dict configs (API, tests) too
+    if spec.use_tuned:
         config = apply_tuned(config)
-    agents = list(agents or config.get("agents", {}).keys())
-    seeds = [int(s) for s in (seeds or config.get("seeds") or [0])]
+        spec = validate_config(config, where)  # the tuned parameters are agent options too
+    agents = list(agents or spec.agents)
+    seeds = [int(s) for s in (seeds or spec.seeds or [0])]
     if not agents:
         raise ConfigError("no agents to run (config.agents is empty and --agents not given)")
-    from .spec import validate_config
-
-    validate_config(config, config.get("_path") or config.get("name"))  # dict configs (API, tests) too
-    check_agent_names(agents, config)  # a typo fails now, not after the first agent trained
-    run_dir = Path(out) if out else default_run_dir(config)
+    check_agent_names(agents, spec)  # a typo fails now, not after the first agent trained
+    run_dir = Path(out) if out else default_run_dir(spec)
     check_run_dir(run_dir)
     created = not run_dir.exists()
     if not created and (run_dir / rundir.FINGERPRINT).exists() and progress:
         print(f"resuming {run_dir}: finished windows load from their checkpoints, the rest runs; "
               f"the manifest keeps every invocation's wall time", file=sys.stderr)
     try:
-        return _run(config, agents, seeds, run_dir, executor, progress, tearsheets, command, t0, commit, models)
+        return _run(config, spec, agents, seeds, run_dir, executor, progress, tearsheets, command, t0, commit, models)
     except BaseException:
         if created and not has_artefacts(run_dir):  # failed before anything reusable was written
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def default_run_dir(config: dict) -> Path:
+def default_run_dir(config: RunSpec | dict) -> Path:
     """Where a run goes without ``--out``: ``./runs/<config name>`` in the current folder (datasets,
     by contrast, live in the store under ``FINMETA_HOME``)."""
-    return Path("runs") / str(config.get("name", "run"))
+    name = config.name if isinstance(config, RunSpec) else config.get("name", "run")
+    return Path("runs") / str(name)
 
 
-def check_agent_names(agents: list[str], config: dict) -> None:
+def check_agent_names(agents: list[str], config: RunSpec | dict) -> None:
     """Refuse unknown agent names (with the closest known ones) before any data or training work."""
     import difflib
 
-    from .spec import known_agent_names
+    from .spec import as_spec, known_agent_names
 
-    known = sorted({*known_agent_names(), *(label for label, _ in index_rows(config))})
+    spec = as_spec(config)
+    known = sorted({*known_agent_names(), *(label for label, _ in index_rows(spec.raw))})
     bad = [a for a in agents if a not in known]
     if bad:
         hints = "; ".join(f"{a!r}: did you mean {difflib.get_close_matches(a, known, n=2, cutoff=0.6) or 'none'}?"
                           for a in bad)
         raise ConfigError(f"unknown agent(s) {bad} ({hints}); known: {', '.join(known)}")
-    members = (config.get("agents") or {}).get("ensemble", {}) or {}
     if "ensemble" in agents:
-        unknown = [m for m in members.get("members", []) if m not in known]
+        unknown = [m for m in spec.ensemble_members if m not in known]
         if unknown:
             raise ConfigError(f"agents.ensemble.members: unknown agent(s) {unknown}")
 
@@ -156,13 +158,16 @@ def check_run_dir(run_dir: Path) -> None:
                           f"fingerprint.json or manifest.json); its files would be overwritten: choose a new folder")
 
 
-def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, command, t0, commit, models=None):
+def _run(config: dict, spec: RunSpec, agents, seeds, run_dir: Path, executor, progress, tearsheets, command, t0,
+         commit, models=None):
+    """The run itself: ``config`` is the validated dict as written (the dataset's input and the
+    manifest's record), ``spec`` its typed form (everything else reads it)."""
     from .metrics import compute_metrics
-    from .report import aggregate_seeds, build_manifest, write_report
+    from .report import aggregate_seeds, write_report
 
-    arrays, prov = build_arrays(config)
+    arrays, prov = build_arrays(spec.raw)
     run_dir.mkdir(parents=True, exist_ok=True)
-    wf = WalkForward(arrays, config, run_dir, models=models)
+    wf = WalkForward(arrays, spec, run_dir, models=models)
     if models and executor != "local":
         raise ConfigError("a backtest of saved models runs with --executor local")
     ppy = wf.periods_per_year
@@ -172,7 +177,7 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
     if executor == "ray":
         from .distributed import run_chains_ray
 
-        chains = run_chains_ray(arrays, config, run_dir, jobs)
+        chains = run_chains_ray(arrays, spec, run_dir, jobs)
     elif executor == "local":
         chains = _run_local(wf, jobs, progress)
     else:
@@ -192,41 +197,34 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
         diag[key] = chain_diagnostics(wf, ch)
         m.update(diag[key])
         rows.append({"agent": ch.agent, "seed": ch.seed, **m})
-    initial = float(wf.env_cfg.get("initial_cash", 1_000_000))
-    if chains:
-        for k, (label, icfg) in enumerate(index_rows(config)):
-            idx = index_values(icfg, arrays, chains[0].times, initial)
-            values[label] = idx
-            rows.append({"agent": label, "seed": 0, **compute_metrics(idx.to_numpy(), periods_per_year=ppy)})
-            if k == 0 and "index_gated" in agents:
-                pos = pd.DatetimeIndex(arrays.times).get_indexer(pd.DatetimeIndex(chains[0].times))
-                gated = gated_index_values(idx, wf.stop_mask()[pos], float(wf.env_cfg.get("buy_cost_pct", 0.0)),
-                                           float(wf.env_cfg.get("sell_cost_pct", 0.0)))
-                values["index_gated"] = gated
-                rows.append({"agent": "index_gated", "seed": 0,
-                             **compute_metrics(gated.to_numpy(), periods_per_year=ppy)})
-    windows_table = pd.DataFrame(wf.window_table())
     stop = None  # the turbulence stop's days on the traded bars: shaded in the plots, kept in windows.csv
     if chains:
         times = pd.DatetimeIndex(chains[0].times)
         stop = pd.Series(wf.stop_mask()[pd.DatetimeIndex(arrays.times).get_indexer(times)], index=times)
+        gated = stop.to_numpy() if "index_gated" in agents else None
+        for label, series in index_row_values(spec.raw, arrays, chains[0].times, float(spec.env_config.initial_cash),
+                                              gated_stop=gated, gated_costs=spec.gated_index_costs).items():
+            values[label] = series
+            rows.append({"agent": label, "seed": 0, **compute_metrics(series.to_numpy(), periods_per_year=ppy)})
+    windows_table = pd.DataFrame(wf.window_table())
+    if stop is not None:
         windows_table["stop_spans"] = stop_span_cells(windows_table, stop)
     rundir.write_csv(run_dir / rundir.WINDOWS, windows_table, index=False)
     per_seed = pd.DataFrame(rows)
     table = aggregate_seeds(per_seed)
-    manifest = build_manifest(
+    manifest = rundir.build_manifest(
         config={k: v for k, v in config.items() if not k.startswith("_")},
         dataset_hash=prov["dataset_hash"],
         seeds=seeds,
         wall_time_s=round(time.time() - t0, 2),
         periods_per_year=ppy,
         git_commit=commit,
-        config_path=config.get("_path"),
+        config_path=spec.path,
         agents=agents,
         executor=executor,
-        fill=wf.env_cfg.get("fill", "open"),
+        fill=spec.env_config.fill,
         dataset=prov,
-        machine=_machine(),
+        machine=rundir.machine_info(),
         command=command,
         windows={f"{c.agent}_seed{c.seed}": c.windows for c in chains},
         action_diagnostics={k: {f: (None if np.isnan(v) else v) for f, v in d.items()} for k, d in diag.items()},
@@ -235,48 +233,13 @@ def _run(config, agents, seeds, run_dir: Path, executor, progress, tearsheets, c
         from data_processors.store import file_sha256
 
         manifest["models"] = {k: {"path": str(v), "sha256": file_sha256(v)} for k, v in models.items()}
-    manifest["invocations"] = invocations(run_dir, manifest)
+    manifest["invocations"] = rundir.invocations(run_dir, manifest)
     actions = {f"{c.agent}_seed{c.seed}": pd.DataFrame(c.actions, index=pd.DatetimeIndex(c.times),
                                                        columns=list(arrays.tickers)[: c.actions.shape[1]])
                for c in chains}
     written = write_report(run_dir, values, table, manifest, per_seed=per_seed, actions=actions,
                            periods_per_year=ppy, tearsheets=tearsheets, windows=windows_table, stop=stop)
     return written.get("table", table), run_dir  # with the statistics columns
-
-
-def stop_span_cells(windows: pd.DataFrame, stop: pd.Series) -> list[str | None]:
-    """Per window (row of ``windows.csv``): its runs of turbulence-stop days as ``first/last`` dates,
-    space-separated (what ``finmeta report`` shades when it rebuilds the plots); None without any."""
-    days = stop.index.normalize()
-    intraday = bool((stop.index != days).any())  # hourly bars: spans keep their times
-
-    def stamp(t: pd.Timestamp) -> str:
-        return t.isoformat() if intraday else str(t.date())
-
-    out: list[str | None] = []
-    for _, w in windows.iterrows():
-        inside = stop[(days >= pd.Timestamp(w["trade_start"])) & (days <= pd.Timestamp(w["trade_end"]))]
-        flags = inside.to_numpy(dtype=bool)
-        edges = np.diff(np.r_[0, flags.astype(np.int8), 0])
-        runs = zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1)
-        cell = " ".join(f"{stamp(inside.index[i])}/{stamp(inside.index[j])}" for i, j in runs)
-        out.append(cell or None)
-    return out
-
-
-def invocations(run_dir: Path, manifest: dict) -> list[dict]:
-    """Every ``finmeta bench`` that wrote this run directory, oldest first: ``{created_utc, command,
-    wall_time_s, git_commit, agents, seeds}``. A resumed run's ``wall_time_s`` is only its own
-    (seconds, not the first run's minutes): the earlier ones stay here."""
-    from .report import read_manifest
-
-    try:
-        previous = read_manifest(run_dir) or {}
-    except FinMetaError:
-        previous = {}
-    keys = ("created_utc", "command", "wall_time_s", "git_commit", "agents", "seeds")
-    history = list(previous.get("invocations") or ([{k: previous.get(k) for k in keys}] if previous else []))
-    return history + [{k: manifest.get(k) for k in keys}]
 
 
 def chain_diagnostics(wf: WalkForward, ch: ChainResult) -> dict[str, float]:

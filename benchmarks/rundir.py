@@ -19,21 +19,31 @@ window_<www>.zip|.json|.lock``     identity file and its training lock
 ``table.csv|.md|.tex``,            the result tables, statistics          ``report``
 ``table_seeds.csv``, ``stats.json``
 ``*.png``, ``tearsheets/``         plots and tear sheets                  ``report``
-``manifest.json``                  config, hashes, seeds, versions,       ``report``
-                                   invocations
+``manifest.json``                  config, hashes, seeds, versions,       ``report`` (with
+                                   invocations                            :func:`write_manifest`)
 =================================  =====================================  ========================
+
+The manifest (what a run was: config, dataset hash, seeds, versions, git commit, machine,
+invocations) is built, written and read here (:func:`build_manifest`, :func:`write_manifest`,
+:func:`read_manifest`, :func:`invocations`, :func:`machine_info`); ``benchmarks.report`` re-exports
+the first three for existing imports.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import json
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from finmeta.fs import write_atomic
+from finmeta.jsonutil import json_default
 
 FINGERPRINT = "fingerprint.json"
 MANIFEST = "manifest.json"
@@ -102,3 +112,111 @@ def save_figure(fig, path: str | Path, **savefig: Any) -> Path:
     savefig.setdefault("format", path.suffix.lstrip(".") or "png")
     fig.savefig(buf, **savefig)
     return write_bytes(path, buf.getvalue())
+
+
+# -- the manifest ---------------------------------------------------------------------------------
+#: the libraries whose versions a manifest records
+MANIFEST_LIBRARIES = (
+    "numpy", "pandas", "scipy", "torch", "gymnasium", "stable-baselines3", "sb3-contrib",
+    "empyrical-reloaded", "quantstats", "matplotlib", "exchange-calendars", "stockstats", "ta-lib",
+)
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """HEAD of the source tree, with ``+dirty`` when tracked files have uncommitted changes
+    (None outside a git checkout)."""
+    where = str(cwd or Path(__file__).resolve().parent)
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                              timeout=5, check=False)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def library_versions(names: Sequence[str] = MANIFEST_LIBRARIES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None when not installed)."""
+    from finmeta.versions import library_versions as _versions
+
+    return _versions(names, missing="none")
+
+
+def build_manifest(
+    config: Mapping[str, Any] | None = None,
+    dataset_hash: str | None = None,
+    seeds: Sequence[int] | None = None,
+    wall_time_s: float | None = None,
+    periods_per_year: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A run manifest: config, dataset hash, seeds, periods a year, library versions, git commit,
+    Python/platform, creation time (UTC ISO) and wall time in seconds; ``extra`` keys are added."""
+    from finmeta import __version__
+
+    manifest: dict[str, Any] = {
+        "finmeta_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": dict(config) if config is not None else {},
+        "dataset_hash": dataset_hash,
+        "seeds": [int(s) for s in seeds] if seeds is not None else [],
+        "periods_per_year": periods_per_year,
+        "wall_time_s": None if wall_time_s is None else float(wall_time_s),
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "libraries": library_versions(),
+    }
+    manifest.update(extra)
+    return manifest
+
+
+def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """Write ``<run>/manifest.json`` (indented, sorted keys) atomically (a crash mid-write leaves the
+    previous manifest, never a truncated one)."""
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=json_default) + "\n"
+    return write_text(Path(run_dir) / MANIFEST, text)
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
+    """``<run>/manifest.json`` as a dict, or None when absent (:class:`~benchmarks.metrics.RunDirError`
+    when it is not JSON)."""
+    from .metrics import RunDirError
+
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: invalid JSON: {exc}") from exc
+
+
+def invocations(run_dir: Path, manifest: dict) -> list[dict]:
+    """Every ``finmeta bench`` that wrote this run directory, oldest first: ``{created_utc, command,
+    wall_time_s, git_commit, agents, seeds}``. A resumed run's ``wall_time_s`` is only its own
+    (seconds, not the first run's minutes): the earlier ones stay here."""
+    from finmeta.errors import FinMetaError
+
+    try:
+        previous = read_manifest(run_dir) or {}
+    except FinMetaError:
+        previous = {}
+    keys = ("created_utc", "command", "wall_time_s", "git_commit", "agents", "seeds")
+    history = list(previous.get("invocations") or ([{k: previous.get(k) for k in keys}] if previous else []))
+    return history + [{k: manifest.get(k) for k in keys}]
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count and memory of this machine, for the manifest (timings depend on them)."""
+    import os
+
+    info: dict[str, Any] = {"cpus": os.cpu_count()}
+    try:
+        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        pass
+    return info

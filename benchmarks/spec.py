@@ -5,24 +5,44 @@ types before any data is read: an unknown key, a wrong type or a bad value is on
 :class:`~finmeta.errors.ConfigError` naming ``section.key`` (with the closest known keys for a typo).
 The env section is also built into :class:`meta.config.EnvConfig` here, so a bad env option fails at
 load, not after the data pipeline ran. Agent options are checked against the agent's own keys
-(:meth:`agents.base.Agent.config_keys`) plus the loop's (:data:`benchmarks.loop.LOOP_KEYS`).
+(:meth:`agents.base.Agent.config_keys`) plus the loop's (:data:`LOOP_KEYS`).
 
-The loop still reads the validated dict (the sections below are its schema); ``docs/benchmarks.md``'s
-config reference is generated from these models (:func:`reference_markdown`) and a test keeps the
-two equal.
+The loop (:class:`benchmarks.loop.WalkForward`) takes the validated :class:`RunSpec` and reads it
+through typed views: the sections' models, :attr:`RunSpec.env_config` (the env section built into an
+``EnvConfig``), :attr:`RunSpec.turbulence` (the stop's rule, :class:`TurbulenceRule`) and
+:meth:`RunSpec.agent_options` (an agent's kwargs and its :class:`LoopOptions`). The dict as written
+stays on the spec (:attr:`RunSpec.raw`): the resume fingerprint hashes it (:func:`fingerprint_body`),
+never a dump with defaults filled in, so existing run directories keep their hash.
+
+This module also loads configs (:func:`load_config`, :func:`load_spec`) and merges the parameters
+``finmeta tune`` saved into them (:func:`apply_tuned`). ``docs/benchmarks.md``'s config reference is
+generated from these models (:func:`reference_markdown`) and a test keeps the two equal.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from finmeta.errors import ConfigError
+
+if TYPE_CHECKING:  # meta.config is imported when a spec is validated, not with this module
+    from meta.config import EnvConfig
 
 
 class _Section(BaseModel):
@@ -149,9 +169,115 @@ class RaySection(_Section):
     address: Optional[str] = Field(None, description="cluster address (default: a private local Ray)")
     num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of the local Ray")
     cpus_per_task: Optional[float] = Field(None, gt=0, description="CPUs per chain task")
-    max_retries: int = Field(2, ge=0, description="retries of a chain whose worker died (it resumes)")
+    max_retries: int = Field(2, ge=0, strict=True, description="retries of a chain whose worker died (it resumes)")
     runtime_env: Optional[dict[str, Any]] = Field(None, description="Ray runtime_env")
     node_ip_address: Optional[str] = Field(None, description="this node's address for Ray")
+
+
+# --------------------------------------------------------------------------------------------
+# the loop's keys inside the env and agents sections, and their typed views
+# --------------------------------------------------------------------------------------------
+#: the five algorithm names of the SB3 / ElegantRL / torch backends (the ones ``finmeta tune`` has
+#: search spaces for and tuned files of, and the ones the ``tensorboard`` option logs)
+RL_AGENTS = ("a2c", "ppo", "ddpg", "td3", "sac")
+#: the ensemble's members when ``agents.ensemble.members`` is not given (the ICAIF 2020 paper's)
+ENSEMBLE_MEMBERS_DEFAULT = ("a2c", "ppo", "ddpg")
+
+#: env-section keys that choose the turbulence stop's threshold per window (resolved by the loop,
+#: never passed to the env); see :class:`TurbulenceRule` and :func:`benchmarks.loop.turbulence_threshold`
+TURBULENCE_RULE_KEYS = ("turbulence_rule", "turbulence_quantile", "turbulence_insample", "turbulence_lookback",
+                        "turbulence_in_training")
+TURBULENCE_RULES = ("quantile", "icaif2020_switch")
+
+#: agent-config keys that steer the training loop, not the agent (never passed to make_agent),
+#: with their defaults; ``retrain_timesteps`` None means ``total_timesteps``.
+#: ``deterministic: false`` validates and trades with SAMPLED policy actions (the ICAIF 2020 code
+#: trades sampled A2C/PPO actions), seeded by the stage's window seed so runs stay reproducible.
+LOOP_KEYS: dict[str, Any] = {"total_timesteps": 10_000, "warm_start": False, "retrain_timesteps": None,
+                             "deterministic": True}
+
+
+class TurbulenceRule(BaseModel):
+    """The turbulence stop's rule of an env section: its ``turbulence_*`` keys, typed.
+
+    ``rule``, ``quantile``, ``insample``, ``lookback`` and ``in_training`` are the loop's keys
+    (:data:`TURBULENCE_RULE_KEYS`, never passed to the env); ``threshold`` is the env's own fixed
+    ``turbulence_threshold`` (used when no quantile is set). Build one with :meth:`from_env`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: Literal["quantile", "icaif2020_switch"] = "quantile"
+    quantile: Optional[float] = None
+    threshold: Optional[Union[int, float]] = None
+    insample: Optional[tuple[Any, ...]] = None
+    lookback: int = 63
+    in_training: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, Any], section: str = "env", prefix: str = "") -> TurbulenceRule:
+        """The rule of env section ``env``; one :class:`ConfigError` naming ``<section>.<key>``."""
+        rule = env.get("turbulence_rule", "quantile")
+        if rule not in TURBULENCE_RULES:
+            raise ConfigError(f"{prefix}{section}.turbulence_rule: {rule!r}; choose one of "
+                              f"{', '.join(TURBULENCE_RULES)}")
+        q = env.get("turbulence_quantile")
+        if q is not None and (isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < float(q) <= 1.0):
+            raise ConfigError(f"{prefix}{section}.turbulence_quantile: {q!r}; must lie in (0, 1]")
+        in_training = env.get("turbulence_in_training", True)
+        if not isinstance(in_training, bool):
+            raise ConfigError(f"{prefix}{section}.turbulence_in_training: {in_training!r}; use true or false")
+        lookback = env.get("turbulence_lookback", 63)
+        if not isinstance(lookback, int) or isinstance(lookback, bool) or lookback < 1:
+            raise ConfigError(f"{prefix}{section}.turbulence_lookback: {lookback!r}; must be a whole number of "
+                              f"bars >= 1")
+        span = env.get("turbulence_insample")
+        if span is not None and not isinstance(span, (list, tuple)):
+            raise ConfigError(f"{prefix}{section}.turbulence_insample: {span!r}; give [start, end) dates of the "
+                              f"in-sample range")
+        for d in span or []:
+            try:
+                _iso(d, f"{section}.turbulence_insample")
+            except ConfigError as exc:
+                raise ConfigError(f"{prefix}{exc}") from None
+        threshold = env.get("turbulence_threshold")
+        return cls(rule=rule, quantile=None if q is None else float(q), threshold=threshold,
+                   insample=None if span is None else tuple(span), lookback=lookback, in_training=in_training)
+
+
+class LoopOptions(BaseModel):
+    """The loop's options of one agent entry (:data:`LOOP_KEYS`), typed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    total_timesteps: int = Field(LOOP_KEYS["total_timesteps"], ge=0)
+    warm_start: bool = LOOP_KEYS["warm_start"]
+    retrain_timesteps: Optional[int] = Field(LOOP_KEYS["retrain_timesteps"], ge=0)
+    deterministic: bool = Field(LOOP_KEYS["deterministic"], strict=True)
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """One ``agents.<name>`` entry split in two: the kwargs of ``make_agent`` and the loop's options."""
+
+    kwargs: dict[str, Any]
+    loop: LoopOptions
+
+
+def split_agent_options(name: str, entry: Mapping[str, Any] | None, prefix: str = "") -> AgentOptions:
+    """``agents.<name>``'s entry as :class:`AgentOptions` (a bad loop option: one :class:`ConfigError`
+    naming ``agents.<name>.<key>``)."""
+    entry = dict(entry or {})
+    kwargs = {k: v for k, v in entry.items() if k not in LOOP_KEYS}
+    try:
+        loop = LoopOptions.model_validate({k: v for k, v in entry.items() if k in LOOP_KEYS})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if key == "deterministic":
+            raise ConfigError(f"{prefix}agents.{name}.deterministic: {err.get('input')!r}; use true or false") from None
+        raise ConfigError(f"{prefix}agents.{name}.{key}: {err['msg']} (got {err.get('input')!r})") from None
+    return AgentOptions(kwargs=kwargs, loop=loop)
 
 
 class RunSpec(_Section):
@@ -169,20 +295,82 @@ class RunSpec(_Section):
     index: Optional[Union[IndexSection, list[IndexSection]]] = Field(None, description="the market-index row(s)")
     more_indices: Optional[list[IndexSection]] = Field(None, description="further index rows")
     seeds: list[int] = Field(default_factory=lambda: [0], description="seeds of the learned agents")
-    periods_per_year: float = Field(252, gt=0, description="bars a year for annualised figures")
+    periods_per_year: Optional[float] = Field(None, gt=0, description="bars a year for annualised figures "
+                                              "(default: the env's, from its calendar and the bar spacing)")
     baseline_turbulence: Optional[bool] = Field(None, description="rule baselines trade under the turbulence stop "
                                                 "too (default false)")
     cache_models: bool = Field(True, description="save each trained model and reuse it (ensemble, resume)")
     tensorboard: bool = Field(False, description="write SB3 TensorBoard logs in the run directory")
-    use_tuned: bool = Field(False, description="apply the parameters `finmeta tune` saved (``--tuned``)")
+    use_tuned: Union[bool, dict[str, str]] = Field(False, description="apply the parameters `finmeta tune` saved "
+                                                   "(``--tuned``), or ``{agent: file}`` (relative to the config)")
     tune: Optional[TuneSection] = Field(None, description="`finmeta tune` defaults")
     ray: Optional[RaySection] = Field(None, description="the Ray executor")
     published: Optional[dict[str, Any]] = Field(None, description="published figures set beside ours by "
                                                 "``benchmarks.results_md`` (checked there)")
 
+    # set by validate_config (not fields: the field list is the config's schema)
+    _raw: dict = PrivateAttr(default_factory=dict)
+    _path: Optional[str] = PrivateAttr(default=None)
+    _env_config: Any = PrivateAttr(default=None)
+    _turbulence: Optional[TurbulenceRule] = PrivateAttr(default=None)
 
-#: top-level keys the loader adds (not the user's)
-_INTERNAL = ("_path",)
+    @property
+    def raw(self) -> dict:
+        """The config as written (without the loader's keys ``_path``, ``tuned``), tuned parameters
+        merged: what :func:`fingerprint_body` hashes. Never mutate it."""
+        return self._raw
+
+    @property
+    def path(self) -> Optional[str]:
+        """The file the config was loaded from (None for a dict config)."""
+        return self._path
+
+    @property
+    def env_options(self) -> dict[str, Any]:
+        """The env section without the turbulence rule's keys: ``family`` plus the
+        ``meta.config.EnvConfig`` options as written (what :func:`benchmarks.loop.build_env` takes)."""
+        return {k: v for k, v in self.env.items() if k not in TURBULENCE_RULE_KEYS}
+
+    @property
+    def env_config(self) -> EnvConfig:
+        """The env section built into a (validated) ``meta.config.EnvConfig``: the family's defaults
+        and the options set."""
+        if self._env_config is None:
+            self._env_config = _env_config(self.env_options, "env", "")
+        return self._env_config
+
+    @property
+    def turbulence(self) -> TurbulenceRule:
+        """The env section's turbulence-stop rule."""
+        if self._turbulence is None:
+            self._turbulence = TurbulenceRule.from_env(self.env)
+        return self._turbulence
+
+    def agent_options(self, name: str) -> AgentOptions:
+        """``agents.<name>`` split into ``make_agent`` kwargs and the loop's options (defaults for an
+        agent the config does not list, e.g. an ensemble member)."""
+        return split_agent_options(name, self.agents.get(name))
+
+    @property
+    def ensemble_members(self) -> tuple[str, ...]:
+        """The ensemble's members (``agents.ensemble.members``, else :data:`ENSEMBLE_MEMBERS_DEFAULT`)."""
+        members = (self.agents.get("ensemble") or {}).get("members")
+        return tuple(members) if members is not None else ENSEMBLE_MEMBERS_DEFAULT
+
+    @property
+    def gated_index_costs(self) -> tuple[float, float]:
+        """(buy, sell) cost fractions of the ``index_gated`` row: ``env.buy_cost_pct`` and
+        ``env.sell_cost_pct`` as written, 0 when unset (not the family's default)."""
+        return float(self.env.get("buy_cost_pct", 0.0)), float(self.env.get("sell_cost_pct", 0.0))
+
+    def fingerprint_body(self) -> dict:
+        """:func:`fingerprint_body` of the config as written (:attr:`raw`)."""
+        return fingerprint_body(self._raw)
+
+
+#: top-level keys the loader adds (not the user's): the config's file, and what :func:`apply_tuned`
+#: merged (kept for the manifest)
+_INTERNAL = ("_path", "tuned")
 
 
 def _message(exc: ValidationError, where: str) -> str:
@@ -216,52 +404,59 @@ def _flat_types(ann) -> list:
     return out
 
 
-def validate_config(config: dict, where: str | None = None) -> RunSpec:
+def validate_config(config: Mapping[str, Any], where: str | None = None, *,
+                    windows_given: bool = False) -> RunSpec:
     """Check every section and key of ``config``; return the typed :class:`RunSpec`.
 
     Raises one :class:`ConfigError` naming ``section.key`` (``where`` -- the config's name or file --
-    leads the message). Reads no data.
+    leads the message). Reads no data. The spec keeps ``config`` as written (a copy, without the
+    loader's keys) as :attr:`RunSpec.raw`. ``windows_given``: the caller cuts the windows itself
+    (:class:`benchmarks.loop.WalkForward`'s ``windows=``), so the ``windows`` section may be absent.
     """
     prefix = f"config {where}: " if where else ""
     body = {k: v for k, v in config.items() if k not in _INTERNAL}
+    checked = body
+    if windows_given and "windows" not in body:  # a placeholder the loop never reads
+        checked = {**body, "windows": {"train_start": None, "trade_start": None}}
     try:
-        spec = RunSpec.model_validate(body)
+        spec = RunSpec.model_validate(checked)
     except ValidationError as exc:
         raise ConfigError(_message(exc, prefix)) from None
     except ConfigError as exc:  # an ISO-date check inside a validator
         raise ConfigError(f"{prefix}{exc}") from None
-    _check_env(spec.env, "env", prefix)
+    spec._turbulence = TurbulenceRule.from_env(spec.env, "env", prefix)
+    spec._env_config = _check_env(spec.env, "env", prefix)
     if spec.train_env:
         _check_env({**spec.env, **spec.train_env}, "train_env", prefix)
     _check_agents(spec.agents, prefix)
+    spec._raw = copy.deepcopy(body)
+    spec._path = config.get("_path")
     return spec
 
 
-def _check_env(env: dict, section: str, prefix: str) -> None:
-    """Build the env section into an ``EnvConfig`` (the turbulence rule keys are the loop's)."""
-    from meta.config import EnvConfig
+def as_spec(config: RunSpec | Mapping[str, Any], *, windows_given: bool = False) -> RunSpec:
+    """``config`` itself when it is a :class:`RunSpec`, else :func:`validate_config` of the dict (API
+    callers and tests pass dicts; the loop reads only the spec)."""
+    if isinstance(config, RunSpec):
+        return config
+    return validate_config(config, config.get("_path") or config.get("name"), windows_given=windows_given)
 
-    from .loop import TURBULENCE_RULE_KEYS, TURBULENCE_RULES
 
-    cfg = dict(env)
-    family = cfg.pop("family", "stock_trading")
-    rule = {k: cfg.pop(k) for k in TURBULENCE_RULE_KEYS if k in cfg}
-    if rule.get("turbulence_rule", "quantile") not in TURBULENCE_RULES:
-        raise ConfigError(f"{prefix}{section}.turbulence_rule: {rule['turbulence_rule']!r}; choose one of "
-                          f"{', '.join(TURBULENCE_RULES)}")
-    q = rule.get("turbulence_quantile")
-    if q is not None and (isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < float(q) <= 1.0):
-        raise ConfigError(f"{prefix}{section}.turbulence_quantile: {q!r}; must lie in (0, 1]")
-    if "turbulence_in_training" in rule and not isinstance(rule["turbulence_in_training"], bool):
-        raise ConfigError(f"{prefix}{section}.turbulence_in_training: {rule['turbulence_in_training']!r}; "
-                          f"use true or false")
-    for d in rule.get("turbulence_insample") or []:
-        try:
-            _iso(d, f"{section}.turbulence_insample")
-        except ConfigError as exc:
-            raise ConfigError(f"{prefix}{exc}") from None
+def _check_env(env: Mapping[str, Any], section: str, prefix: str) -> EnvConfig:
+    """Build the env section into an ``EnvConfig`` (the turbulence rule keys are the loop's: checked
+    by :meth:`TurbulenceRule.from_env`)."""
+    TurbulenceRule.from_env(env, section, prefix)
+    return _env_config({k: v for k, v in env.items() if k not in TURBULENCE_RULE_KEYS}, section, prefix)
+
+
+def _env_config(options: Mapping[str, Any], section: str, prefix: str) -> EnvConfig:
+    """``family`` + ``EnvConfig`` options -> the validated ``EnvConfig`` (one error naming the key)."""
     from dataclasses import fields
 
+    from meta.config import EnvConfig
+
+    cfg = dict(options)
+    family = cfg.pop("family", "stock_trading")
     known = sorted({f.name for f in fields(EnvConfig)} | set(TURBULENCE_RULE_KEYS))
     for key in cfg:
         if key not in known:
@@ -269,7 +464,7 @@ def _check_env(env: dict, section: str, prefix: str) -> None:
             raise ConfigError(f"{prefix}{section}.{key}: unknown option ({'did you mean ' + str(close) + '? ' if close else ''}"
                               f"known: {', '.join(known)})")
     try:
-        EnvConfig.for_family(family, **cfg).validate()
+        return EnvConfig.for_family(family, **cfg).validate()
     except ConfigError as exc:
         text = str(exc).replace("EnvConfig.", f"{section}.")
         raise ConfigError(f"{prefix}{text}") from None
@@ -291,10 +486,9 @@ def known_agent_names() -> list[str]:
 
 
 def _check_agents(agents: dict, prefix: str) -> None:
-    """Each agent is known, and each of its options is the agent's own or a loop option."""
+    """Each agent is known, and each of its options is the agent's own or a loop option (of the
+    type :class:`LoopOptions` declares)."""
     from agents.base import agent_class
-
-    from .loop import LOOP_KEYS
 
     known = known_agent_names()
     for name, opts in agents.items():
@@ -314,6 +508,7 @@ def _check_agents(agents: dict, prefix: str) -> None:
                 key = registry_key(name, opts.pop("backend", None))
             except ConfigError as exc:
                 raise ConfigError(f"{prefix}agents.{name}.backend: {exc}") from None
+            split_agent_options(name, opts, prefix)  # the loop's options: typed values
             factory = agent_class(key)
             cls = factory if isinstance(factory, type) else type(factory())
             own = cls.config_keys()
@@ -401,13 +596,104 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config {name_or_path!r} is neither a file nor one of {known}")
 
 
-def load_config(name_or_path: str | Path) -> dict:
+def _read_config(name_or_path: str | Path) -> tuple[dict, Path]:
+    """The mapping a config file holds (``name`` defaulting to the file's stem) and its path."""
     path = resolve_config_path(name_or_path)
     text = path.read_text(encoding="utf-8")
     cfg = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a config must be a mapping")
     cfg.setdefault("name", path.stem)
+    return cfg, path
+
+
+def load_config(name_or_path: str | Path) -> dict:
+    """A config file (or a shipped config's name) as its dict, validated, with ``_path`` added."""
+    cfg, path = _read_config(name_or_path)
     validate_config(cfg, str(path))  # every section and key, before any data is read
     cfg["_path"] = str(path)
+    return cfg
+
+
+def load_spec(name_or_path: str | Path) -> RunSpec:
+    """A config file (or a shipped config's name) as its validated :class:`RunSpec`."""
+    cfg, path = _read_config(name_or_path)
+    cfg["_path"] = str(path)
+    return validate_config(cfg, str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# tuned parameters (``finmeta tune`` writes them: benchmarks.tune.write_tuned)
+# --------------------------------------------------------------------------------------------
+def tuned_path(config: Mapping[str, Any] | RunSpec | str | Path, agent: str) -> Path:
+    """``<config dir>/<config stem>.best_<agent>.yaml`` for a config file (or a loaded config)."""
+    if isinstance(config, RunSpec):
+        src = config.path
+    elif isinstance(config, Mapping):
+        src = config.get("_path")
+    else:
+        src = config
+    if not src:
+        raise ConfigError("this config was not loaded from a file: give the output path (--out)")
+    p = Path(src)
+    return p.with_name(f"{p.stem}.best_{str(agent).lower()}.yaml")
+
+
+def load_tuned(config: Mapping[str, Any] | RunSpec | str | Path, agent: str,
+               path: str | Path | None = None) -> dict | None:
+    """The tuned parameters of ``agent`` (None when no file exists)."""
+    p = Path(path) if path else tuned_path(config, agent)
+    if not p.is_file():
+        return None
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not a tuned-parameters file ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
+        raise ConfigError(f"{p}: not a tuned-parameters file (no 'params' mapping)")
+    if str(doc.get("agent", agent)).lower() != str(agent).lower():
+        raise ConfigError(f"{p}: holds parameters for {doc.get('agent')!r}, not {agent!r}")
+    return dict(doc["params"])
+
+
+def apply_tuned(config: dict, agents: list[str] | None = None, *, required: bool = False) -> dict:
+    """A copy of ``config`` with tuned parameters merged into ``config['agents'][name]``.
+
+    Which files: ``config['use_tuned']`` may be ``true`` (the default location of every agent,
+    :func:`tuned_path`) or a mapping ``{agent: path}`` (relative paths are relative to the
+    config's folder). Only agents already listed in ``config['agents']`` are updated (ensemble
+    members included, since the ensemble trains them from their own entries); the training
+    budget (``total_timesteps``) is never changed. ``required=True`` raises when an RL agent has
+    no tuned file. What was applied is recorded in ``config['tuned']`` (for the manifest; the
+    spec does not read it).
+    """
+    cfg = copy.deepcopy(config)
+    use = cfg.get("use_tuned", True)
+    if use is False or use is None:
+        return cfg
+    base = Path(cfg["_path"]).parent if cfg.get("_path") else Path(".")
+    listed = list((cfg.get("agents") or {}).keys())
+    names = [a for a in (agents or listed) if a in RL_AGENTS and a in listed]
+    applied: dict[str, dict] = {}
+    for name in names:
+        if isinstance(use, dict):
+            if name not in use:
+                if required:
+                    raise ConfigError(f"use_tuned has no file for agent {name!r}")
+                continue
+            p = Path(use[name])
+            p = p if p.is_absolute() else base / p
+        else:
+            p = tuned_path(cfg, name)
+        params = load_tuned(cfg, name, p)
+        if params is None:
+            if required:
+                raise ConfigError(f"no tuned parameters for {name!r} ({p} does not exist): run finmeta tune first")
+            continue
+        params.pop("total_timesteps", None)
+        entry = dict((cfg.get("agents") or {}).get(name) or {})
+        entry.update(params)
+        cfg["agents"][name] = entry
+        applied[name] = {"file": str(p), "params": params}
+    cfg["tuned"] = applied
     return cfg

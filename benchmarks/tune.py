@@ -20,8 +20,11 @@ Backends: ``optuna`` runs the trials one after another with Optuna's TPE sampler
 ``parallel``). Both need the ``tune`` extra (optuna); ``ray`` also the ``distributed`` extra.
 
 The best parameters are written next to the config, ``<config stem>.best_<agent>.yaml``
-(:func:`tuned_path`), and :func:`apply_tuned` merges them into a config's ``agents`` section
-(``finmeta bench --tuned`` / ``use_tuned: true``).
+(:func:`write_tuned` at :func:`benchmarks.spec.tuned_path`); :func:`benchmarks.spec.apply_tuned`
+merges them into a config's ``agents`` section (``finmeta bench --tuned`` / ``use_tuned: true``).
+The spec owns reading them (``tuned_path``, ``load_tuned``, ``apply_tuned``); they are re-exported
+here for existing imports. This module reads the run spec (:mod:`benchmarks.spec`), the dataset
+(:mod:`benchmarks.dataset`) and the loop, never :mod:`benchmarks.run`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ from data_processors.arrays import MarketArrays
 from finmeta.errors import ConfigError, FinMetaError
 
 from .loop import RL_AGENTS, WalkForward
+from .spec import (  # tuned_path / load_tuned / apply_tuned: the spec owns them; re-exported (__all__)
+    RunSpec,
+    TuneSection,
+    WindowsSection,
+    apply_tuned,
+    as_spec,
+    load_tuned,
+    tuned_path,
+    validate_config,
+)
 from .windows import Window
 
 __all__ = ["DEFAULT_SEARCH_SPACES", "TuneError", "TuneResult", "build_pretrade_arrays", "load_frame_files",
@@ -48,8 +61,8 @@ __all__ = ["DEFAULT_SEARCH_SPACES", "TuneError", "TuneResult", "build_pretrade_a
            "tuned_path", "write_tuned", "load_tuned", "apply_tuned", "pretrade_window"]
 
 
-#: keys of a config's optional ``tune`` section
-TUNE_CONFIG_KEYS = ("trials", "timesteps", "parallel", "validation", "search_space")
+#: keys of a config's optional ``tune`` section (:class:`benchmarks.spec.TuneSection`)
+TUNE_CONFIG_KEYS = tuple(TuneSection.model_fields)
 
 
 class TuneError(FinMetaError):
@@ -134,7 +147,7 @@ def load_frame_files(data: dict) -> tuple[pd.DataFrame, str]:
     return load_frame(data)
 
 
-def build_pretrade_arrays(config: dict) -> tuple[MarketArrays, dict]:
+def build_pretrade_arrays(config: RunSpec | dict) -> tuple[MarketArrays, dict]:
     """The config's arrays built from the bars **before** ``windows.trade_start`` only.
 
     :func:`benchmarks.dataset.build_arrays` with the raw frames (prices and VIX) cut at
@@ -142,20 +155,19 @@ def build_pretrade_arrays(config: dict) -> tuple[MarketArrays, dict]:
     """
     from .dataset import build_arrays
 
-    trade_start = (config.get("windows") or {}).get("trade_start")
-    if trade_start is None:
-        raise ConfigError("config.windows.trade_start is needed to tune (tuning only reads bars before it)")
-    arrays, prov = build_arrays(config, before=trade_start)
+    spec = as_spec(config)
+    arrays, prov = build_arrays(spec.raw, before=spec.windows.trade_start)
     return arrays, {k: prov[k] for k in ("dataset_hash", "rows", "tickers")}
 
 
-def pretrade_window(times: np.ndarray, windows_cfg: dict) -> Window:
+def pretrade_window(times: np.ndarray, windows_cfg: WindowsSection | dict) -> Window:
     """The first walk-forward window's training and validation ranges over pre-trade ``times``.
 
     ``times`` must end before ``trade_start``; the validation range is its last ``validation``
     bars, exactly as :func:`benchmarks.windows.make_windows` places it before the first trade bar.
+    ``windows_cfg``: the spec's windows section (or its dict).
     """
-    wcfg = dict(windows_cfg)
+    wcfg = windows_cfg.model_dump() if isinstance(windows_cfg, WindowsSection) else dict(windows_cfg)
     t = pd.DatetimeIndex(times)
     if "train_start" not in wcfg:
         raise ConfigError("config.windows needs train_start")
@@ -182,16 +194,19 @@ def pretrade_window(times: np.ndarray, windows_cfg: dict) -> Window:
     return Window(0, (t_lo, v_lo), (v_lo, end), (end, end))
 
 
-def evaluate_params(arrays: MarketArrays, config: dict, agent: str, params: dict, timesteps: int,
+def evaluate_params(arrays: MarketArrays, config: RunSpec | dict, agent: str, params: dict, timesteps: int,
                     seed: int, torch_threads: int | None = None) -> float:
     """Train ``agent`` with ``params`` on window 0's training range; its validation Sharpe."""
     from agents.base import torch_threads as _threads
 
-    # the loop's own train/validate code over the pre-trade arrays and their one window; no saved
-    # models (each trial trains with other parameters) and nothing written to disk
-    cfg = {**config, "cache_models": False}
-    walk = WalkForward(arrays, cfg, Path("."), windows=[pretrade_window(arrays.times, config.get("windows") or {})])
-    walk.agent_cfg[agent] = {**walk.agent_cfg.get(agent, {}), **params, "total_timesteps": int(timesteps)}
+    spec = as_spec(config)
+    # the loop's own train/validate code over the pre-trade arrays and their one window, under the
+    # spec with the trial's parameters; no saved models (each trial trains with other parameters)
+    # and nothing written to disk
+    entry = {**(spec.agents.get(agent) or {}), **params, "total_timesteps": int(timesteps)}
+    trial = validate_config({**spec.raw, "cache_models": False, "agents": {**spec.agents, agent: entry}},
+                            spec.path or spec.name)
+    walk = WalkForward(arrays, trial, Path("."), windows=[pretrade_window(arrays.times, spec.windows)])
     w = walk.windows[0]
     with _threads(torch_threads):  # restored afterwards
         model = walk._train(agent, w, seed)
@@ -282,31 +297,29 @@ def tune_agent(
         raise ConfigError(f"finmeta tune: agent must be one of {', '.join(RL_AGENTS)}, not {agent!r}")
     if backend not in ("optuna", "ray"):
         raise ConfigError(f"--backend must be 'optuna' or 'ray', not {backend!r}")
-    tcfg = dict(config.get("tune") or {})
-    unknown = set(tcfg) - set(TUNE_CONFIG_KEYS)
-    if unknown:
-        raise ConfigError(f"config.tune: unknown keys {sorted(unknown)}; known: {', '.join(TUNE_CONFIG_KEYS)}")
-    n_trials = int(trials or tcfg.get("trials", 20))
+    spec = as_spec(config)
+    tuning = spec.tune or TuneSection()  # the config's tune section
+    n_trials = int(trials or tuning.trials)
     if n_trials < 1:
         raise ConfigError("--trials must be >= 1")
-    acfg = dict((config.get("agents") or {}).get(name) or {})
-    steps = int(timesteps or tcfg.get("timesteps") or acfg.get("total_timesteps") or 10_000)
-    space = dict(search_space or (tcfg.get("search_space") or {}).get(name) or DEFAULT_SEARCH_SPACES[name])
+    steps = int(timesteps or tuning.timesteps or spec.agent_options(name).loop.total_timesteps or 10_000)
+    space = dict(search_space or (tuning.search_space or {}).get(name) or DEFAULT_SEARCH_SPACES[name])
     dists = _distributions(space)
     t0 = time.perf_counter()
 
-    cfg = {k: v for k, v in copy.deepcopy(config).items() if not k.startswith("_")}
-    if "validation" in tcfg:  # a run without validation windows can still be tuned
-        cfg["windows"] = {**(cfg.get("windows") or {}), "validation": int(tcfg["validation"])}
+    cfg = copy.deepcopy(spec.raw)
+    if tuning.validation is not None:  # a run without validation windows can still be tuned
+        cfg["windows"] = {**cfg["windows"], "validation": int(tuning.validation)}
+        spec = validate_config({**cfg, "_path": spec.path} if spec.path else cfg, spec.path or spec.name)
     if arrays is None:
-        arrays, prov = build_pretrade_arrays(cfg)
+        arrays, prov = build_pretrade_arrays(spec)
     else:
-        ts = pd.Timestamp(cfg["windows"]["trade_start"])
+        ts = pd.Timestamp(spec.windows.trade_start)
         if ts.tz is not None:
             ts = ts.tz_convert("UTC").tz_localize(None)
         arrays = arrays.slice(0, int(pd.DatetimeIndex(arrays.times).searchsorted(ts, side="left")))
         prov = {"dataset_hash": (arrays.meta or {}).get("dataset_hash")}
-    w = pretrade_window(arrays.times, cfg.get("windows") or {})
+    w = pretrade_window(arrays.times, spec.windows)
 
     sampler = optuna.samplers.TPESampler(seed=int(seed))
     study = optuna.create_study(direction="maximize", sampler=sampler)
@@ -330,18 +343,19 @@ def tune_agent(
             trial = study.ask(dists)
             params = dict(trial.params)
             try:
-                value, err = evaluate_params(arrays, cfg, name, params, steps, seed, torch_threads=1), None
+                value, err = evaluate_params(arrays, spec, name, params, steps, seed, torch_threads=1), None
             except Exception as exc:  # a bad combination fails the trial, not the search
                 value, err = None, f"{type(exc).__name__}: {exc}"
             tell(trial, params, value, err)
     else:
         from .distributed import ray_address, ray_session
+        from .spec import RaySection
 
-        rcfg = dict(cfg.get("ray") or {})
-        addr = ray_address(cfg, address)
-        batch = int(parallel or tcfg.get("parallel") or rcfg.get("num_cpus") or 2)
-        with ray_session(addr, num_cpus=batch, runtime_env=rcfg.get("runtime_env"),
-                         node_ip_address=rcfg.get("node_ip_address")) as ray:
+        rcfg = spec.ray or RaySection()
+        addr = ray_address(spec, address)
+        batch = int(parallel or tuning.parallel or rcfg.num_cpus or 2)
+        with ray_session(addr, num_cpus=batch, runtime_env=rcfg.runtime_env,
+                         node_ip_address=rcfg.node_ip_address) as ray:
             task = ray.remote(num_cpus=1, max_retries=0)(_evaluate_task)
             arrays_ref = ray.put(arrays)
             done = 0
@@ -361,8 +375,8 @@ def tune_agent(
         agent=name, backend=backend, seed=int(seed), timesteps=steps, best_params=best["params"],
         best_value=best["value"], trials=records, search_space=_plain(space),
         train=_span(arrays.times, *w.train), validation=_span(arrays.times, *w.validation),
-        trade_start=str(cfg["windows"]["trade_start"]), dataset_hash=prov.get("dataset_hash"),
-        config_name=config.get("name"), seconds=round(time.perf_counter() - t0, 2),
+        trade_start=str(spec.windows.trade_start), dataset_hash=prov.get("dataset_hash"),
+        config_name=spec.name if "name" in spec.model_fields_set else None, seconds=round(time.perf_counter() - t0, 2),
         extra={"parallel": batch} if backend == "ray" else {},
     )
 
@@ -378,18 +392,6 @@ def _evaluate_task(arrays, cfg, name, params, steps, seed) -> tuple[float | None
 # --------------------------------------------------------------------------------------------
 # the tuned-parameters file
 # --------------------------------------------------------------------------------------------
-def tuned_path(config: dict | str | Path, agent: str) -> Path:
-    """``<config dir>/<config stem>.best_<agent>.yaml`` for a config file (or a loaded config)."""
-    if isinstance(config, dict):
-        src = config.get("_path")
-        if not src:
-            raise ConfigError("this config was not loaded from a file: give the output path (--out)")
-    else:
-        src = config
-    p = Path(src)
-    return p.with_name(f"{p.stem}.best_{str(agent).lower()}.yaml")
-
-
 def write_tuned(result: TuneResult, path: str | Path) -> Path:
     """Write the result (best parameters first) as YAML; returns the path."""
     p = Path(path)
@@ -407,61 +409,3 @@ def write_tuned(result: TuneResult, path: str | Path) -> Path:
     tmp.write_text(header + yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     tmp.replace(p)
     return p
-
-
-def load_tuned(config: dict | str | Path, agent: str, path: str | Path | None = None) -> dict | None:
-    """The tuned parameters of ``agent`` (None when no file exists)."""
-    p = Path(path) if path else tuned_path(config, agent)
-    if not p.is_file():
-        return None
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not a tuned-parameters file ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
-        raise ConfigError(f"{p}: not a tuned-parameters file (no 'params' mapping)")
-    if str(doc.get("agent", agent)).lower() != str(agent).lower():
-        raise ConfigError(f"{p}: holds parameters for {doc.get('agent')!r}, not {agent!r}")
-    return dict(doc["params"])
-
-
-def apply_tuned(config: dict, agents: list[str] | None = None, *, required: bool = False) -> dict:
-    """A copy of ``config`` with tuned parameters merged into ``config['agents'][name]``.
-
-    Which files: ``config['use_tuned']`` may be ``true`` (the default location of every agent,
-    :func:`tuned_path`) or a mapping ``{agent: path}`` (relative paths are relative to the
-    config's folder). Only agents already listed in ``config['agents']`` are updated (ensemble
-    members included, since the ensemble trains them from their own entries); the training
-    budget (``total_timesteps``) is never changed. ``required=True`` raises when an RL agent has
-    no tuned file. What was applied is recorded in ``config['tuned']`` (for the manifest).
-    """
-    cfg = copy.deepcopy(config)
-    use = cfg.get("use_tuned", True)
-    if use is False or use is None:
-        return cfg
-    base = Path(cfg["_path"]).parent if cfg.get("_path") else Path(".")
-    listed = list((cfg.get("agents") or {}).keys())
-    names = [a for a in (agents or listed) if a in RL_AGENTS and a in listed]
-    applied: dict[str, dict] = {}
-    for name in names:
-        if isinstance(use, dict):
-            if name not in use:
-                if required:
-                    raise ConfigError(f"use_tuned has no file for agent {name!r}")
-                continue
-            p = Path(use[name])
-            p = p if p.is_absolute() else base / p
-        else:
-            p = tuned_path(cfg, name)
-        params = load_tuned(cfg, name, p)
-        if params is None:
-            if required:
-                raise ConfigError(f"no tuned parameters for {name!r} ({p} does not exist): run finmeta tune first")
-            continue
-        params.pop("total_timesteps", None)
-        entry = dict((cfg.get("agents") or {}).get(name) or {})
-        entry.update(params)
-        cfg["agents"][name] = entry
-        applied[name] = {"file": str(p), "params": params}
-    cfg["tuned"] = applied
-    return cfg

@@ -111,6 +111,20 @@ def infer_bars_per_year(times: np.ndarray, calendar: str) -> float:
     return bars_per_year(calendar, 86400.0 if daily else s)
 
 
+def env_bars_per_year(cfg: EnvConfig, arrays: MarketArrays) -> float:
+    """The bars a year an env with ``cfg`` (an :class:`~meta.config.EnvConfig`) reports on ``arrays``:
+    ``cfg.bars_per_year`` when set, else :func:`infer_bars_per_year` on the env's calendar
+    (``"auto"``: the data's, ``arrays.meta["calendar"]`` by :func:`data_processors.calendars.env_calendar`)."""
+    if cfg.bars_per_year:
+        return float(cfg.bars_per_year)
+    calendar = cfg.calendar
+    if calendar == "auto":
+        from data_processors.calendars import env_calendar
+
+        calendar = env_calendar((arrays.meta or {}).get("calendar"))
+    return float(infer_bars_per_year(arrays.times, calendar))
+
+
 def _code(ticker: str) -> str:
     m = re.search(r"(\d{6})", ticker)
     return m.group(1) if m else ""
@@ -208,7 +222,7 @@ def prepare(arrays: MarketArrays, cfg: EnvConfig) -> MarketData:
             t = t + np.timedelta64(8 * 3600, "s")  # intraday UTC stamps -> Beijing trading date
         day_id = t.astype("datetime64[D]").astype(np.int64)
 
-    bpy = float(cfg.bars_per_year) if cfg.bars_per_year else infer_bars_per_year(arrays.times, cfg.calendar)
+    bpy = env_bars_per_year(cfg, arrays)
     return MarketData(T=T, N=N, close=close, fill_px=fill_px, volume=volume, buy_ok=buy_ok,
                       sell_ok=sell_ok, quirk_lock=quirk, turb_hit=turb_hit, stamp=stamp, day_id=day_id,
                       limit_up=limit_up, limit_down=limit_down, bars_per_year=bpy,

@@ -154,3 +154,83 @@ def test_the_loop_reads_an_agents_kind_and_hooks_from_its_class(tmp_path):
         assert all(set(r["diversity"]) == {"my_figure"} for r in ch.windows)
     finally:
         AGENT_REGISTRY.pop("hooked_rule_test", None)
+
+
+@pytest.mark.parametrize("family,calendar,freq,env,expected", [
+    ("ashare", "XSHG", "1d", {}, 242.0),
+    ("stock_trading", "XSHG", "1d", {"calendar": "auto"}, 242.0),
+    ("crypto", "24/7", "1h", {}, 8760.0),
+    ("stock_trading", "XSHG", "1d", {"bars_per_year": 250}, 250.0),
+])
+def test_without_periods_per_year_the_loop_annualises_as_the_env_does(family, calendar, freq, env, expected, tmp_path):
+    """An A-share or crypto config without ``periods_per_year`` used to annualise with 252 while its
+    env reported 242 / 8760 bars a year; the default is now the env's figure (issue 12)."""
+    from benchmarks.loop import WalkForward
+    from benchmarks.windows import Window
+    from meta import make_env
+
+    a = _arrays(freq, calendar, T=150)
+    cfg = {"env": {"family": family, **env}, "agents": {"equal_weight": {}}}
+    wf = WalkForward(a, cfg, tmp_path, windows=[Window(0, (0, 100), (100, 120), (120, 150))])
+    assert wf.spec.periods_per_year is None
+    assert wf.periods_per_year == expected == wf._trade_env(wf.windows[0], None)[0].metadata["bars_per_year"]
+    assert make_env(a, family=family, **env).metadata["bars_per_year"] == expected
+    assert WalkForward(a, dict(cfg, periods_per_year=252), tmp_path, windows=wf.windows).periods_per_year == 252
+
+
+def test_a_run_without_periods_per_year_records_the_envs_figure_in_its_manifest(tmp_path):
+    import json
+
+    from benchmarks.run import run_benchmark
+
+    cfg = {"name": "ashare_days",
+           "data": {"source": "synthetic", "tickers": 3, "start": "2017-01-01", "end": "2018-07-01", "seed": 5},
+           "features": {"engine": "stockstats", "indicators": ["macd"], "turbulence": False},
+           "env": {"family": "stock_trading", "calendar": "ashare", "initial_cash": 100_000, "hmax": 50},
+           "windows": {"train_start": "2017-01-01", "trade_start": "2018-01-02", "rebalance": 63, "validation": 0},
+           "agents": {"equal_weight": {}}}
+    run_benchmark(cfg, out=tmp_path / "run", progress=False, tearsheets=False)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["periods_per_year"] == 242.0
+    assert "periods_per_year" not in manifest["config"]  # the config as written
+
+
+# ------------------------------------------------------------------------------------ import directions
+
+
+def _imports(module: Path) -> set[str]:
+    """Every benchmarks module ``module`` imports (top level and inside functions), by name."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # from .x import y / from . import x
+                names |= {base} if base else {a.name for a in node.names}
+            elif base.startswith("benchmarks."):
+                names.add(base.removeprefix("benchmarks."))
+            elif base == "benchmarks":
+                names |= {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name.removeprefix("benchmarks.") for a in node.names if a.name.startswith("benchmarks.")}
+    return names
+
+
+def test_benchmarks_import_directions():
+    """spec -> dataset/rundir -> loop -> run (orchestration): the spec is upstream of the loop, and the
+    tuner, results_md and the loop read spec/dataset/rundir, never run.py (issue 12)."""
+    bench = ROOT / "benchmarks"
+    for name in ("tune", "results_md", "loop", "spec", "dataset", "rundir", "distributed", "cli_tune", "report"):
+        assert "run" not in _imports(bench / f"{name}.py"), f"benchmarks/{name}.py imports benchmarks/run.py"
+    assert not _imports(bench / "spec.py") & {"loop", "tune", "report", "distributed"}
+    assert "spec" in _imports(bench / "loop.py") and "spec" in _imports(bench / "tune.py")
+
+
+def test_the_run_directory_owns_the_manifest(tmp_path):
+    from benchmarks import report, rundir
+
+    for name in ("build_manifest", "write_manifest", "read_manifest", "git_commit", "library_versions"):
+        assert getattr(report, name) is getattr(rundir, name)  # report re-exports the owner's
+    path = rundir.write_manifest(tmp_path, rundir.build_manifest(config={"name": "x"}, periods_per_year=242))
+    assert path == tmp_path / rundir.MANIFEST and rundir.read_manifest(tmp_path)["periods_per_year"] == 242

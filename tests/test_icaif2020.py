@@ -224,3 +224,21 @@ def test_the_decomposition_steps_end_at_the_rules_and_original_configs():
         for agent in ("a2c", "ppo", "ddpg", "ensemble"):
             assert steps[step]["agents"][agent] == target["agents"][agent], (step, agent)
     assert steps["today"]["env"] == load_config("icaif2020_dow30")["env"]
+
+
+def test_index_rows_and_the_gated_row_come_from_the_dataset_module(tiny_arrays):
+    """run.py only orchestrates: the index rows' values (and index_gated right after the first
+    index) are assembled by benchmarks.dataset.index_row_values."""
+    from benchmarks.dataset import index_row_values, index_values
+
+    cfg = dict(copy.deepcopy(TINY), more_indices=[{"price_weighted": True, "name": "pw2"}])
+    times = tiny_arrays.times[200:260]
+    stop = np.zeros(len(times), dtype=bool)
+    stop[10:20] = True
+    rows = index_row_values(cfg, tiny_arrays, times, 100_000.0, gated_stop=stop, gated_costs=(0.01, 0.02))
+    assert list(rows) == ["index", "index_gated", "index_pw2"]
+    plain = index_values({"price_weighted": True}, tiny_arrays, times, 100_000.0)
+    assert rows["index"].equals(plain) and rows["index_pw2"].equals(plain)
+    assert rows["index_gated"].equals(gated_index_values(plain, stop, 0.01, 0.02))
+    assert not rows["index_gated"].equals(plain)
+    assert list(index_row_values(cfg, tiny_arrays, times, 100_000.0)) == ["index", "index_pw2"]

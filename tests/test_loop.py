@@ -486,3 +486,62 @@ def test_scaled_observations_saved_models_give_the_same_actions_on_resume(arrays
         with zipfile.ZipFile(wf._model_path("a2c", w, 0)) as z:
             rec = json.loads(z.read("finmeta.json"))["obs_scaling"]
         assert rec["features"] == "fitted" and rec["fit_bars"] == w.train[1] - w.train[0]
+
+
+# ------------------------------------------------------------ the loop reads the typed spec (issue 12)
+
+
+def _fingerprint_the_old_way(config: dict, dataset_hash: str) -> str:
+    """What WalkForward.fingerprint hashed before the loop took a RunSpec: fingerprint_body of the dict."""
+    import hashlib
+    import json
+
+    from benchmarks.spec import fingerprint_body
+
+    body = {**fingerprint_body(config), "dataset_hash": dataset_hash}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["quickstart", "icaif2020_original", "crypto_btc_eth"])
+def test_a_shipped_configs_fingerprint_is_the_dicts_and_its_specs(name, tmp_path):
+    """Existing run directories resume: the spec's fingerprint hashes the config as written (no
+    defaults filled in), the same bytes as the dict's, whichever form the loop was given."""
+    from types import SimpleNamespace
+
+    from benchmarks.spec import load_config, load_spec
+
+    arrays = SimpleNamespace(meta={"dataset_hash": "d" * 64}, times=np.array([], dtype="datetime64[ns]"),
+                             turbulence=None)
+    cfg = load_config(name)
+    spec = load_spec(name)
+    old = _fingerprint_the_old_way(cfg, "d" * 64)
+    assert WalkForward(arrays, spec, tmp_path, windows=[]).fingerprint() == old
+    assert WalkForward(arrays, copy.deepcopy(cfg), tmp_path, windows=[]).fingerprint() == old
+    assert spec.fingerprint_body() == WalkForward(arrays, cfg, tmp_path, windows=[]).spec.fingerprint_body()
+    # a dump of the spec fills in defaults: hashing it would orphan every run directory
+    assert spec.model_dump()["env"] == spec.env and spec.model_dump()["data"] != cfg["data"]
+
+
+def test_the_loop_reads_the_spec_not_the_dict(arrays, tmp_path):
+    """WalkForward validates a dict at the door (one ConfigError naming section.key) and then reads
+    only the spec's typed views; a later change to the caller's dict changes nothing."""
+    import inspect
+
+    from benchmarks.spec import RunSpec, TurbulenceRule
+
+    cfg = copy.deepcopy(CONFIG)
+    wf = WalkForward(arrays, cfg, tmp_path)
+    assert isinstance(wf.spec, RunSpec) and wf.spec.turbulence == TurbulenceRule(quantile=0.99)
+    before = wf.fingerprint()
+    cfg["env"]["turbulence_quantile"] = 0.5
+    assert wf.fingerprint() == before and wf.spec.turbulence.quantile == 0.99
+    source = inspect.getsource(WalkForward)
+    assert not [m for m in ("self.config", "env_cfg", "agent_cfg", "config.get(") if m in source]
+    bad = copy.deepcopy(CONFIG)
+    bad["agents"]["a2c"]["deterministic"] = "no"
+    with pytest.raises(ConfigError, match=r"agents\.a2c\.deterministic: 'no'; use true or false"):
+        WalkForward(arrays, bad, tmp_path / "bad")
+    bad = copy.deepcopy(CONFIG)
+    bad["env"]["turbulence_lookback"] = 0
+    with pytest.raises(ConfigError, match=r"env\.turbulence_lookback: 0"):
+        WalkForward(arrays, bad, tmp_path / "bad")

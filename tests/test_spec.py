@@ -129,3 +129,62 @@ def test_every_spec_field_is_classified_for_the_resume_fingerprint():
     assert set(body) == set(RESULT_FIELDS) and body["agents"] == cfg["agents"]
     assert fingerprint_body({**cfg, "baseline_turbulence": True})["baseline_turbulence"] is True
     assert fingerprint_body({**cfg, "seeds": [5], "name": "x"}) == body
+
+
+def test_the_specs_typed_views_of_env_agents_and_turbulence_rule():
+    """The loop's keys inside the env and agents sections, typed (issue 12)."""
+    from meta.config import EnvConfig
+
+    from benchmarks.spec import ENSEMBLE_MEMBERS_DEFAULT, LoopOptions, TurbulenceRule, load_spec
+
+    spec = load_spec("icaif2020_original")
+    assert spec.turbulence == TurbulenceRule(rule="icaif2020_switch", quantile=0.9, lookback=63, in_training=False,
+                                             insample=("2009-01-01", "2015-10-01"))
+    assert isinstance(spec.env_config, EnvConfig) and spec.env_config.fill == "close"
+    assert not set(spec.env_options) & {"turbulence_rule", "turbulence_quantile", "turbulence_in_training"}
+    a2c = spec.agent_options("a2c")
+    assert a2c.loop == LoopOptions(total_timesteps=30_000, deterministic=False) and "total_timesteps" not in a2c.kwargs
+    assert spec.agent_options("not_listed").loop == LoopOptions() and spec.agent_options("not_listed").kwargs == {}
+    assert spec.ensemble_members == ENSEMBLE_MEMBERS_DEFAULT
+    assert spec.path and spec.path.endswith("icaif2020_original.yaml")
+    assert spec.periods_per_year == 252  # as written; absent -> None (the env's, see test_architecture)
+    assert validate_config({k: v for k, v in load_config("quickstart").items()
+                            if k != "periods_per_year"}).periods_per_year is None
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("deterministic", "no", "agents.a2c.deterministic: 'no'; use true or false"),
+    ("total_timesteps", "lots", "agents.a2c.total_timesteps"),
+    ("retrain_timesteps", -5, "agents.a2c.retrain_timesteps"),
+])
+def test_a_bad_loop_option_is_one_error_at_load(key, value, fragment):
+    cfg = load_config("quickstart")
+    cfg["agents"]["a2c"] = {**(cfg["agents"].get("a2c") or {}), key: value}
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        validate_config(cfg, "q")
+
+
+def test_the_spec_owns_tuned_parameters_and_a_tuned_config_validates(tmp_path):
+    """tuned_path / load_tuned / apply_tuned live in the spec (tune re-exports them); the ``tuned``
+    record apply_tuned adds is the loader's, not a config key (``bench --tuned`` was refused)."""
+    from benchmarks import spec as spec_mod
+    from benchmarks import tune
+
+    assert tune.apply_tuned is spec_mod.apply_tuned and tune.load_tuned is spec_mod.load_tuned
+    assert tune.tuned_path is spec_mod.tuned_path
+    cfg = load_config("quickstart")
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "_path"}))
+    cfg = load_config(path)
+    cfg["agents"]["ppo"] = {"total_timesteps": 100}
+    spec_mod.tuned_path(cfg, "ppo").write_text(yaml.safe_dump({"agent": "ppo", "params": {"n_steps": 64,
+                                                                                          "total_timesteps": 5}}))
+    tuned = spec_mod.apply_tuned({**cfg, "use_tuned": True})
+    assert tuned["agents"]["ppo"] == {"total_timesteps": 100, "n_steps": 64} and "ppo" in tuned["tuned"]
+    spec = validate_config(tuned, "q")
+    assert "tuned" not in spec.raw and spec.agent_options("ppo").kwargs == {"n_steps": 64}
+    assert spec_mod.tuned_path(spec, "ppo") == spec_mod.tuned_path(cfg, "ppo") == tmp_path / "q.best_ppo.yaml"
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"agent": "ppo", "params": {"n_steps": 128}}))
+    named = {**cfg, "use_tuned": {"ppo": "mine.yaml"}}  # the documented {agent: file} form
+    assert validate_config(named, "q").use_tuned == {"ppo": "mine.yaml"}
+    assert spec_mod.apply_tuned(named)["agents"]["ppo"]["n_steps"] == 128

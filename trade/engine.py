@@ -377,7 +377,7 @@ class TradeEngine:
         if theirs is None:
             with st.bar():
                 st.set("identity", mine)
-                st.set("initial_cash", float(p.wf.env_cfg.get("initial_cash", 1_000_000)))
+                st.set("initial_cash", float(p.wf.spec.env_config.initial_cash))
                 st.set("first_bar", p.first_bar)
                 st.set("last_bar", p.last_bar)
                 st.set("limits", self.limits.as_dict())
