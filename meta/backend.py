@@ -10,11 +10,24 @@ the hot path); the torch backend wraps torch's where the signatures differ.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Protocol,
+    Sequence,
+    Union,
+    runtime_checkable,
+)
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import NDArray
 
 from finmeta.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: torch is imported lazily, by TorchBackend
+    import torch
 
 #: an array of the backend: ``numpy.ndarray`` (numpy backend) or ``torch.Tensor`` (torch backend).
 #: Shape names in the docstrings: E envs, N assets, T bars, D observation width, A action width.
@@ -145,40 +158,46 @@ class NumpyBackend:
         self.copy = np.ndarray.copy
 
     # construction / conversion -------------------------------------------------------------
-    def asarray(self, x: Any, dtype: Any = None) -> np.ndarray:
+    def asarray(self, x: Any, dtype: npt.DTypeLike = None) -> NDArray[Any]:
         return np.asarray(x, dtype=dtype)
 
-    def zeros(self, shape, dtype=None) -> np.ndarray:
+    def zeros(self, shape: Shape, dtype: npt.DTypeLike = None) -> NDArray[Any]:
+        """Zeros of ``shape`` (default dtype: :attr:`float`)."""
         return np.zeros(shape, dtype=self.float if dtype is None else dtype)
 
-    def full(self, shape, value, dtype=None) -> np.ndarray:
+    def full(self, shape: Shape, value: Any, dtype: npt.DTypeLike = None) -> NDArray[Any]:
+        """``shape`` filled with the scalar ``value`` (default dtype: :attr:`float`)."""
         return np.full(shape, value, dtype=self.float if dtype is None else dtype)
 
-    def arange(self, n: int) -> np.ndarray:
+    def arange(self, n: int) -> NDArray[np.int64]:
         return np.arange(n, dtype=np.int64)
 
-    def to_numpy(self, x) -> np.ndarray:
+    def to_numpy(self, x: npt.ArrayLike) -> NDArray[Any]:
         return np.asarray(x)
 
     # shape / ordering ------------------------------------------------------------------------
-    def concat(self, parts, dtype=None) -> np.ndarray:
+    def concat(self, parts: Sequence[NDArray[Any]], dtype: npt.DTypeLike = None) -> NDArray[Any]:
+        """``(E, n_i)`` parts joined along axis 1 -> ``(E, sum n_i)``."""
         return np.concatenate(parts, axis=1, dtype=dtype)
 
-    def tcopy(self, x: np.ndarray) -> np.ndarray:
-        """Contiguous transpose of a 2-D array."""
+    def tcopy(self, x: NDArray[Any]) -> NDArray[Any]:
+        """Contiguous transpose of a 2-D array: ``(E, N) -> (N, E)``."""
         return np.ascontiguousarray(x.T)
 
-    def argsort(self, x: np.ndarray, stable: bool) -> np.ndarray:
+    def argsort(self, x: NDArray[Any], stable: bool) -> NDArray[np.intp]:
         """Row-wise argsort of an (E, N) array. ``stable=False`` is numpy's default sort (FinRL's)."""
         return np.argsort(x, axis=1, kind="stable" if stable else None)
 
-    def flip(self, x: np.ndarray) -> np.ndarray:
+    def flip(self, x: NDArray[Any]) -> NDArray[Any]:
+        """The columns of an ``(E, N)`` array reversed (a view)."""
         return x[:, ::-1]
 
-    def amax(self, x: np.ndarray) -> np.ndarray:
+    def amax(self, x: NDArray[Any]) -> NDArray[Any]:
+        """Row maxima: ``(E, N) -> (E,)``."""
         return x.max(1)
 
-    def exp_softmax(self, x: np.ndarray) -> np.ndarray:
+    def exp_softmax(self, x: NDArray[np.floating[Any]]) -> NDArray[np.floating[Any]]:
+        """Row-wise softmax: ``(E, N) -> (E, N)``."""
         z = np.exp(x - x.max(1, keepdims=True))
         return z / z.sum(1, keepdims=True)
 
@@ -208,19 +227,21 @@ class TorchBackend:
         self.sqrt = torch.sqrt
         self.isfinite = torch.isfinite
 
-    def _t(self, x):
+    def _t(self, x: Any) -> torch.Tensor:
         torch = self.torch
         if isinstance(x, torch.Tensor):
             return x
         return torch.as_tensor(x, device=self.device)
 
-    def where(self, c, a, b):
+    def where(self, c: torch.Tensor, a: torch.Tensor | float, b: torch.Tensor | float) -> torch.Tensor:
+        """``a`` where the bool ``c`` is true, else ``b``; a scalar ``a`` / ``b`` broadcasts (shape of ``c``)."""
         torch = self.torch
         if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
             a = torch.as_tensor(a, dtype=self.float, device=self.device)
         return torch.where(c, a, b)
 
-    def minimum(self, a, b):
+    def minimum(self, a: torch.Tensor | float, b: torch.Tensor | float) -> torch.Tensor:
+        """Elementwise minimum; one of ``a`` / ``b`` may be a Python scalar (not both)."""
         torch = self.torch
         if not isinstance(b, torch.Tensor):
             return a.clamp(max=b)
@@ -228,7 +249,8 @@ class TorchBackend:
             return b.clamp(max=a)
         return torch.minimum(a, b)
 
-    def maximum(self, a, b):
+    def maximum(self, a: torch.Tensor | float, b: torch.Tensor | float) -> torch.Tensor:
+        """Elementwise maximum; one of ``a`` / ``b`` may be a Python scalar (not both)."""
         torch = self.torch
         if not isinstance(b, torch.Tensor):
             return a.clamp(min=b)
@@ -236,7 +258,8 @@ class TorchBackend:
             return b.clamp(min=a)
         return torch.maximum(a, b)
 
-    def asarray(self, x: Any, dtype: Any = None):
+    def asarray(self, x: Any, dtype: Any = None) -> torch.Tensor:
+        """``x`` as a tensor on :attr:`device`; ``dtype``: a torch dtype or a numpy float32/64, int64 or bool."""
         torch = self.torch
         if isinstance(dtype, np.dtype) or dtype in (np.float32, np.float64, np.int64, np.bool_):
             dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
@@ -245,57 +268,62 @@ class TorchBackend:
             return x.to(device=self.device, dtype=dtype or x.dtype)
         return torch.as_tensor(np.asarray(x), device=self.device, dtype=dtype)
 
-    def zeros(self, shape, dtype=None):
+    def zeros(self, shape: Shape, dtype: torch.dtype | None = None) -> torch.Tensor:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         return self.torch.zeros(shape, dtype=self.float if dtype is None else dtype, device=self.device)
 
-    def full(self, shape, value, dtype=None):
+    def full(self, shape: Shape, value: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         return self.torch.full(shape, value, dtype=self.float if dtype is None else dtype, device=self.device)
 
-    def arange(self, n: int):
+    def arange(self, n: int) -> torch.Tensor:
         return self.torch.arange(n, dtype=self.torch.int64, device=self.device)
 
-    def astype(self, x, dtype):
+    def astype(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return x.to(dtype)
 
-    def copy(self, x):
+    def copy(self, x: torch.Tensor) -> torch.Tensor:
         return x.clone()
 
-    def to_numpy(self, x) -> np.ndarray:
+    def to_numpy(self, x: torch.Tensor | npt.ArrayLike) -> NDArray[Any]:
         if isinstance(x, self.torch.Tensor):
             return x.detach().cpu().numpy()
         return np.asarray(x)
 
-    def concat(self, parts, dtype=None):
+    def concat(self, parts: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``(E, n_i)`` parts joined along dim 1 -> ``(E, sum n_i)``."""
         parts = [p if p.dtype == (dtype or p.dtype) else p.to(dtype) for p in parts]
         return self.torch.cat(parts, dim=1)
 
-    def tcopy(self, x):
+    def tcopy(self, x: torch.Tensor) -> torch.Tensor:
+        """Contiguous transpose of a 2-D tensor: ``(E, N) -> (N, E)``."""
         return x.T.contiguous()
 
-    def argsort(self, x, stable: bool):
+    def argsort(self, x: torch.Tensor, stable: bool) -> torch.Tensor:
+        """Row-wise argsort ``(E, N) -> (E, N)`` int64; always stable on torch (``stable`` is accepted, not read)."""
         return self.torch.argsort(x, dim=1, stable=True)
 
-    def flip(self, x):
+    def flip(self, x: torch.Tensor) -> torch.Tensor:
         return x.flip(1)
 
-    def amax(self, x):
+    def amax(self, x: torch.Tensor) -> torch.Tensor:
         return x.amax(1)
 
-    def any(self, x) -> bool:
+    def any(self, x: torch.Tensor) -> bool:
         return bool(x.any())
 
-    def rsum(self, x):
+    def rsum(self, x: torch.Tensor) -> torch.Tensor:
         return x.sum(1)
 
-    def rows(self, x, t):
+    def rows(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Row gather ``x[t]``: ``(T, ...)`` and ``(E,)`` int64 -> ``(E, ...)``."""
         return x[t]
 
-    def nonzero(self, x):
+    def nonzero(self, x: torch.Tensor) -> torch.Tensor:
+        """Indices of the true entries of a 1-D bool tensor, ``(M,)`` int64."""
         return self.torch.nonzero(x).flatten()
 
-    def exp_softmax(self, x):
+    def exp_softmax(self, x: torch.Tensor) -> torch.Tensor:
         return self.torch.softmax(x, dim=1)
 
 

@@ -7,7 +7,7 @@ kernel (``meta/kernel.py``). User overrides win over family defaults.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from finmeta.errors import ConfigError
 
@@ -85,7 +85,7 @@ class EnvConfig:
     # ------------------------------------------------------------------------------------
     def validate(self) -> "EnvConfig":
         """Raise one :class:`ConfigError` naming the first bad key; return self."""
-        def bad(key: str, why: str):
+        def bad(key: str, why: str) -> NoReturn:
             raise ConfigError(f"EnvConfig.{key}: {why} (got {getattr(self, key)!r})")
 
         if self.family not in FAMILIES:

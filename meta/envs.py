@@ -9,6 +9,7 @@ policies' actions; the kernel keeps its books consistent for any finite action).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -17,10 +18,12 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+from numpy.typing import NDArray
 
 from data_processors.arrays import MarketArrays
 from finmeta.errors import ConfigError, InvalidActionError
 
+from .backend import Array, Backend
 from .config import EnvConfig
 from .kernel import MarketKernel
 
@@ -54,7 +57,8 @@ def _spaces(kernel: MarketKernel) -> tuple[spaces.Box, spaces.Box]:
     return obs, act
 
 
-def _bad_action(values: np.ndarray, shape: tuple[int, ...], tickers, vector: bool) -> InvalidActionError:
+def _bad_action(values: np.ndarray, shape: tuple[int, ...], tickers: Sequence[str],
+                vector: bool) -> InvalidActionError:
     """The error for a non-finite action: names the first bad sub-env and asset (numpy (E, A) input)."""
     finite = np.isfinite(values)
     rows = np.flatnonzero(~finite.all(axis=1))
@@ -68,7 +72,8 @@ def _bad_action(values: np.ndarray, shape: tuple[int, ...], tickers, vector: boo
         f"must be finite numbers of shape {shape} (a NaN/inf would poison cash and holdings)")
 
 
-def check_actions(actions: Any, num_envs: int, action_dim: int, tickers, vector: bool, B=None):
+def check_actions(actions: Any, num_envs: int, action_dim: int, tickers: Sequence[str], vector: bool,
+                  B: Backend | None = None) -> Array:
     """Validate a step's actions at the env boundary; returns them as an (E, A) array of the backend.
 
     Accepts numbers of shape (A,) or (1, A) for a single env, exactly (E, A) for a vector env;
@@ -148,7 +153,9 @@ class TradingEnv(gym.Env):
         self.date_memory: list[np.datetime64] = []
 
     # ------------------------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | None = None,
+              options: dict | None = None) -> tuple[NDArray[np.float32], dict[str, Any]]:
+        """(observation (D,) float32, info) of a new episode (see the class docstring for ``options``)."""
         super().reset(seed=seed)
         k = self.kernel
         opts = _reset_options(options, k.T)
@@ -173,7 +180,9 @@ class TradingEnv(gym.Env):
                 "bars_per_year": k.bars_per_year, "episode_end": end}
         return obs[0], info
 
-    def step(self, action):
+    def step(self, action: Any) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
+        """One bar for an action of shape (A,) (or (1, A)): (obs (D,) float32, reward, terminated,
+        truncated, info). After the episode ended it returns the last observation again, reward 0."""
         if self._done:
             if self._last is None:
                 raise ConfigError("step() before reset(): call env.reset() first")
@@ -208,11 +217,11 @@ class TradingEnv(gym.Env):
             self._last = (o, info)
         return o, float(r[0]), term, trunc, info
 
-    def account_values(self):
+    def account_values(self) -> tuple[NDArray[np.datetime64], NDArray[np.float64]]:
         """(dates (T_ep,), account values (T_ep,)) of the current episode, start included."""
         return np.asarray(self.date_memory), np.asarray(self.asset_memory)
 
-    def render(self):  # pragma: no cover - nothing to draw
+    def render(self) -> None:  # pragma: no cover - nothing to draw
         return None
 
 
@@ -250,12 +259,14 @@ class VecTradingEnv(VectorEnv):
         self._tickers = tuple(arrays.tickers)
         self._check = bool(check_actions)
 
-    def _draw(self, idx) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(self, idx: NDArray[np.integer[Any]]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(starts, ends) (M,) int64 of new episodes for the sub-envs ``idx`` (M,), from their generators."""
         T = self.kernel.T
         se = [draw_episode(self._rngs[i], T, self.config) for i in idx]
         return np.array([s for s, _ in se], np.int64), np.array([e for _, e in se], np.int64)
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Array, dict[str, Any]]:
+        """(observations (E, D) float32, info of (E,) arrays) of new episodes in every sub-env."""
         if seed is not None:
             self._rngs = [seeding.np_random(int(seed) + i)[0] for i in range(self.num_envs)]
             self._np_random, self._np_random_seed = seeding.np_random(seed)
@@ -278,7 +289,9 @@ class VecTradingEnv(VectorEnv):
                 "date": self._times[starts], "fill": self._fill_arr}
         return obs, info
 
-    def step(self, actions):
+    def step(self, actions: Any) -> tuple[Array, Array, Array, Array, dict[str, Any]]:
+        """One bar for (E, A) actions: (obs (E, D) float32, rewards (E,), terminated (E,) bool,
+        truncated (E,) bool, info); arrays of the backend (torch tensors with ``backend="torch"``)."""
         B, k = self.B, self.kernel
         if self._check:
             a = check_actions(actions, self.num_envs, k.action_dim, self._tickers, vector=True, B=B)
@@ -305,7 +318,7 @@ class VecTradingEnv(VectorEnv):
             info["_final_info"] = done_np
         return obs, r, term, trunc, info
 
-    def close_extras(self, **kwargs):  # pragma: no cover
+    def close_extras(self, **kwargs: Any) -> None:  # pragma: no cover
         pass
 
 

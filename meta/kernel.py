@@ -27,7 +27,7 @@ import numpy as np
 
 from data_processors.arrays import MarketArrays
 
-from .backend import Array, Backend, get_backend
+from .backend import Array, Backend, DType, get_backend
 from .config import EnvConfig
 from .market import MarketData, per_asset, prepare
 from .schemes import REWARD_SCHEMES, ObservationBuilder, Slippage
@@ -103,7 +103,8 @@ class MarketKernel:
         self.bars_per_year = md.bars_per_year
         f = B.float
 
-        def put(a, dtype=None):
+        def put(a: np.ndarray | None, dtype: DType | None = None) -> Array | None:
+            """A numpy table of ``md`` as a contiguous backend array (None stays None)."""
             return None if a is None else B.asarray(np.ascontiguousarray(a), dtype)
 
         self.close = put(md.close, f)

@@ -11,7 +11,7 @@ import numpy as np
 
 from data_processors.arrays import MarketArrays
 
-from .backend import Backend
+from .backend import Array, Backend
 from .config import EnvConfig
 
 
@@ -113,8 +113,9 @@ class ObservationBuilder:
         self.dim = 1 + 2 * N + K * N if self.L == 1 else 1 + N + self.L * self.Dm
         self.offsets = B.arange(self.L)
 
-    def __call__(self, t, cash, h, value, close_t):
-        """Observations (E, dim) float32 at bars ``t`` (E,) for cash (E,), holdings (E, N)."""
+    def __call__(self, t: Array, cash: Array, h: Array, value: Array, close_t: Array) -> Array:
+        """Observations (E, dim) float32 at bars ``t`` (E,) int for cash (E,), holdings (E, N),
+        portfolio values ``value`` (E,) and the closes ``close_t`` (E, N) of those bars."""
         B, N = self.B, self.N
         if self.normalize:
             cash = cash / value
@@ -132,33 +133,37 @@ class ObservationBuilder:
 # rewards
 # ---------------------------------------------------------------------------------------------
 class RewardScheme:
-    """Base: ``reset(idx, v0)`` for the envs ``idx`` (int array) and ``__call__(v_prev, v_new)``."""
+    """Base: ``reset(idx, v0)`` for the envs ``idx`` (int array) and ``__call__(v_prev, v_new)``.
+
+    Shapes: ``idx`` (M,) int, ``v0`` (M,) their starting values; ``v_prev`` / ``v_new`` (E,)
+    portfolio values before / after a step; the reward is (E,) of the kernel's float dtype.
+    """
 
     def __init__(self, cfg: EnvConfig, B: Backend, E: int) -> None:
         self.cfg, self.B, self.E = cfg, B, E
 
-    def reset(self, idx, v0) -> None:  # pragma: no cover - stateless default
+    def reset(self, idx: Array, v0: Array) -> None:  # pragma: no cover - stateless default
         pass
 
-    def __call__(self, v_prev, v_new):
+    def __call__(self, v_prev: Array, v_new: Array) -> Array:
         raise NotImplementedError
 
 
 class AssetChange(RewardScheme):
     """FinRL: (V_t - V_{t-1}) * reward_scaling."""
 
-    def __init__(self, cfg, B, E):
+    def __init__(self, cfg: EnvConfig, B: Backend, E: int) -> None:
         super().__init__(cfg, B, E)
         self.scale = cfg.reward_scaling
 
-    def __call__(self, v_prev, v_new):
+    def __call__(self, v_prev: Array, v_new: Array) -> Array:
         return (v_new - v_prev) * self.scale
 
 
 class LogReturn(RewardScheme):
     """log(V_t / V_{t-1})."""
 
-    def __call__(self, v_prev, v_new):
+    def __call__(self, v_prev: Array, v_new: Array) -> Array:
         return self.B.log(self.B.maximum(v_new, 1e-12) / v_prev)
 
 
@@ -170,16 +175,16 @@ class DifferentialSharpe(RewardScheme):
     0 while B - A^2 is ~0 (the first steps).
     """
 
-    def __init__(self, cfg, B, E):
+    def __init__(self, cfg: EnvConfig, B: Backend, E: int) -> None:
         super().__init__(cfg, B, E)
         self.A = B.zeros(E)
         self.Bm = B.zeros(E)
 
-    def reset(self, idx, v0):
+    def reset(self, idx: Array, v0: Array) -> None:
         self.A[idx] = 0.0
         self.Bm[idx] = 0.0
 
-    def __call__(self, v_prev, v_new):
+    def __call__(self, v_prev: Array, v_new: Array) -> Array:
         B, eta = self.B, self.cfg.diff_sharpe_eta
         R = v_new / v_prev - 1.0
         dA = R - self.A
@@ -195,14 +200,14 @@ class DifferentialSharpe(RewardScheme):
 class DrawdownPenalised(RewardScheme):
     """log(V_t / V_{t-1}) - drawdown_penalty * DD_t, DD_t = 1 - V_t / max_{s<=t} V_s."""
 
-    def __init__(self, cfg, B, E):
+    def __init__(self, cfg: EnvConfig, B: Backend, E: int) -> None:
         super().__init__(cfg, B, E)
         self.peak = B.zeros(E)
 
-    def reset(self, idx, v0):
+    def reset(self, idx: Array, v0: Array) -> None:
         self.peak[idx] = v0
 
-    def __call__(self, v_prev, v_new):
+    def __call__(self, v_prev: Array, v_new: Array) -> Array:
         B = self.B
         self.peak = B.maximum(self.peak, v_new)
         dd = 1.0 - v_new / self.peak
@@ -235,8 +240,13 @@ class Slippage:
         self.bps = float(cfg.slippage_bps) / 1e4 if cfg.slippage != "none" else 0.0
         self.coef = float(cfg.impact_coef)
 
-    def prices(self, px, q_buy, q_sell, vol):
-        """(buy price, sell price), each (E, N)."""
+    def prices(self, px: Array, q_buy: Array | None, q_sell: Array,
+               vol: Array | None) -> tuple[Array, Array]:
+        """(buy price, sell price), each (E, N), for fill prices ``px`` (E, N).
+
+        ``q_buy`` / ``q_sell`` (E, N) requested shares and ``vol`` (E, N) the bar's volume are read
+        by ``volume`` slippage only (``q_buy`` / ``vol`` may be None for the other kinds).
+        """
         if self.kind == "none":
             return px, px
         if self.kind == "fixed":

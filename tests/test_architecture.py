@@ -234,3 +234,38 @@ def test_the_run_directory_owns_the_manifest(tmp_path):
         assert getattr(report, name) is getattr(rundir, name)  # report re-exports the owner's
     path = rundir.write_manifest(tmp_path, rundir.build_manifest(config={"name": "x"}, periods_per_year=242))
     assert path == tmp_path / rundir.MANIFEST and rundir.read_manifest(tmp_path)["periods_per_year"] == 242
+
+
+# ------------------------------------------------------------------------------------ typed kernel
+
+
+def _unannotated(path: Path) -> list[str]:
+    """``name:line`` of every function / method in ``path`` (nested ones included, lambdas not) that
+    lacks an annotation on an argument other than a method's ``self`` / ``cls``, or on its return
+    (``__init__`` included: ``-> None``)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    methods = {id(f) for c in ast.walk(tree) if isinstance(c, ast.ClassDef)
+               for f in c.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    missing = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        a = node.args
+        args = [*a.posonlyargs, *a.args, *a.kwonlyargs, *(x for x in (a.vararg, a.kwarg) if x is not None)]
+        is_static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in node.decorator_list)
+        if id(node) in methods and not is_static and args and args[0].arg in ("self", "cls"):
+            args = args[1:]
+        if node.returns is None or any(x.annotation is None for x in args):
+            missing.append(f"{node.name}:{node.lineno}")
+    return missing
+
+
+def test_the_meta_layer_is_fully_annotated():
+    """Every function and method of ``meta/`` annotates its arguments and its return (issue 12), so
+    the kernel layer stays typed; arrays are ``meta.backend.Array`` / ``numpy.typing.NDArray``."""
+    files = sorted((ROOT / "meta").glob("*.py"))
+    assert len(files) >= 7, files
+    missing = {p.name: m for p in files if (m := _unannotated(p))}
+    assert not missing, f"unannotated functions (name:line): {missing}"
