@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from finmeta.errors import DataValidationError
-from finmeta.timeparse import utc_wall
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,9 @@ def to_arrays(
         return _f32(panel(col)[:, 0])
 
     return MarketArrays(
-        times=utc_wall(times).to_numpy(),
+        # the frame's own wall clock (UTC for schema frames; a tz-aware non-UTC frame, e.g. weekly bars
+        # at local midnight, keeps its local dates): not utc_wall, which would shift them
+        times=times.tz_localize(None).to_numpy() if times.tz is not None else times.to_numpy(),
         tickers=tickers,
         close=_f32(panel("close")),
         open=_f32(panel("open")),

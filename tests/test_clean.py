@@ -455,3 +455,16 @@ def test_cut_start_carries_the_last_earlier_close_into_the_panel():
     assert first.loc["C", "close"] == 5.0 and first.loc["C", "is_st"] == 1
     assert first.loc["B", "close"] == 20.0 and first.loc["B", "tradestatus"] == 1
     assert out[out["tic"] == "C"]["close"].tolist() == [5.0, 5.0] and rep.filled == {"A": 1, "B": 0, "C": 2}
+
+
+def test_to_arrays_keeps_the_local_dates_of_a_tz_aware_weekly_frame():
+    """Weekly bars stamped at local midnight in a non-UTC zone pass clean with their zone; to_arrays
+    keeps their wall clock (the dates), as before utc_wall: converting to UTC would stamp them 05:00 /
+    04:00 (New York) or move them to the previous day (Shanghai)."""
+    for tz in ("America/New_York", "Asia/Shanghai"):
+        t = pd.date_range("2020-01-06", periods=40, freq="W-MON", tz=tz)
+        rows = [{"time": x, "tic": tic, "open": 100.0 + i, "high": 101.0 + i, "low": 99.0 + i,
+                 "close": 100.0 + i, "volume": 1e3} for tic in ("A", "B") for i, x in enumerate(t)]
+        d, _ = clean(pd.DataFrame(rows))
+        a = to_arrays(d)
+        assert list(pd.DatetimeIndex(a.times)) == list(t.tz_localize(None))
