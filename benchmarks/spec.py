@@ -313,11 +313,14 @@ class RunSpec(_Section):
     _path: Optional[str] = PrivateAttr(default=None)
     _env_config: Any = PrivateAttr(default=None)
     _turbulence: Optional[TurbulenceRule] = PrivateAttr(default=None)
+    _validated: bool = PrivateAttr(default=False)
 
     @property
     def raw(self) -> dict:
         """The config as written (without the loader's keys ``_path``, ``tuned``), tuned parameters
-        merged: what :func:`fingerprint_body` hashes. Never mutate it."""
+        merged when :func:`apply_tuned` ran before validation (``run_benchmark`` does; :func:`load_spec`
+        does not): what :func:`fingerprint_body` hashes. Never mutate it (nor the spec's fields: the
+        fingerprint would no longer describe what the loop runs)."""
         return self._raw
 
     @property
@@ -431,13 +434,19 @@ def validate_config(config: Mapping[str, Any], where: str | None = None, *,
     _check_agents(spec.agents, prefix)
     spec._raw = copy.deepcopy(body)
     spec._path = config.get("_path")
+    spec._validated = True
     return spec
 
 
 def as_spec(config: RunSpec | Mapping[str, Any], *, windows_given: bool = False) -> RunSpec:
     """``config`` itself when it is a :class:`RunSpec`, else :func:`validate_config` of the dict (API
-    callers and tests pass dicts; the loop reads only the spec)."""
+    callers and tests pass dicts; the loop reads only the spec). A spec not made by
+    :func:`validate_config` (``RunSpec(...)`` / ``RunSpec.model_validate``) is refused: it holds no
+    config as written, and its resume fingerprint would hash nothing but the dataset."""
     if isinstance(config, RunSpec):
+        if not config._validated:
+            raise ConfigError("a RunSpec must come from benchmarks.spec.validate_config / load_spec (or pass the "
+                              "config dict): RunSpec.model_validate keeps no config as written to fingerprint")
         return config
     return validate_config(config, config.get("_path") or config.get("name"), windows_given=windows_given)
 

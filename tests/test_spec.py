@@ -188,3 +188,16 @@ def test_the_spec_owns_tuned_parameters_and_a_tuned_config_validates(tmp_path):
     named = {**cfg, "use_tuned": {"ppo": "mine.yaml"}}  # the documented {agent: file} form
     assert validate_config(named, "q").use_tuned == {"ppo": "mine.yaml"}
     assert spec_mod.apply_tuned(named)["agents"]["ppo"]["n_steps"] == 128
+
+
+def test_as_spec_refuses_a_runspec_not_made_by_validate_config():
+    """RunSpec.model_validate keeps no config as written: the loop would fingerprint nothing but the
+    dataset (every RESULT_FIELD None), so stale checkpoints of another config would be reused."""
+    from benchmarks.spec import RunSpec, as_spec, validate_config
+
+    cfg = {"name": "t", "windows": {"train_start": "2016-01-01", "trade_start": "2019-01-02"},
+           "agents": {"equal_weight": {}}}
+    with pytest.raises(ConfigError, match="validate_config"):
+        as_spec(RunSpec.model_validate(cfg))
+    spec = validate_config(cfg)
+    assert as_spec(spec) is spec and spec.fingerprint_body()["windows"] == cfg["windows"]
