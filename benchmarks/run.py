@@ -60,8 +60,7 @@ from .dataset import (  # noqa: E402,F401
 )
 from .spec import CONFIG_DIR, load_config, resolve_config_path  # noqa: E402,F401
 
-# with their owners (windows.csv's stop cells: report; the manifest's history: rundir); re-exported
-from .report import stop_span_cells
+# with its owner (the manifest's history: rundir); re-exported
 from .rundir import invocations  # noqa: F401
 from .spec import RunSpec, validate_config
 
@@ -163,7 +162,7 @@ def _run(config: dict, spec: RunSpec, agents, seeds, run_dir: Path, executor, pr
     """The run itself: ``config`` is the validated dict as written (the dataset's input and the
     manifest's record), ``spec`` its typed form (everything else reads it)."""
     from .metrics import compute_metrics
-    from .report import aggregate_seeds, write_report
+    from .report import aggregate_seeds, stop_span_cells, write_report
 
     arrays, prov = build_arrays(spec.raw)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -613,6 +613,9 @@ def _read_config(name_or_path: str | Path) -> tuple[dict, Path]:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a config must be a mapping")
     cfg.setdefault("name", path.stem)
+    if "tuned" in cfg:  # apply_tuned's record of what it merged, never the user's
+        raise ConfigError(f"config {path}: tuned: is written by `finmeta bench --tuned` into the run's manifest; "
+                          f"to use tuned parameters set use_tuned: true (or {{agent: file}})")
     return cfg, path
 
 

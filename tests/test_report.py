@@ -348,7 +348,7 @@ def test_plots_style_agents_by_kind_shade_the_turbulence_stop_and_name_the_run()
 
 
 def test_stop_days_round_trip_through_windows_csv(tmp_path):
-    from benchmarks.run import stop_span_cells
+    from benchmarks.report import stop_span_cells
 
     curves, table, manifest, windows = _described_run()
     index = curves["a2c"].index

@@ -201,3 +201,18 @@ def test_as_spec_refuses_a_runspec_not_made_by_validate_config():
         as_spec(RunSpec.model_validate(cfg))
     spec = validate_config(cfg)
     assert as_spec(spec) is spec and spec.fingerprint_body()["windows"] == cfg["windows"]
+
+
+def test_a_config_file_may_not_carry_the_tuned_record(tmp_path):
+    """``tuned`` is apply_tuned's record (kept for the manifest); written by hand in a config file it
+    would pass as applied parameters, so the loader refuses it and names use_tuned."""
+    from benchmarks.spec import load_config, load_spec
+
+    from benchmarks.spec import CONFIG_DIR
+
+    text = (CONFIG_DIR / "quickstart.yaml").read_text() + "\ntuned: {a2c: {params: {learning_rate: 0.1}}}\n"
+    path = tmp_path / "hand_tuned.yaml"
+    path.write_text(text)
+    for loader in (load_config, load_spec):
+        with pytest.raises(ConfigError, match="use_tuned"):
+            loader(path)

@@ -146,7 +146,6 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
     """
     from benchmarks.dataset import build_arrays
     from benchmarks.loop import (
-        LOOP_KEYS,
         CheckpointRejected,
         WalkForward,
         _check_model,
@@ -266,8 +265,7 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
     deterministic = {}
     for w in used:
         name = models[w.index].parent.name.rpartition("_seed")[0] if agent == "ensemble" else agent
-        value = ((cfg.get("agents") or {}).get(name) or {}).get("deterministic", LOOP_KEYS["deterministic"])
-        deterministic[w.index] = bool(value)
+        deterministic[w.index] = wf.spec.agent_options(name).loop.deterministic
     body = fingerprint_body(cfg)  # the config fields that decide results, as the backtest's fingerprint
     body.update(agent=agent, seed=int(seed), replay=replay, models=shas)
     if replay is not None:  # a replay is bound to its bars and data; a live folder keeps trading new ones
