@@ -118,7 +118,7 @@ def train(
     from agents import make_agent
 
     from .dataset import build_arrays
-    from .loop import build_env, stage_options
+    from .loop import build_env, stage_env_config
     from .spec import load_spec
     from .windows import make_windows
 
@@ -128,8 +128,7 @@ def train(
     # loop options (total_timesteps, warm_start, ...) are not the agent's: one training run here
     options = spec.agent_options(agent)
     steps = int(timesteps or options.loop.total_timesteps)
-    env = build_env(arrays.slice(*w.train), stage_options(spec.env_options, spec.turbulence,
-                                                          spec.env_config.normalize_obs, arrays, w.train))
+    env = build_env(arrays.slice(*w.train), stage_env_config(spec, arrays, w.train))
     ag = make_agent(agent, **options.kwargs)
     ag.learn(env, total_timesteps=steps, seed=seed)
     ag.save(out)

@@ -31,7 +31,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -52,9 +52,6 @@ from .spec import (  # noqa: F401 - the loop's keys are declared by the spec; re
     fingerprint_body,
 )
 from .windows import Window, make_windows, window_seed
-
-if TYPE_CHECKING:
-    from meta.config import EnvConfig
 
 # RL_AGENTS: the five algorithm names of the SB3 / ElegantRL / torch backends; whether an agent is
 # trained per window is its class's ``learned`` (see :func:`learns`)
@@ -79,13 +76,6 @@ class ChainResult:
 # --------------------------------------------------------------------------------------------
 # LOOP_KEYS (spec.py): agent-config keys that steer the training loop, not the agent, with their
 # defaults; the typed split is RunSpec.agent_options (spec.AgentOptions / spec.LoopOptions).
-
-
-def split_agent_config(cfg: dict) -> tuple[dict, dict]:
-    """An agent's config entry as (kwargs for ``make_agent``, loop options with their defaults); the
-    dict form of :meth:`benchmarks.spec.RunSpec.agent_options`, for callers holding a dict."""
-    kwargs = {k: v for k, v in cfg.items() if k not in LOOP_KEYS}
-    return kwargs, {k: cfg.get(k, default) for k, default in LOOP_KEYS.items()}
 
 
 def build_env(arrays: MarketArrays, env_cfg: dict, **overrides):
@@ -220,13 +210,18 @@ def turbulence_threshold(rule: TurbulenceRule | Mapping[str, Any], arrays: Marke
         "choice": choice}
 
 
-def stage_env_config(env_cfg: Mapping[str, Any], arrays: MarketArrays, train: tuple[int, int],
+def stage_env_config(env: RunSpec | Mapping[str, Any], arrays: MarketArrays, train: tuple[int, int],
                      validation_start: int | None = None) -> dict:
-    """The env config of a window's stages: the env section ``env_cfg`` with its turbulence rule
-    resolved (see :func:`stage_options`; the loop calls that with its spec's typed views)."""
-    options = {k: v for k, v in env_cfg.items() if k not in TURBULENCE_RULE_KEYS}
-    return stage_options(options, TurbulenceRule.from_env(env_cfg), bool(env_cfg.get("normalize_obs")),
-                         arrays, train, validation_start)
+    """The env config of a window's stages (what the loop and ``finmeta train`` build envs from):
+    the env section with its turbulence rule resolved, see :func:`stage_options`. ``env``: the run
+    spec (its typed views) or an env section as a dict (its rule read by
+    :meth:`TurbulenceRule.from_env`)."""
+    if isinstance(env, RunSpec):
+        options, rule, normalize = env.env_options, env.turbulence, env.env_config.normalize_obs
+    else:
+        options = {k: v for k, v in env.items() if k not in TURBULENCE_RULE_KEYS}
+        rule, normalize = TurbulenceRule.from_env(env), bool(env.get("normalize_obs"))
+    return stage_options(options, rule, normalize, arrays, train, validation_start)
 
 
 def stage_options(options: Mapping[str, Any], rule: TurbulenceRule, normalize_obs: bool, arrays: MarketArrays,
@@ -272,16 +267,6 @@ def learns(name: str) -> bool:
     if name not in AGENT_REGISTRY:
         return False  # make_agent will raise the clear "unknown agent" error
     return bool(getattr(agent_class(name), "learned", True))
-
-
-def env_bars_per_year(config: EnvConfig, arrays: MarketArrays) -> float:
-    """The bars a year of an env with ``config`` (a ``meta.config.EnvConfig``) on ``arrays``: its
-    ``bars_per_year`` when set, else :func:`meta.market.infer_bars_per_year` of the data's bar spacing
-    on its calendar (``calendar: auto``: the data's, :func:`data_processors.calendars.env_calendar`).
-    The loop's ``periods_per_year`` when the config gives none, so metrics annualise as the env does."""
-    from meta.market import env_bars_per_year as _env_bpy
-
-    return _env_bpy(config, arrays)
 
 
 def _sharpe(values: np.ndarray, periods_per_year: float) -> float:
@@ -453,7 +438,7 @@ class WalkForward:
     so that the ensemble reuses its members' training. Config key ``tensorboard: true`` writes
     SB3's TensorBoard logs under ``<run_dir>/tensorboard/<agent>_seed<k>/`` (one run per window;
     needs ``tensorboard``). Without ``periods_per_year`` the annualised figures use the env's bars
-    a year (:func:`env_bars_per_year`).
+    a year (:func:`meta.market.env_bars_per_year`).
     """
 
     def __init__(
@@ -491,7 +476,11 @@ class WalkForward:
                                   f"to drop them and keep the full span") from None
         self.windows: list[Window] = list(windows)
         ppy = self.spec.periods_per_year
-        self.periods_per_year = float(ppy) if ppy is not None else env_bars_per_year(self.spec.env_config, arrays)
+        if ppy is None:  # annualise as the env does
+            from meta.market import env_bars_per_year
+
+            ppy = env_bars_per_year(self.spec.env_config, arrays)
+        self.periods_per_year = float(ppy)
         self._fingerprint: str | None = None
 
     @property
@@ -504,9 +493,7 @@ class WalkForward:
         return self.arrays.slice(lo, hi)
 
     def _env_overrides(self, w: Window) -> dict:
-        spec = self.spec
-        return stage_options(spec.env_options, spec.turbulence, spec.env_config.normalize_obs, self.arrays,
-                             w.train, _validation_start(w))
+        return stage_env_config(self.spec, self.arrays, w.train, _validation_start(w))
 
     def _training_stop(self) -> bool:
         """Whether the training env has the turbulence stop (``env.turbulence_in_training``,

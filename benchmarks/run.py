@@ -60,8 +60,6 @@ from .dataset import (  # noqa: E402,F401
 )
 from .spec import CONFIG_DIR, load_config, resolve_config_path  # noqa: E402,F401
 
-# with its owner (the manifest's history: rundir); re-exported
-from .rundir import invocations  # noqa: F401
 from .spec import RunSpec, validate_config
 
 

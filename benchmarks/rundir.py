@@ -153,8 +153,9 @@ def build_manifest(
     periods_per_year: float | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A run manifest: config, dataset hash, seeds, periods a year, library versions, git commit,
-    Python/platform, creation time (UTC ISO) and wall time in seconds; ``extra`` keys are added."""
+    """A run manifest: config, dataset hash, seeds, periods a year, library versions, git commit
+    (this tree's, unless ``git_commit`` is given in ``extra``), Python/platform, creation time (UTC
+    ISO) and wall time in seconds; ``extra`` keys are added."""
     from finmeta import __version__
 
     manifest: dict[str, Any] = {
@@ -165,7 +166,7 @@ def build_manifest(
         "seeds": [int(s) for s in seeds] if seeds is not None else [],
         "periods_per_year": periods_per_year,
         "wall_time_s": None if wall_time_s is None else float(wall_time_s),
-        "git_commit": git_commit(),
+        "git_commit": extra.pop("git_commit") if "git_commit" in extra else git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "libraries": library_versions(),

@@ -427,8 +427,7 @@ def validate_config(config: Mapping[str, Any], where: str | None = None, *,
         raise ConfigError(_message(exc, prefix)) from None
     except ConfigError as exc:  # an ISO-date check inside a validator
         raise ConfigError(f"{prefix}{exc}") from None
-    spec._turbulence = TurbulenceRule.from_env(spec.env, "env", prefix)
-    spec._env_config = _check_env(spec.env, "env", prefix)
+    spec._turbulence, spec._env_config = _check_env(spec.env, "env", prefix)
     if spec.train_env:
         _check_env({**spec.env, **spec.train_env}, "train_env", prefix)
     _check_agents(spec.agents, prefix)
@@ -451,11 +450,11 @@ def as_spec(config: RunSpec | Mapping[str, Any], *, windows_given: bool = False)
     return validate_config(config, config.get("_path") or config.get("name"), windows_given=windows_given)
 
 
-def _check_env(env: Mapping[str, Any], section: str, prefix: str) -> EnvConfig:
-    """Build the env section into an ``EnvConfig`` (the turbulence rule keys are the loop's: checked
-    by :meth:`TurbulenceRule.from_env`)."""
-    TurbulenceRule.from_env(env, section, prefix)
-    return _env_config({k: v for k, v in env.items() if k not in TURBULENCE_RULE_KEYS}, section, prefix)
+def _check_env(env: Mapping[str, Any], section: str, prefix: str) -> tuple[TurbulenceRule, EnvConfig]:
+    """The env section's turbulence rule (the loop's keys, :meth:`TurbulenceRule.from_env`) and the
+    rest built into an ``EnvConfig``; one :class:`ConfigError` naming ``<section>.<key>``."""
+    rule = TurbulenceRule.from_env(env, section, prefix)
+    return rule, _env_config({k: v for k, v in env.items() if k not in TURBULENCE_RULE_KEYS}, section, prefix)
 
 
 def _env_config(options: Mapping[str, Any], section: str, prefix: str) -> EnvConfig:

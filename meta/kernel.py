@@ -29,7 +29,7 @@ from data_processors.arrays import MarketArrays
 
 from .backend import Array, Backend, DType, get_backend
 from .config import EnvConfig
-from .market import MarketData, per_asset, prepare
+from .market import MarketData, per_asset, prepare, resolve_calendar
 from .schemes import REWARD_SCHEMES, ObservationBuilder, Slippage
 
 
@@ -86,12 +86,7 @@ class MarketKernel:
 
     def __init__(self, arrays: MarketArrays, cfg: EnvConfig, num_envs: int = 1,
                  backend: str = "numpy", device: str = "cpu") -> None:
-        if cfg.calendar == "auto":  # the data's calendar picks the env's (XSHG -> ashare, 24/7 -> crypto, ...)
-            from dataclasses import replace
-
-            from data_processors.calendars import env_calendar
-
-            cfg = replace(cfg, calendar=env_calendar(arrays.meta.get("calendar")))
+        cfg = resolve_calendar(cfg, arrays)  # "auto": the data's calendar picks the env's
         self.cfg = cfg
         self.arrays = arrays
         self.B = B = get_backend(backend, cfg.dtype, device)

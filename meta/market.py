@@ -111,18 +111,26 @@ def infer_bars_per_year(times: np.ndarray, calendar: str) -> float:
     return bars_per_year(calendar, 86400.0 if daily else s)
 
 
+def resolve_calendar(cfg: EnvConfig, arrays: MarketArrays) -> EnvConfig:
+    """``cfg`` with calendar ``"auto"`` replaced by the data's (``arrays.meta["calendar"]`` by
+    :func:`data_processors.calendars.env_calendar`: XSHG -> ashare, 24/7 -> crypto, ...); any other
+    ``cfg`` unchanged."""
+    if cfg.calendar != "auto":
+        return cfg
+    from dataclasses import replace
+
+    from data_processors.calendars import env_calendar
+
+    return replace(cfg, calendar=env_calendar((arrays.meta or {}).get("calendar")))
+
+
 def env_bars_per_year(cfg: EnvConfig, arrays: MarketArrays) -> float:
     """The bars a year an env with ``cfg`` (an :class:`~meta.config.EnvConfig`) reports on ``arrays``:
     ``cfg.bars_per_year`` when set, else :func:`infer_bars_per_year` on the env's calendar
-    (``"auto"``: the data's, ``arrays.meta["calendar"]`` by :func:`data_processors.calendars.env_calendar`)."""
+    (:func:`resolve_calendar`)."""
     if cfg.bars_per_year:
         return float(cfg.bars_per_year)
-    calendar = cfg.calendar
-    if calendar == "auto":
-        from data_processors.calendars import env_calendar
-
-        calendar = env_calendar((arrays.meta or {}).get("calendar"))
-    return float(infer_bars_per_year(arrays.times, calendar))
+    return float(infer_bars_per_year(arrays.times, resolve_calendar(cfg, arrays).calendar))
 
 
 def _code(ticker: str) -> str:

@@ -165,7 +165,7 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
                               f"`finmeta bench` or a model file of `finmeta train` with --config")
         if config is not None:
             raise ConfigError(f"{p}: a run directory trades with its own config; drop --config")
-        manifest = json.loads((p / rundir.MANIFEST).read_text())
+        manifest = rundir.read_manifest(p)
         cfg = dict(manifest.get("config") or {})
         run_dir = p
         held = _run_agents(p, manifest)
@@ -654,7 +654,7 @@ class TradeEngine:
 def _peek_config(target, config) -> dict:
     p = Path(target)
     if p.is_dir() and (p / rundir.MANIFEST).is_file():
-        return dict(json.loads((p / rundir.MANIFEST).read_text()).get("config") or {})
+        return dict((rundir.read_manifest(p) or {}).get("config") or {})
     if config is not None and not isinstance(config, dict):
         from benchmarks.spec import load_config
 
