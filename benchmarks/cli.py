@@ -1,4 +1,4 @@
-"""Top-level ``finmeta`` commands of the benchmark layer: ``metrics``, ``report`` (and later
+"""Top-level ``finmeta`` commands of the benchmark layer: ``metrics``, ``report``, ``compare`` (and later
 ``train``, ``backtest``, ``bench``, ``tune``).
 
 :func:`register` adds every function of :data:`COMMANDS` to the ``finmeta`` app; to add a command,
@@ -114,9 +114,43 @@ def report_cmd(
                + (f", {len(res['tearsheets'])} tearsheet(s) linked from tearsheets/index.html" if res["tearsheets"] else ""))
 
 
+def compare_cmd(
+    run_a: Path = typer.Argument(..., metavar="RUN_A", help="Run directory A (the reference, e.g. the SB3 run)."),
+    run_b: Path = typer.Argument(..., metavar="RUN_B", help="Run directory B (the change, e.g. the torch run)."),
+    agents: str = typer.Option(None, "--agents", help="Comma-separated agents (default: every learned agent both runs have)."),
+    label_a: str = typer.Option("A", "--label-a", help="Name of run A in the table (e.g. sb3)."),
+    label_b: str = typer.Option("B", "--label-b", help="Name of run B in the table (e.g. torch)."),
+    periods_per_year: float = typer.Option(
+        None, "--periods-per-year", "-p", help="Periods a year (default: the manifests', which must agree; else 252)."),
+    reps: int = typer.Option(1000, "--reps", help="Bootstrap resamples of the seeds."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    any_data: bool = typer.Option(False, "--any-data", help="Compare runs whose manifests name different datasets."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Compare the rows two run directories share: Sharpe of each, B - A with a 95 % seed-bootstrap interval, the paired HAC test on the same dates, P(B > A) and action repeat (docs/metrics.md, "Comparing two runs").
+
+    Example: finmeta compare runs/finrl_sb3 runs/finrl_torch --label-a sb3 --label-b torch --agents td3,sac
+    """
+    from benchmarks.compare import compare_markdown, compare_runs
+    from benchmarks.stats import json_ready
+
+    if reps < 100:
+        raise MetricsError(f"--reps must be >= 100, got {reps}")
+    names = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
+    res = compare_runs(run_a, run_b, names, periods_per_year=periods_per_year, reps=reps, seed=seed, any_data=any_data)
+    if as_json:
+        payload = {k: v for k, v in res.items() if k != "table"}
+        payload["labels"] = [label_a, label_b]
+        payload["rows"] = res["table"].to_dict(orient="records")
+        typer.echo(json.dumps(json_ready(payload)))
+        return
+    typer.echo(compare_markdown(res, label_a, label_b).rstrip())
+
+
 COMMANDS: list[tuple[str, Callable[..., None]]] = [
     ("metrics", metrics_cmd),
     ("report", report_cmd),
+    ("compare", compare_cmd),
 ]
 """``(name, function)`` of every top-level command this layer adds; append new ones here."""
 

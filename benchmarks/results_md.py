@@ -4,7 +4,9 @@
 
 Everything comes from the run's own files (``manifest.json``, ``table.csv``), so a table in
 ``benchmarks/RESULTS.md`` is the run's table, not a transcription. Figures with more than one
-seed are printed as ``mean ± std`` (sample std, ddof 1); one seed prints the value alone.
+seed are printed as ``mean ± std`` (sample std, ddof 1); one seed prints the value alone. The
+``backend`` column says which learner trained each row (:func:`row_backend`: sb3, torch,
+elegantrl, the members' for the ensemble, finmeta for the MoE, rule for baselines and the index).
 ``--wall-time-s`` overrides the manifest's wall time (a run resumed in several goes records only
 its last go).
 
@@ -101,6 +103,31 @@ def _published_of_run(cfg: dict) -> tuple[str, dict[str, dict[str, float]]]:
     return published_rows(load_config(path), str(path))
 
 
+def row_backend(cfg: dict, agent: str) -> str:
+    """Which learner backend trained a table row, from the run's config: ``sb3`` (the default for the
+    five algorithms), ``torch`` / ``elegantrl`` (``backend:`` in the agent's entry, or a registry name
+    such as ``torch_sac``), the members' backends for ``ensemble``, ``finmeta`` for the MoE agent and
+    its ablations (agents/moe, torch), ``rule`` for rule baselines and the index."""
+    from benchmarks.spec import ENSEMBLE_MEMBERS_DEFAULT, RL_AGENTS
+    from benchmarks.stats import row_kind
+
+    agents = cfg.get("agents") or {}
+    name = str(agent)
+    if row_kind(name) != "learned":
+        return "rule"
+    if name == "ensemble":
+        members = (agents.get("ensemble") or {}).get("members") or ENSEMBLE_MEMBERS_DEFAULT
+        return "+".join(dict.fromkeys(row_backend(cfg, m) for m in members))
+    prefix = name.split("_", 1)[0]
+    if prefix in ("torch", "elegantrl"):
+        return prefix
+    if name in RL_AGENTS:
+        return str((agents.get(name) or {}).get("backend") or "sb3").replace("stable_baselines3", "sb3")
+    if name == "moe" or name.startswith("moe_"):
+        return "finmeta"
+    return "–"
+
+
 def results_entry(run_dir: str | Path, columns: list[str] | None = None, wall_time_s: float | None = None) -> str:
     """The markdown block for ``run_dir`` (see the module docstring)."""
     run_dir = Path(run_dir)
@@ -125,15 +152,15 @@ def results_entry(run_dir: str | Path, columns: list[str] | None = None, wall_ti
         + (f", {machine['memory_gib']} GiB" if "memory_gib" in machine else "")
         + (f"; wall time {_duration(float(wall))}" if wall is not None else ""),
         "",
-        "| agent | " + " | ".join(LABELS.get(c, c) for c in columns) + " | seeds |"
+        "| agent | backend | " + " | ".join(LABELS.get(c, c) for c in columns) + " | seeds |"
         + (f" published ({source or 'config'}): " + " / ".join(LABELS.get(c, c) for c in columns) + " |"
            if published else ""),
-        "|---|" + "---:|" * (len(columns) + 1) + ("---|" if published else ""),
+        "|---|---|" + "---:|" * (len(columns) + 1) + ("---|" if published else ""),
     ]
     for _, row in table.iterrows():
         n = int(row.get("n_seeds", 1))
         cells = [_fmt(row[c], row.get(f"{c}_std"), n) for c in columns]
-        line = f"| {row['agent']} | " + " | ".join(cells) + f" | {n} |"
+        line = f"| {row['agent']} | {row_backend(cfg, row['agent'])} | " + " | ".join(cells) + f" | {n} |"
         if published:
             pub = published.get(str(row["agent"]), {})
             line += " " + (" / ".join(f"{pub[c]:.3f}" if c in pub else "–" for c in columns) if pub else "") + " |"

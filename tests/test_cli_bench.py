@@ -64,7 +64,7 @@ def test_results_entry_is_the_run_table_with_its_provenance(tmp_path, capsys):
     assert "Seeds: 0, 1" in text
     row = next(line for line in text.splitlines() if line.startswith("| equal_weight |"))
     # deterministic baseline: two seeds, std 0, printed as the value alone
-    assert row == (f"| equal_weight | {table.loc['equal_weight', 'sharpe']:.3f} | "
+    assert row == (f"| equal_weight | rule | {table.loc['equal_weight', 'sharpe']:.3f} | "
                    f"{table.loc['equal_weight', 'max_drawdown']:.3f} | 2 |")
 
 
@@ -99,6 +99,17 @@ def test_results_entry_sets_the_configs_published_figures_beside_ours(tmp_path, 
         published_rows({"published": {"rows": {"ppo": {"sharp": 1.0}}}}, "bad.yaml")
     with pytest.raises(ConfigError, match="published.rows.ppo: every value must be a number"):
         published_rows({"published": {"rows": {"ppo": {"sharpe": "high"}}}}, "bad.yaml")
+
+
+def test_results_entry_says_which_backend_trained_each_row():
+    from benchmarks.results_md import row_backend
+
+    cfg = {"agents": {"a2c": {}, "ppo": {"backend": "torch"}, "sac": {"backend": "elegantrl"},
+                      "ensemble": {"members": ["a2c", "ppo"]}}}
+    assert [row_backend(cfg, a) for a in ("a2c", "ppo", "sac", "ddpg", "torch_td3", "ensemble", "moe_single",
+                                          "equal_weight", "index", "index_gated")] == [
+        "sb3", "torch", "elegantrl", "sb3", "torch", "sb3+torch", "finmeta", "rule", "rule", "rule"]
+    assert row_backend({"agents": {"ensemble": {}}}, "ensemble") == "sb3"  # the paper's members, SB3
 
 
 def test_every_shipped_configs_published_section_is_well_formed():

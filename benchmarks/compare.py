@@ -1,0 +1,182 @@
+"""Two run directories, row by row: is B's Sharpe different from A's beyond noise?
+
+The question behind "SB3 against the torch backend at equal quality" (issue 14) and "scaled against
+raw observations" (issue 17): the same config but one change, two run directories on the same
+dates. For every learned agent both runs have (rule rows and the index only when named; its seeds
+in each, on the dates both have):
+
+* the mean trade Sharpe of each run over its seeds (annualised, ddof 1, as the tables);
+* ``diff`` = mean_B - mean_A with a 95 % percentile interval from a **stratified bootstrap of the
+  seeds** (each run's seeds resampled with replacement, independently: seed k of one run shares
+  nothing with seed k of the other but its number, so the seeds are not paired);
+* the **paired test on the same dates** (:func:`benchmarks.stats.sharpe_difference_test`,
+  Ledoit & Wolf 2008 HAC, the seeds of each run pooled): its difference, standard error and
+  two-sided p-value;
+* rliable's probability of improvement ``P(a seed of B beats a seed of A)``;
+* the mean action repeat of each run when ``table_seeds.csv`` has it (a static policy explains a
+  Sharpe equal to a rule's).
+
+Both runs must come from the same data (their manifests' ``dataset_hash``) and the same periods a
+year, unless the caller says otherwise; a row is compared only on the dates both runs traded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import rundir
+from benchmarks.metrics import RunDirError
+from benchmarks.stats import (DEFAULT_REPS, DEFAULT_SEED, MIN_RETURNS, percentile_interval, probability_of_improvement,
+                              row_kind, sharpe_difference_test, sharpe_per_period)
+
+#: the columns of :func:`compare_runs`' table, in order
+COLUMNS = ("agent", "seeds_a", "seeds_b", "n_dates", "sharpe_a", "sharpe_b", "diff", "diff_lo", "diff_hi",
+           "paired_diff", "paired_se", "paired_p", "p_improvement", "action_repeat_a", "action_repeat_b")
+
+
+def seed_bootstrap_diff(a: Sequence[float], b: Sequence[float], reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED,
+                        alpha: float = 0.05) -> tuple[float, float, float]:
+    """``mean(b) - mean(a)`` and its ``1 - alpha`` percentile interval by the stratified bootstrap:
+    each sample's scores resampled with replacement, independently, ``reps`` times from one
+    ``numpy.random.default_rng(seed)`` (a's draws first). One score on a side gives a degenerate
+    side (it is always itself)."""
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    if x.size == 0 or y.size == 0:
+        raise ValueError("seed_bootstrap_diff: both samples need at least one score")
+    rng = np.random.default_rng(seed)
+    xa = x[rng.integers(0, x.size, size=(reps, x.size))].mean(axis=1)
+    yb = y[rng.integers(0, y.size, size=(reps, y.size))].mean(axis=1)
+    lo, hi = percentile_interval(yb - xa, alpha)
+    return float(y.mean() - x.mean()), float(lo), float(hi)
+
+
+def _returns(frames: Mapping[int | None, pd.DataFrame]) -> pd.DataFrame:
+    """Simple returns of each seed's account value, one column per seed (dates as index)."""
+    cols = {}
+    for s, f in frames.items():
+        v = f["account_value"].astype(np.float64)
+        cols[-1 if s is None else s] = v.pct_change().iloc[1:]
+    return pd.DataFrame(cols).sort_index(axis=1)
+
+
+def _action_repeat(run_dir: Path, agent: str, seeds: Sequence[int]) -> float:
+    path = Path(run_dir) / "table_seeds.csv"
+    if not path.is_file():
+        return float("nan")
+    t = pd.read_csv(path)
+    if "action_repeat" not in t.columns or "agent" not in t.columns:
+        return float("nan")
+    rows = t[(t["agent"] == agent) & (t["seed"].isin(list(seeds)))] if "seed" in t.columns else t[t["agent"] == agent]
+    return float(rows["action_repeat"].mean()) if len(rows) else float("nan")
+
+
+def _periods(manifest: Mapping[str, Any] | None) -> float | None:
+    p = (manifest or {}).get("periods_per_year")
+    return float(p) if p is not None else None
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | None = None,
+                 periods_per_year: float | None = None, reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED,
+                 any_data: bool = False) -> dict[str, Any]:
+    """Compare the rows two run directories share (see the module docstring).
+
+    Returns ``{"table": DataFrame (COLUMNS, one row per agent), "periods_per_year": float,
+    "dataset_hash": (a's, b's), "run_a": str, "run_b": str}``. :class:`RunDirError` (naming the run
+    and the agent) when a run has no values, the runs' datasets or periods a year differ (unless
+    ``any_data`` / ``periods_per_year`` is given), an asked agent is missing from a run, no agent is
+    shared (by default only learned rows count), or a row has fewer than :data:`~benchmarks.stats.MIN_RETURNS` common dates.
+    """
+    from benchmarks.report import load_run_values
+
+    run_a, run_b = Path(run_a), Path(run_b)
+    ma, mb = rundir.read_manifest(run_a), rundir.read_manifest(run_b)
+    ha, hb = (ma or {}).get("dataset_hash"), (mb or {}).get("dataset_hash")
+    if not any_data and ha and hb and ha != hb:
+        raise RunDirError(f"{run_a} and {run_b}: different datasets (dataset_hash {ha[:16]}... against {hb[:16]}...); "
+                          "a Sharpe difference between them mixes data with method (pass any_data / --any-data to compare anyway)")
+    if periods_per_year is None:
+        pa, pb = _periods(ma), _periods(mb)
+        if pa is not None and pb is not None and pa != pb:
+            raise RunDirError(f"{run_a} and {run_b}: periods_per_year {pa:g} against {pb:g} in their manifests; "
+                              "give periods_per_year / --periods-per-year")
+        periods_per_year = pa or pb or 252.0
+    if not periods_per_year > 0:
+        raise RunDirError(f"periods_per_year must be > 0, got {periods_per_year}")
+    va, vb = load_run_values(run_a), load_run_values(run_b)
+
+    def by_agent(values: Mapping[tuple[str, int | None], pd.DataFrame]) -> dict[str, dict[int | None, pd.DataFrame]]:
+        out: dict[str, dict[int | None, pd.DataFrame]] = {}
+        for (agent, s), frame in values.items():
+            out.setdefault(agent, {})[s] = frame
+        return out
+
+    ga, gb = by_agent(va), by_agent(vb)
+    if agents:
+        for name in agents:
+            for run, g in ((run_a, ga), (run_b, gb)):
+                if name not in g:
+                    raise RunDirError(f"{run}: no values for agent {name!r} (it has: {', '.join(sorted(g))})")
+        names = list(agents)
+    else:
+        names = [n for n in sorted(ga) if n in gb and row_kind(n) == "learned"]
+        if not names:
+            raise RunDirError(f"{run_a} and {run_b}: no learned agent in both (a: {', '.join(sorted(ga))}; "
+                              f"b: {', '.join(sorted(gb))}; name rule rows with agents / --agents)")
+    rows = []
+    for name in names:
+        ra, rb = _returns(ga[name]), _returns(gb[name])
+        dates = ra.index.intersection(rb.index)
+        if len(dates) < MIN_RETURNS:
+            raise RunDirError(f"agent {name!r}: {len(dates)} dates common to {run_a} and {run_b} "
+                              f"(at least {MIN_RETURNS} returns are needed)")
+        a, b = ra.loc[dates].to_numpy(), rb.loc[dates].to_numpy()
+        sa = sharpe_per_period(a) * math.sqrt(periods_per_year)
+        sb = sharpe_per_period(b) * math.sqrt(periods_per_year)
+        diff, lo, hi = seed_bootstrap_diff(sa, sb, reps=reps, seed=seed)
+        pdiff, pse, pp = sharpe_difference_test(b, a, periods_per_year)
+        seeds_a = [int(c) for c in ra.columns if c >= 0]
+        seeds_b = [int(c) for c in rb.columns if c >= 0]
+        rows.append({
+            "agent": name, "seeds_a": a.shape[1], "seeds_b": b.shape[1], "n_dates": len(dates),
+            "sharpe_a": float(np.mean(sa)), "sharpe_b": float(np.mean(sb)),
+            "diff": diff, "diff_lo": lo, "diff_hi": hi,
+            "paired_diff": pdiff, "paired_se": pse, "paired_p": pp,
+            "p_improvement": probability_of_improvement(sb, sa),
+            "action_repeat_a": _action_repeat(run_a, name, seeds_a),
+            "action_repeat_b": _action_repeat(run_b, name, seeds_b),
+        })
+    return {"table": pd.DataFrame(rows, columns=list(COLUMNS)), "periods_per_year": float(periods_per_year),
+            "dataset_hash": (ha, hb), "run_a": str(run_a), "run_b": str(run_b)}
+
+
+def _f(x: Any, digits: int = 3, sign: bool = False) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def compare_markdown(result: Mapping[str, Any], label_a: str = "A", label_b: str = "B") -> str:
+    """The comparison as a Markdown table (one row per agent) with a line saying what each column is."""
+    t: pd.DataFrame = result["table"]
+    head = (f"| agent | seeds {label_a} / {label_b} | dates | Sharpe {label_a} | Sharpe {label_b} | "
+            f"{label_b} − {label_a} | 95 % interval (seeds bootstrapped) | paired test on the dates: Δ (p) | "
+            f"P({label_b} > {label_a}) | action repeat {label_a} / {label_b} |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in t.itertuples(index=False):
+        lines.append(
+            f"| {r.agent} | {r.seeds_a} / {r.seeds_b} | {r.n_dates} | {_f(r.sharpe_a)} | {_f(r.sharpe_b)} | "
+            f"{_f(r.diff, sign=True)} | [{_f(r.diff_lo, sign=True)}, {_f(r.diff_hi, sign=True)}] | "
+            f"{_f(r.paired_diff, sign=True)} ({_f(r.paired_p)}) | {_f(r.p_improvement, 2)} | "
+            f"{_f(r.action_repeat_a, 2)} / {_f(r.action_repeat_b, 2)} |")
+    lines.append("")
+    lines.append(f"({label_a} = {result['run_a']}; {label_b} = {result['run_b']}; Sharpe annualised with "
+                 f"{result['periods_per_year']:g} periods a year on the dates both runs traded; interval: seeds of each run "
+                 "resampled independently; paired test: Ledoit-Wolf HAC, seeds pooled, same dates.)")
+    return "\n".join(lines) + "\n"
