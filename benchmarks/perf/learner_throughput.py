@@ -18,7 +18,14 @@ Measured per algorithm (``--algos``, default a2c ppo sac td3 ddpg):
   64 (``schedule: "sb3_minibatch"``) and with 4 epochs (``"vectorized_4_epochs"``, the ICAIF 2020
   preset's count); SAC / TD3 / DDPG at E = 16 with UTD 1 (SB3's schedule, batch 64 / 100 / 128)
   and at E = 64 with UTD 1/64;
-* ``torch`` on CUDA, E = 1024 and 4096, when a GPU is present.
+* ``torch`` on CUDA, E = 1024 and 4096, when a GPU is present;
+* ``sb3_update_only`` (SAC / TD3 / DDPG): SB3's own gradient steps inside its training (the time
+  spent in the SB3 class's ``train`` during a ``learn``, timed in the same process): ``steps_per_s``
+  is the env steps/s a learner with SB3's networks, batch and optimizers would reach at UTD 1 if
+  its env, its policy call and its buffer writes cost nothing; the ratio record
+  ``ceiling_utd1_<algo>`` = the ``learn`` calls' seconds / the seconds inside ``train`` is the most any
+  backend can gain over SB3 at UTD 1 on this device (``learning_starts`` steps, no update, count
+  as env steps in both).
 
 Networks: SB3's defaults everywhere (64x64 tanh for A2C/PPO, 256x256 ReLU for SAC, 400x300 ReLU
 for TD3/DDPG). Each
@@ -99,6 +106,43 @@ def measure(agent_fn, env, first: int, min_seconds: float) -> tuple[float, int, 
         n *= 2 if dt > min_seconds / 8 else 8
 
 
+def measure_sb3_updates(algo: str, env, min_seconds: float) -> tuple[float, int, float, float]:
+    """SB3's gradient steps inside its own training: ``learn`` of n env steps (n doubling from 1,000
+    until the call takes >= min_seconds) with the SB3 class's ``train`` timed (wall and process CPU)
+    at each call. Returns (seconds inside ``train``, env steps, CPU seconds inside ``train``, the
+    ``learn`` call's wall seconds), so
+    steps / seconds is the env steps/s a learner with SB3's update arithmetic would reach at UTD 1
+    if everything else (env step, policy call, buffer writes, logging) cost nothing. Measured in the
+    same process and interleaved with the rest of the step, so the machine's load shifts both alike."""
+    from unittest import mock
+
+    from agents import make_agent
+
+    probe = make_agent(algo)
+    cls = probe.sb3_class()
+    orig = cls.train
+    acc = [0.0, 0.0]
+
+    def timed(self, *args, **kwargs):
+        c0, t0 = time.process_time(), time.perf_counter()
+        try:
+            return orig(self, *args, **kwargs)
+        finally:
+            acc[0] += time.perf_counter() - t0
+            acc[1] += time.process_time() - c0
+
+    n = 1_000
+    with mock.patch.object(cls, "train", timed):
+        while True:
+            acc[:] = [0.0, 0.0]
+            t0 = time.perf_counter()
+            make_agent(algo).learn(env, n, seed=0)
+            total = time.perf_counter() - t0
+            if total >= min_seconds or n >= 1_000_000:
+                return acc[0], n, acc[1], total
+            n *= 2
+
+
 def jobs(algos: list[str], num_envs: list[int], gpu: str | None) -> list[dict]:
     """(impl, algo, E, device, overrides, schedule) descriptions, most important first."""
     out: list[dict] = []
@@ -123,6 +167,8 @@ def jobs(algos: list[str], num_envs: list[int], gpu: str | None) -> list[dict]:
                             schedule="vectorized_utd_1/64"))
         if algo in OFF_POLICY:
             out.append(dict(impl="torch", algo=algo, E=16, device="cpu", kw=sb3_like, schedule="sb3_utd"))
+        if algo in OFF_POLICY:
+            out.append(dict(impl="sb3_update_only", algo=algo, E=1, device="cpu", kw={}, schedule="sb3"))
         if gpu:
             for E in (1024, 4096):
                 kw = dict(n_steps=8) if algo == "ppo" else {}
@@ -137,6 +183,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--min-seconds", type=float, default=3.0)
     p.add_argument("--budget", type=float, default=600.0)
     p.add_argument("--repeats", type=int, default=2, help="measurements per figure; the fastest is kept")
+    p.add_argument("--impls", nargs="+", default=None, choices=["sb3", "torch", "sb3_update_only"],
+                   help="measure only these (default: all)")
     args = p.parse_args(argv)
 
     import numpy as np
@@ -156,6 +204,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     records: list[dict] = []
     for j in jobs(args.algos, args.num_envs, gpu):
         algo, E, impl = j["algo"], j["E"], j["impl"]
+        if args.impls and impl not in args.impls:
+            continue
         device = j["device"] if j["device"] == "cpu" else gpu
         base = {"impl": impl, "algo": algo, "num_envs": E, "device": device, "schedule": j["schedule"]}
         if f"torch_{algo}" not in AGENT_REGISTRY:
@@ -163,6 +213,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
             continue
         if time.perf_counter() - t_start > args.budget:
             records.append({**base, "steps_per_s": None, "skipped": f"time budget {args.budget:.0f} s spent"})
+            continue
+        if impl == "sb3_update_only":
+            probe = make_agent(algo)
+            try:
+                dt, steps, cpu, total = max((measure_sb3_updates(algo, env, args.min_seconds) for _ in range(args.repeats)),
+                                            key=lambda m: m[1] / m[0])
+            except Exception as exc:  # noqa: BLE001 - report it, keep the other figures
+                records.append({**base, "steps_per_s": None, "error": repr(exc)[:300]})
+                continue
+            rec = {**base, "utd": 1.0, "steps_per_s": round(steps / dt, 1), "batch_size": probe.config.get("batch_size"),
+                   "seconds_in_train": round(dt, 2), "seconds_learn": round(total, 2), "steps": steps,
+                   "steps_per_cpu_s": round(steps / cpu, 1) if cpu > 0 else None}
+            print(json.dumps(rec), file=sys.stderr, flush=True)
+            records.append(rec)
             continue
         if impl == "sb3":
             fn = lambda algo=algo: make_agent(algo)  # noqa: E731
@@ -187,6 +251,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps(rec), file=sys.stderr, flush=True)
         records.append(rec)
     ratios = []
+    for r in records:
+        if r["impl"] == "sb3_update_only" and r.get("steps_per_s"):
+            ratios.append({"ratio": f"ceiling_utd1_{r['algo']}", "value": round(r["seconds_learn"] / r["seconds_in_train"], 2),
+                           "share_in_train": round(r["seconds_in_train"] / r["seconds_learn"], 3)})
     for r in records:
         if r["impl"] != "torch" or not r.get("steps_per_s"):
             continue
