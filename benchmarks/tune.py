@@ -56,7 +56,7 @@ from .spec import (  # tuned_path / load_tuned / apply_tuned: the spec owns them
 )
 from .windows import Window
 
-__all__ = ["DEFAULT_SEARCH_SPACES", "TuneError", "TuneResult", "build_pretrade_arrays", "load_frame_files",
+__all__ = ["DEFAULT_SEARCH_SPACES", "DEFAULT_SEARCH_SPACES_TORCH", "TuneError", "TuneResult", "build_pretrade_arrays", "load_frame_files",
            "tune_agent",
            "tuned_path", "write_tuned", "load_tuned", "apply_tuned", "pretrade_window"]
 
@@ -96,6 +96,32 @@ DEFAULT_SEARCH_SPACES: dict[str, dict[str, dict]] = {
             "buffer_size": _c(10_000, 100_000), "learning_starts": _c(100, 1000),
             "tau": _f(1e-3, 0.05, True), "gamma": _f(0.9, 0.9999)},
 }
+
+#: the torch backend's default spaces (agents/torch_rl; an agent entry with ``backend: torch``):
+#: the same quality knobs in the vectorized learners' units -- ``n_steps`` is per sub-env (E = 64:
+#: PPO rollouts of 1,024-4,096 env steps, not SB3's 128-2,048 x E), minibatches of 256-1,024, PPO's
+#: epoch count; ``utd`` and ``num_envs`` (cost knobs) are left as the config sets them
+DEFAULT_SEARCH_SPACES_TORCH: dict[str, dict[str, dict]] = {
+    "a2c": {"learning_rate": _f(1e-5, 1e-2, True), "n_steps": _c(5, 10, 20),
+            "ent_coef": _f(1e-6, 0.1, True), "gamma": _f(0.9, 0.9999)},
+    "ppo": {"learning_rate": _f(1e-5, 1e-3, True), "n_steps": _c(16, 32, 64),
+            "batch_size": _c(256, 512, 1024), "n_epochs": _c(4, 10), "ent_coef": _f(1e-6, 0.1, True),
+            "gamma": _f(0.9, 0.9999), "clip_range": _c(0.1, 0.2, 0.3)},
+    "ddpg": {"learning_rate": _f(1e-5, 1e-2, True), "batch_size": _c(128, 256, 512),
+             "buffer_size": _c(10_000, 50_000, 100_000), "tau": _f(1e-3, 0.05, True), "gamma": _f(0.9, 0.9999)},
+    "td3": {"learning_rate": _f(1e-5, 1e-2, True), "batch_size": _c(128, 256, 512),
+            "buffer_size": _c(10_000, 100_000, 1_000_000), "tau": _f(1e-3, 0.05, True), "gamma": _f(0.9, 0.9999)},
+    "sac": {"learning_rate": _f(1e-5, 1e-2, True), "batch_size": _c(128, 256, 512),
+            "buffer_size": _c(10_000, 100_000), "learning_starts": _c(100, 1000),
+            "tau": _f(1e-3, 0.05, True), "gamma": _f(0.9, 0.9999)},
+}
+
+
+def default_search_space(spec: RunSpec, agent: str) -> dict[str, dict]:
+    """The default space for ``agent`` under ``spec``: the torch backend's when the agent's entry
+    says ``backend: torch``, else SB3's (:data:`DEFAULT_SEARCH_SPACES`)."""
+    backend = (spec.agents.get(agent) or {}).get("backend")
+    return (DEFAULT_SEARCH_SPACES_TORCH if backend == "torch" else DEFAULT_SEARCH_SPACES)[agent]
 
 
 def _distributions(space: dict[str, dict]):
@@ -303,7 +329,7 @@ def tune_agent(
     if n_trials < 1:
         raise ConfigError("--trials must be >= 1")
     steps = int(timesteps or tuning.timesteps or spec.agent_options(name).loop.total_timesteps or 10_000)
-    space = dict(search_space or (tuning.search_space or {}).get(name) or DEFAULT_SEARCH_SPACES[name])
+    space = dict(search_space or (tuning.search_space or {}).get(name) or default_search_space(spec, name))
     dists = _distributions(space)
     t0 = time.perf_counter()
 

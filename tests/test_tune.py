@@ -339,3 +339,29 @@ def test_load_frame_files_concatenates_and_rejects_overlaps(files, tmp_path):
         load_frame_files({"files": [str(pa), str(pa)], "format": "canonical"})
     with pytest.raises(ConfigError, match="not in any of data.files: \\['NOPE'\\]"):
         load_frame_files({"files": [str(pa)], "tickers": ["NOPE"]})
+
+
+def test_torch_backend_agents_tune_in_their_own_units(optuna, files, tmp_path):
+    """An agent with ``backend: torch`` is tuned through the same loop code, on the torch backend's
+    default space (n_steps per sub-env, large minibatches), and its tuned file applies."""
+    from benchmarks.run import load_config
+    from benchmarks.spec import validate_config
+    from benchmarks.tune import DEFAULT_SEARCH_SPACES, DEFAULT_SEARCH_SPACES_TORCH, default_search_space
+
+    cfg = _config(files[0])
+    cfg["agents"] = {"ppo": {"backend": "torch", "num_envs": 4, "total_timesteps": 256}, "a2c": {}}
+    spec = validate_config(cfg, "tiny")
+    assert default_search_space(spec, "ppo") == DEFAULT_SEARCH_SPACES_TORCH["ppo"]
+    assert default_search_space(spec, "a2c") == DEFAULT_SEARCH_SPACES["a2c"]
+    assert max(DEFAULT_SEARCH_SPACES_TORCH["ppo"]["n_steps"]["choices"]) * 64 <= 4096
+    path = tmp_path / "torchcfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    loaded = load_config(path)
+    res = tune_agent(loaded, "ppo", trials=2, seed=1, timesteps=256,
+                     search_space={"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+                                   "n_epochs": {"type": "categorical", "choices": [2, 4]}})
+    assert all(t["state"] == "complete" and t["value"] is not None for t in res.trials), res.trials
+    write_tuned(res, tuned_path(loaded, "ppo"))
+    applied = apply_tuned({**loaded, "use_tuned": True})
+    assert applied["agents"]["ppo"] == {"backend": "torch", "num_envs": 4, "total_timesteps": 256, **res.best_params}
+    validate_config(applied, "tiny")  # the tuned keys are the torch agent's own
