@@ -8,7 +8,9 @@ in each, on the dates both have):
 * the mean trade Sharpe of each run over its seeds (annualised, ddof 1, as the tables);
 * ``diff`` = mean_B - mean_A with a 95 % percentile interval from a **stratified bootstrap of the
   seeds** (each run's seeds resampled with replacement, independently: seed k of one run shares
-  nothing with seed k of the other but its number, so the seeds are not paired);
+  nothing with seed k of the other but its number, so the seeds are not paired); no interval when a
+  side has one seed, and no interval or probability of improvement when a seed's path is flat
+  (all cash: its Sharpe is undefined, nan, as in the tables);
 * the **paired test on the same dates** (:func:`benchmarks.stats.sharpe_difference_test`,
   Ledoit & Wolf 2008 HAC, the seeds of each run pooled): its difference, standard error and
   two-sided p-value;
@@ -16,8 +18,10 @@ in each, on the dates both have):
 * the mean action repeat of each run when ``table_seeds.csv`` has it (a static policy explains a
   Sharpe equal to a rule's).
 
-Both runs must come from the same data (their manifests' ``dataset_hash``) and the same periods a
-year, unless the caller says otherwise; a row is compared only on the dates both runs traded.
+Both runs must come from the same data (their manifests' ``dataset_hash``, which both must have) and
+the same periods a year, unless the caller says otherwise. A row's account values are lined up on
+the dates every seed of both runs has, and returns are taken from one of those dates to the next,
+so that each return spans the same days in A and B.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from benchmarks.stats import (DEFAULT_REPS, DEFAULT_SEED, MIN_RETURNS, percentil
                               row_kind, sharpe_difference_test, sharpe_per_period)
 
 #: the columns of :func:`compare_runs`' table, in order
-COLUMNS = ("agent", "seeds_a", "seeds_b", "n_dates", "sharpe_a", "sharpe_b", "diff", "diff_lo", "diff_hi",
+COLUMNS = ("agent", "seeds_a", "seeds_b", "n_returns", "sharpe_a", "sharpe_b", "diff", "diff_lo", "diff_hi",
            "paired_diff", "paired_se", "paired_p", "p_improvement", "action_repeat_a", "action_repeat_b")
 
 
@@ -57,13 +61,11 @@ def seed_bootstrap_diff(a: Sequence[float], b: Sequence[float], reps: int = DEFA
     return float(y.mean() - x.mean()), float(lo), float(hi)
 
 
-def _returns(frames: Mapping[int | None, pd.DataFrame]) -> pd.DataFrame:
-    """Simple returns of each seed's account value, one column per seed (dates as index)."""
-    cols = {}
-    for s, f in frames.items():
-        v = f["account_value"].astype(np.float64)
-        cols[-1 if s is None else s] = v.pct_change().iloc[1:]
-    return pd.DataFrame(cols).sort_index(axis=1)
+def _values(frames: Mapping[int | None, pd.DataFrame]) -> pd.DataFrame:
+    """Each seed's account value, one column per seed (``-1`` for an unseeded file), on the dates
+    every seed has (inner join), so that returns are computed on one calendar."""
+    cols = {(-1 if s is None else s): f["account_value"].astype(np.float64) for s, f in frames.items()}
+    return pd.concat(cols, axis=1, join="inner").sort_index(axis=1)
 
 
 def _action_repeat(run_dir: Path, agent: str, seeds: Sequence[int]) -> float:
@@ -73,7 +75,9 @@ def _action_repeat(run_dir: Path, agent: str, seeds: Sequence[int]) -> float:
     t = pd.read_csv(path)
     if "action_repeat" not in t.columns or "agent" not in t.columns:
         return float("nan")
-    rows = t[(t["agent"] == agent) & (t["seed"].isin(list(seeds)))] if "seed" in t.columns else t[t["agent"] == agent]
+    rows = t[t["agent"] == agent]
+    if seeds and "seed" in t.columns:
+        rows = rows[rows["seed"].isin(list(seeds))]
     return float(rows["action_repeat"].mean()) if len(rows) else float("nan")
 
 
@@ -96,11 +100,19 @@ def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | N
     from benchmarks.report import load_run_values
 
     run_a, run_b = Path(run_a), Path(run_b)
+    for run in (run_a, run_b):
+        if not run.is_dir():
+            raise RunDirError(f"{run}: run directory not found")
     ma, mb = rundir.read_manifest(run_a), rundir.read_manifest(run_b)
     ha, hb = (ma or {}).get("dataset_hash"), (mb or {}).get("dataset_hash")
-    if not any_data and ha and hb and ha != hb:
-        raise RunDirError(f"{run_a} and {run_b}: different datasets (dataset_hash {ha[:16]}... against {hb[:16]}...); "
-                          "a Sharpe difference between them mixes data with method (pass any_data / --any-data to compare anyway)")
+    if not any_data:
+        for run, h in ((run_a, ha), (run_b, hb)):
+            if not h:
+                raise RunDirError(f"{run}: no dataset_hash in its manifest.json, so the runs cannot be shown to share "
+                                  "their data (pass any_data / --any-data to compare anyway)")
+        if ha != hb:
+            raise RunDirError(f"{run_a} and {run_b}: different datasets (dataset_hash {ha[:16]}... against {hb[:16]}...); "
+                              "a Sharpe difference between them mixes data with method (pass any_data / --any-data to compare anyway)")
     if periods_per_year is None:
         pa, pb = _periods(ma), _periods(mb)
         if pa is not None and pb is not None and pa != pb:
@@ -108,7 +120,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | N
                               "give periods_per_year / --periods-per-year")
         periods_per_year = pa or pb or 252.0
     if not periods_per_year > 0:
-        raise RunDirError(f"periods_per_year must be > 0, got {periods_per_year}")
+        raise RunDirError(f"{run_a} and {run_b}: periods_per_year must be > 0, got {periods_per_year}")
     va, vb = load_run_values(run_a), load_run_values(run_b)
 
     def by_agent(values: Mapping[tuple[str, int | None], pd.DataFrame]) -> dict[str, dict[int | None, pd.DataFrame]]:
@@ -131,24 +143,33 @@ def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | N
                               f"b: {', '.join(sorted(gb))}; name rule rows with agents / --agents)")
     rows = []
     for name in names:
-        ra, rb = _returns(ga[name]), _returns(gb[name])
-        dates = ra.index.intersection(rb.index)
-        if len(dates) < MIN_RETURNS:
-            raise RunDirError(f"agent {name!r}: {len(dates)} dates common to {run_a} and {run_b} "
-                              f"(at least {MIN_RETURNS} returns are needed)")
-        a, b = ra.loc[dates].to_numpy(), rb.loc[dates].to_numpy()
+        xa, xb = _values(ga[name]), _values(gb[name])
+        dates = xa.index.intersection(xb.index)  # the dates both runs' seeds all have
+        if len(dates) - 1 < MIN_RETURNS:
+            raise RunDirError(f"agent {name!r}: {max(len(dates) - 1, 0)} returns on the dates common to {run_a} and "
+                              f"{run_b} (at least {MIN_RETURNS} are needed)")
+        # returns from one value to the next on the common calendar (a date one run lacks is skipped
+        # by both, so each return spans the same days in A and B)
+        a = xa.loc[dates].pct_change().iloc[1:].to_numpy()
+        b = xb.loc[dates].pct_change().iloc[1:].to_numpy()
         sa = sharpe_per_period(a) * math.sqrt(periods_per_year)
         sb = sharpe_per_period(b) * math.sqrt(periods_per_year)
-        diff, lo, hi = seed_bootstrap_diff(sa, sb, reps=reps, seed=seed)
+        seeds_a = [int(c) for c in xa.columns if c >= 0]
+        seeds_b = [int(c) for c in xb.columns if c >= 0]
+        nan = float("nan")
+        diff = float(np.mean(sb) - np.mean(sa))
+        lo = hi = pim = nan
+        if np.isfinite(sa).all() and np.isfinite(sb).all():  # a flat path (all cash) has no Sharpe
+            pim = probability_of_improvement(sb, sa)
+            if sa.size >= 2 and sb.size >= 2:  # one seed a side has no spread to resample
+                diff, lo, hi = seed_bootstrap_diff(sa, sb, reps=reps, seed=seed)
         pdiff, pse, pp = sharpe_difference_test(b, a, periods_per_year)
-        seeds_a = [int(c) for c in ra.columns if c >= 0]
-        seeds_b = [int(c) for c in rb.columns if c >= 0]
         rows.append({
-            "agent": name, "seeds_a": a.shape[1], "seeds_b": b.shape[1], "n_dates": len(dates),
+            "agent": name, "seeds_a": a.shape[1], "seeds_b": b.shape[1], "n_returns": len(dates) - 1,
             "sharpe_a": float(np.mean(sa)), "sharpe_b": float(np.mean(sb)),
             "diff": diff, "diff_lo": lo, "diff_hi": hi,
             "paired_diff": pdiff, "paired_se": pse, "paired_p": pp,
-            "p_improvement": probability_of_improvement(sb, sa),
+            "p_improvement": pim,
             "action_repeat_a": _action_repeat(run_a, name, seeds_a),
             "action_repeat_b": _action_repeat(run_b, name, seeds_b),
         })
@@ -162,17 +183,21 @@ def _f(x: Any, digits: int = 3, sign: bool = False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
+def _interval(lo: float, hi: float) -> str:
+    return "–" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:+.3f}, {hi:+.3f}]"
+
+
 def compare_markdown(result: Mapping[str, Any], label_a: str = "A", label_b: str = "B") -> str:
     """The comparison as a Markdown table (one row per agent) with a line saying what each column is."""
     t: pd.DataFrame = result["table"]
-    head = (f"| agent | seeds {label_a} / {label_b} | dates | Sharpe {label_a} | Sharpe {label_b} | "
+    head = (f"| agent | seeds {label_a} / {label_b} | returns | Sharpe {label_a} | Sharpe {label_b} | "
             f"{label_b} − {label_a} | 95 % interval (seeds bootstrapped) | paired test on the dates: Δ (p) | "
             f"P({label_b} > {label_a}) | action repeat {label_a} / {label_b} |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in t.itertuples(index=False):
         lines.append(
-            f"| {r.agent} | {r.seeds_a} / {r.seeds_b} | {r.n_dates} | {_f(r.sharpe_a)} | {_f(r.sharpe_b)} | "
-            f"{_f(r.diff, sign=True)} | [{_f(r.diff_lo, sign=True)}, {_f(r.diff_hi, sign=True)}] | "
+            f"| {r.agent} | {r.seeds_a} / {r.seeds_b} | {r.n_returns} | {_f(r.sharpe_a)} | {_f(r.sharpe_b)} | "
+            f"{_f(r.diff, sign=True)} | {_interval(r.diff_lo, r.diff_hi)} | "
             f"{_f(r.paired_diff, sign=True)} ({_f(r.paired_p)}) | {_f(r.p_improvement, 2)} | "
             f"{_f(r.action_repeat_a, 2)} / {_f(r.action_repeat_b, 2)} |")
     lines.append("")

@@ -99,7 +99,7 @@ DEFAULT_SEARCH_SPACES: dict[str, dict[str, dict]] = {
 
 #: the torch backend's default spaces (agents/torch_rl; an agent entry with ``backend: torch``):
 #: the same quality knobs in the vectorized learners' units -- ``n_steps`` is per sub-env (E = 64:
-#: PPO rollouts of 1,024-4,096 env steps, not SB3's 128-2,048 x E), minibatches of 256-1,024, PPO's
+#: PPO rollouts of 1,024-4,096 env steps, not SB3's 128-2,048 x E), minibatches of 128-1,024, PPO's
 #: epoch count; ``utd`` and ``num_envs`` (cost knobs) are left as the config sets them
 DEFAULT_SEARCH_SPACES_TORCH: dict[str, dict[str, dict]] = {
     "a2c": {"learning_rate": _f(1e-5, 1e-2, True), "n_steps": _c(5, 10, 20),

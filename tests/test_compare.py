@@ -46,7 +46,7 @@ def test_a_real_edge_is_found_and_its_size_is_right(tmp_path):
     truth = 0.002 / 0.01 * np.sqrt(252)
     # standard error of a 5-seed mean of annualised Sharpes on 399 returns (Lo 2002: sqrt((1 + SR^2/2) / T))
     se = np.sqrt((1 + 0.2 ** 2 / 2) / 399) * np.sqrt(252) / np.sqrt(5)
-    assert row["agent"] == "ppo" and row["seeds_a"] == 5 and row["seeds_b"] == 5 and row["n_dates"] == 399
+    assert row["agent"] == "ppo" and row["seeds_a"] == 5 and row["seeds_b"] == 5 and row["n_returns"] == 399
     assert abs(row["sharpe_a"]) < 4 * se and abs(row["sharpe_b"] - truth) < 4 * se
     assert 0 < row["diff_lo"] < row["diff"] < row["diff_hi"] and abs(row["diff"] - truth) < 4 * np.sqrt(2) * se
     assert row["paired_p"] < 1e-3 and row["paired_diff"] == pytest.approx(row["diff"])
@@ -72,13 +72,63 @@ def test_sharpe_per_run_is_the_tables_sharpe(tmp_path):
                    for f in sorted((run / "values").glob("a2c_seed*.csv"))]
         assert row[col] == pytest.approx(np.mean(sharpes), rel=1e-9)
     assert row["action_repeat_a"] == pytest.approx(0.1) and row["action_repeat_b"] == pytest.approx(0.05)
+    # an unseeded row (values/<agent>.csv) takes the agent's diagnostics whatever their seed
+    for run in (a, b):
+        for f in (run / "values").glob("a2c_seed*.csv"):
+            f.rename(run / "values" / f"a2c_s{f.stem[-1]}.csv")
+    (a / "values" / "a2c_s0.csv").rename(a / "values" / "a2c.csv")
+    (b / "values" / "a2c_s0.csv").rename(b / "values" / "a2c.csv")
+    row = compare_runs(a, b, ["a2c"])["table"].iloc[0]
+    assert row["seeds_a"] == 1 and row["action_repeat_a"] == pytest.approx(0.1)
 
 
 def test_only_the_dates_both_runs_traded_count(tmp_path):
     a = _run(tmp_path, "a", "td3", [0.0, 0.001], seed=6)
     b = _run(tmp_path, "b", "td3", [0.0, 0.001], seed=7, dates=DATES[100:])
     row = compare_runs(a, b)["table"].iloc[0]
-    assert row["n_dates"] == 299  # returns on DATES[101:], the common dates after each run's first value
+    assert row["n_returns"] == 299  # returns from one common date to the next: DATES[100:] has 300
+
+
+def test_a_run_missing_days_is_compared_on_the_same_spans(tmp_path):
+    """B is A's very paths with every other day missing: lined up on the common dates first, the two
+    are the same paths, so they differ by nothing (computing each run's returns on its own dates
+    first would compare 2-day returns with 1-day returns)."""
+    a = _run(tmp_path, "a", "ppo", [0.0005, 0.001, 0.0], seed=8)
+    b = tmp_path / "b"
+    for f in sorted((a / "values").glob("*.csv")):
+        frame = pd.read_csv(f)
+        save_account_values(b, "ppo", pd.Series(frame["account_value"].to_numpy(),
+                                                index=pd.DatetimeIndex(frame["date"]))[::2],
+                            seed=int(f.stem.rsplit("seed", 1)[1]))
+    (b / "manifest.json").write_text((a / "manifest.json").read_text())
+    row = compare_runs(a, b)["table"].iloc[0]
+    assert row["n_returns"] == 199 and row["diff"] == pytest.approx(0.0, abs=1e-12)
+    assert row["paired_diff"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_seeds_of_different_lengths_are_cut_to_the_dates_all_have(tmp_path):
+    a = _run(tmp_path, "a", "ppo", [0.0005, 0.001], seed=8)
+    b = _run(tmp_path, "b", "ppo", [0.0005, 0.001], seed=9)
+    short = pd.read_csv(b / "values" / "ppo_seed1.csv").iloc[:-30]
+    short.to_csv(b / "values" / "ppo_seed1.csv", index=False)
+    row = compare_runs(a, b)["table"].iloc[0]
+    assert row["n_returns"] == 369 and np.isfinite([row["sharpe_b"], row["diff"], row["diff_lo"], row["paired_p"]]).all()
+
+
+def test_one_seed_a_side_or_a_flat_seed_gives_no_interval(tmp_path):
+    a = _run(tmp_path, "a", "sac", [0.0005], seed=1)
+    b = _run(tmp_path, "b", "sac", [0.001], seed=2)
+    row = compare_runs(a, b)["table"].iloc[0]
+    assert np.isfinite(row["diff"]) and np.isnan(row["diff_lo"]) and np.isnan(row["diff_hi"])
+    assert row["p_improvement"] in (0.0, 1.0)
+    c = _run(tmp_path, "c", "sac", [0.0005, 0.0], seed=3, vol=0.01)
+    flat = pd.read_csv(c / "values" / "sac_seed1.csv")
+    flat["account_value"] = 1e6  # all cash: no Sharpe
+    flat.to_csv(c / "values" / "sac_seed1.csv", index=False)
+    d = _run(tmp_path, "d", "sac", [0.0005, 0.001], seed=4)
+    row = compare_runs(c, d)["table"].iloc[0]
+    assert np.isnan(row["sharpe_a"]) and np.isnan(row["diff_lo"]) and np.isnan(row["p_improvement"])
+    assert "| sac | 2 / 2 | 399 | – |" in compare_markdown(compare_runs(c, d))
 
 
 def test_seed_bootstrap_interval_covers_at_its_nominal_rate():
@@ -120,7 +170,10 @@ def test_runs_that_cannot_be_compared_get_one_clear_error(tmp_path):
     with pytest.raises(RunDirError, match=r"b: no values for agent 'ppo' \(it has: sac\)"):
         compare_runs(a, b, ["ppo"])
     short = _run(tmp_path, "short", "ppo", [0.0], dates=DATES[-10:])
-    with pytest.raises(RunDirError, match="agent 'ppo': 9 dates common"):
+    with pytest.raises(RunDirError, match="agent 'ppo': 9 returns on the dates common"):
+        compare_runs(a, short)
+    (short / "manifest.json").write_text(json.dumps({"periods_per_year": 252}))
+    with pytest.raises(RunDirError, match=r"short: no dataset_hash in its manifest\.json"):
         compare_runs(a, short)
 
 
@@ -128,7 +181,7 @@ def test_markdown_names_the_runs_and_columns(tmp_path):
     a = _run(tmp_path, "a", "ppo", [0.0, 0.0005])
     b = _run(tmp_path, "b", "ppo", [0.001, 0.0015], seed=9)
     md = compare_markdown(compare_runs(a, b), "sb3", "torch")
-    assert "| agent | seeds sb3 / torch |" in md and "torch − sb3" in md and "| ppo | 2 / 2 | 399 |" in md
+    assert "| agent | seeds sb3 / torch | returns |" in md and "torch − sb3" in md and "| ppo | 2 / 2 | 399 |" in md
     assert str(a) in md and str(b) in md
 
 
