@@ -40,6 +40,7 @@ from finmeta.errors import ConfigError, FinMetaError
 from finmeta.fs import file_lock, write_atomic
 
 from . import rundir
+from .metrics import RunDirError
 from .spec import (  # noqa: F401 - the loop's keys are declared by the spec; re-exported for existing imports
     ENSEMBLE_MEMBERS_DEFAULT,
     LOOP_KEYS,
@@ -397,8 +398,9 @@ def _write_model_identity(path: Path, identity: dict) -> None:
     _atomic_write_bytes(_model_identity_path(path), json.dumps(body, sort_keys=True).encode())
 
 
-def _check_model(path: Path, identity: dict) -> None:
-    """Raise :class:`CheckpointRejected` unless ``path`` is the model of this chain, undamaged."""
+def _check_model(path: Path, identity: dict) -> dict:
+    """Raise :class:`CheckpointRejected` unless ``path`` is the model of this chain, undamaged; its
+    identity file's contents (the identity and the model's ``sha256``) when it is."""
     side = _model_identity_path(path)
     if not side.exists():
         raise CheckpointRejected(f"has no identity file {side.name} (written by an older FinMeta or copied in)")
@@ -412,6 +414,7 @@ def _check_model(path: Path, identity: dict) -> None:
         raise CheckpointRejected(f"belongs to another chain or run ({_short(diff)})")
     if theirs.get("sha256") != _file_sha256(path):
         raise CheckpointRejected("checksum mismatch (damaged or replaced)")
+    return theirs
 
 
 # --------------------------------------------------------------------------------------------
@@ -716,7 +719,10 @@ class WalkForward:
         path = self.run_dir / rundir.FINGERPRINT
         mine = self.fingerprint()
         if path.exists():
-            theirs = json.loads(path.read_text()).get("fingerprint")
+            try:
+                theirs = rundir.read_fingerprint(self.run_dir)
+            except RunDirError:
+                theirs = None  # unreadable: as another config's (refused below if anything was trained)
             if theirs == mine:
                 return
             if has_artefacts(self.run_dir):
@@ -726,7 +732,7 @@ class WalkForward:
                 )
             log.warning(f"{path}: written by another config, but the run directory holds no checkpoint "
                         f"or model yet (an earlier run failed at once); taking it over")
-        _atomic_write_bytes(path, json.dumps({"fingerprint": mine}).encode())
+        rundir.write_fingerprint(self.run_dir, mine)
 
     def run_chain(self, name: str, seed: int) -> ChainResult:
         """Walk every window for one agent and seed (resuming from checkpoints)."""

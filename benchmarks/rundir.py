@@ -182,6 +182,28 @@ def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
     return write_text(Path(run_dir) / MANIFEST, text)
 
 
+def read_fingerprint(run_dir: str | Path) -> str | None:
+    """The run's fingerprint (``<run>/fingerprint.json``), None when the file is absent
+    (:class:`~benchmarks.metrics.RunDirError` when it is not the JSON the loop writes)."""
+    from .metrics import RunDirError
+
+    path = Path(run_dir) / FINGERPRINT
+    if not path.is_file():
+        return None
+    try:
+        fp = json.loads(path.read_text(encoding="utf-8")).get("fingerprint")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(fp, str):
+        raise RunDirError(f"{path}: no 'fingerprint' string in it")
+    return fp
+
+
+def write_fingerprint(run_dir: str | Path, fingerprint: str) -> Path:
+    """Write ``<run>/fingerprint.json`` (atomically); its one writer is ``loop.WalkForward``."""
+    return write_bytes(Path(run_dir) / FINGERPRINT, json.dumps({"fingerprint": fingerprint}).encode())
+
+
 def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
     """``<run>/manifest.json`` as a dict, or None when absent (:class:`~benchmarks.metrics.RunDirError`
     when it is not JSON)."""

@@ -372,6 +372,10 @@ def test_a_run_directory_is_not_resumed_under_another_config(arrays, tmp_path):
     other["agents"]["a2c"]["total_timesteps"] = 240
     with pytest.raises(ConfigError, match="different config"):
         WalkForward(arrays, other, tmp_path).run_chain("a2c", 0)
+    # a damaged fingerprint.json cannot vouch for the checkpoints: refused the same way, not a traceback
+    (tmp_path / "fingerprint.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="different config"):
+        WalkForward(arrays, copy.deepcopy(cfg), tmp_path).run_chain("equal_weight", 0)
 
 
 # ------------------------------------------------------------ checkpoints bound to their chain

@@ -239,10 +239,9 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
         for w in used:
             models[w.index], shas[w.index] = model_file, sha
     else:
-        fp_path = run_dir / rundir.FINGERPRINT
-        if not fp_path.is_file():
+        fp = rundir.read_fingerprint(run_dir)
+        if fp is None:
             raise ConfigError(f"{run_dir}: no fingerprint.json; the models cannot be tied to the run")
-        fp = json.loads(fp_path.read_text()).get("fingerprint")
         chosen = {}
         if agent == "ensemble":  # each window: the member its validation chose (the backtest's record)
             records = (manifest.get("windows") or {}).get(f"ensemble_seed{seed}") or []
@@ -256,11 +255,11 @@ def plan_trade(target: str | Path, *, config: str | dict | None = None, agent: s
             if not path.is_file():
                 raise ConfigError(f"{run_dir}: no model for {member} seed {seed} window {w.index} ({path})")
             try:
-                _check_model(path, {"agent": member, "seed": int(seed), "window": int(w.index), "fingerprint": fp})
+                identity = _check_model(path, {"agent": member, "seed": int(seed), "window": int(w.index),
+                                               "fingerprint": fp})
             except CheckpointRejected as exc:
                 raise ConfigError(f"{path}: not this run's model ({exc})") from None
-            models[w.index] = path
-            shas[w.index] = json.loads(path.with_suffix(".json").read_text())["sha256"]
+            models[w.index], shas[w.index] = path, identity["sha256"]
     # sampled or deterministic actions: the trading model's own loop option (the ensemble's chosen member's)
     deterministic = {}
     for w in used:
