@@ -107,13 +107,8 @@ DEFAULT_SEARCH_SPACES_TORCH: dict[str, dict[str, dict]] = {
     "ppo": {"learning_rate": _f(1e-5, 1e-3, True), "n_steps": _c(16, 32, 64),
             "batch_size": _c(256, 512, 1024), "n_epochs": _c(4, 10), "ent_coef": _f(1e-6, 0.1, True),
             "gamma": _f(0.9, 0.9999), "clip_range": _c(0.1, 0.2, 0.3)},
-    "ddpg": {"learning_rate": _f(1e-5, 1e-2, True), "batch_size": _c(128, 256, 512),
-             "buffer_size": _c(10_000, 50_000, 100_000), "tau": _f(1e-3, 0.05, True), "gamma": _f(0.9, 0.9999)},
-    "td3": {"learning_rate": _f(1e-5, 1e-2, True), "batch_size": _c(128, 256, 512),
-            "buffer_size": _c(10_000, 100_000, 1_000_000), "tau": _f(1e-3, 0.05, True), "gamma": _f(0.9, 0.9999)},
-    "sac": {"learning_rate": _f(1e-5, 1e-2, True), "batch_size": _c(128, 256, 512),
-            "buffer_size": _c(10_000, 100_000), "learning_starts": _c(100, 1000),
-            "tau": _f(1e-3, 0.05, True), "gamma": _f(0.9, 0.9999)},
+    # the off-policy knobs mean the same on both backends; only the minibatches are larger
+    **{algo: {**DEFAULT_SEARCH_SPACES[algo], "batch_size": _c(128, 256, 512)} for algo in ("ddpg", "td3", "sac")},
 }
 
 

@@ -109,57 +109,20 @@ def measure(agent_fn, env, first: int, min_seconds: float) -> tuple[float, int, 
         n *= 2 if dt > min_seconds / 8 else 8
 
 
-def measure_sb3_updates(algo: str, env, min_seconds: float) -> tuple[float, int, float, float]:
-    """SB3's gradient steps inside its own training: ``learn`` of n env steps (n doubling from 1,000
-    until the call takes >= min_seconds) with the SB3 class's ``train`` timed (wall and process CPU)
-    at each call. Returns (seconds inside ``train``, env steps, CPU seconds inside ``train``, the
-    ``learn`` call's wall seconds), so
-    steps / seconds is the env steps/s a learner with SB3's update arithmetic would reach at UTD 1
-    if everything else (env step, policy call, buffer writes, logging) cost nothing. Measured in the
-    same process and interleaved with the rest of the step, so the machine's load shifts both alike."""
+def measure_updates(owner: Any, attr: str, build, env, min_seconds: float) -> tuple[float, int, float, float]:
+    """Gradient steps inside training: ``build().learn`` of n env steps (n doubling from 1,000 until
+    the call takes >= min_seconds) with ``owner.attr`` (the update: a class's method or a module's
+    function) timed, wall and process CPU, at each call. Returns (seconds inside the update, env
+    steps, CPU seconds inside the update, the ``learn`` call's wall seconds), so steps / seconds is
+    the env steps/s a learner with that update would reach if everything else (env step, policy call,
+    buffer writes, logging) cost nothing. Measured in the same process and interleaved with the rest
+    of the step, so the machine's load shifts both alike."""
     from unittest import mock
 
-    from agents import make_agent
-
-    probe = make_agent(algo)
-    cls = probe.sb3_class()
-    orig = cls.train
+    orig = getattr(owner, attr)
     acc = [0.0, 0.0]
 
-    def timed(self, *args, **kwargs):
-        c0, t0 = time.process_time(), time.perf_counter()
-        try:
-            return orig(self, *args, **kwargs)
-        finally:
-            acc[0] += time.perf_counter() - t0
-            acc[1] += time.process_time() - c0
-
-    n = 1_000
-    with mock.patch.object(cls, "train", timed):
-        while True:
-            acc[:] = [0.0, 0.0]
-            t0 = time.perf_counter()
-            make_agent(algo).learn(env, n, seed=0)
-            total = time.perf_counter() - t0
-            if total >= min_seconds or n >= 1_000_000:
-                return acc[0], n, acc[1], total
-            n *= 2
-
-
-def measure_torch_updates(algo: str, env, min_seconds: float, kw: dict) -> tuple[float, int, float, float]:
-    """The torch backend's gradient steps inside its training, as :func:`measure_sb3_updates` does for
-    SB3: ``learn`` at SB3's schedule (``kw``: E = 1, UTD 1, SB3's batch) with the algorithm's update
-    function (``sac_update`` / ``td3_update``, also DDPG's) timed at each call."""
-    from unittest import mock
-
-    from agents import make_agent
-
-    module = __import__("agents.torch_rl." + ("sac" if algo == "sac" else "td3"), fromlist=["_"])
-    fname = "sac_update" if algo == "sac" else "td3_update"
-    orig = getattr(module, fname)
-    acc = [0.0, 0.0]
-
-    def timed(*args, **kwargs):
+    def timed(*args, **kwargs):  # as a class attribute it is a method: args[0] is self
         c0, t0 = time.process_time(), time.perf_counter()
         try:
             return orig(*args, **kwargs)
@@ -168,14 +131,32 @@ def measure_torch_updates(algo: str, env, min_seconds: float, kw: dict) -> tuple
             acc[1] += time.process_time() - c0
 
     n = 1_000
-    with mock.patch.object(module, fname, timed):
+    with mock.patch.object(owner, attr, timed):
         while True:
             acc[:] = [0.0, 0.0]
             t0 = time.perf_counter()
-            make_agent(algo, backend="torch", **kw).learn(env, n, seed=0)
+            build().learn(env, n, seed=0)
             total = time.perf_counter() - t0
             if total >= min_seconds or n >= 1_000_000:
                 return acc[0], n, acc[1], total
+            n *= 2
+
+
+def measure_sb3_updates(algo: str, env, min_seconds: float) -> tuple[float, int, float, float]:
+    """:func:`measure_updates` of SB3's ``train`` (the SB3 class's gradient steps) at SB3's schedule."""
+    from agents import make_agent
+
+    return measure_updates(make_agent(algo).sb3_class(), "train", lambda: make_agent(algo), env, min_seconds)
+
+
+def measure_torch_updates(algo: str, env, min_seconds: float, kw: dict) -> tuple[float, int, float, float]:
+    """:func:`measure_updates` of the torch backend's update function (``sac_update`` /
+    ``td3_update``, also DDPG's) at SB3's schedule (``kw``: E = 1, UTD 1, SB3's batch)."""
+    from agents import make_agent
+
+    module = __import__("agents.torch_rl." + ("sac" if algo == "sac" else "td3"), fromlist=["_"])
+    return measure_updates(module, "sac_update" if algo == "sac" else "td3_update",
+                           lambda: make_agent(algo, backend="torch", **kw), env, min_seconds)
 
 
 def jobs(algos: list[str], num_envs: list[int], gpu: str | None) -> list[dict]:
