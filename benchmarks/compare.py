@@ -15,8 +15,8 @@ in each, on the dates both have):
   Ledoit & Wolf 2008 HAC, the seeds of each run pooled): its difference, standard error and
   two-sided p-value;
 * rliable's probability of improvement ``P(a seed of B beats a seed of A)``;
-* the mean action repeat of each run when ``table_seeds.csv`` has it (a static policy explains a
-  Sharpe equal to a rule's).
+* the mean action repeat of each run, from its stored actions (``actions/``; ``table_seeds.csv``
+  for a seed without one): a static policy explains a Sharpe equal to a rule's.
 
 Both runs must come from the same data (their manifests' ``dataset_hash``, which both must have) and
 the same periods a year, unless the caller says otherwise. A row's account values are lined up on
@@ -69,16 +69,32 @@ def _values(frames: Mapping[int | None, pd.DataFrame]) -> pd.DataFrame:
 
 
 def _action_repeat(run_dir: Path, agent: str, seeds: Sequence[int]) -> float:
+    """Mean action repeat over ``seeds``, each seed's from its stored chain
+    (``actions/<agent>_seed<s>.csv``, :func:`benchmarks.diagnostics.action_diagnostics`), the
+    artefact ``table_seeds.csv`` is computed from. A seed whose actions file is missing falls back
+    to its ``table_seeds.csv`` row (which holds only the last invocation's agents); nan when
+    neither has it."""
+    from benchmarks.diagnostics import action_diagnostics
+
+    table = None
     path = Path(run_dir) / "table_seeds.csv"
-    if not path.is_file():
-        return float("nan")
-    t = pd.read_csv(path)
-    if "action_repeat" not in t.columns or "agent" not in t.columns:
-        return float("nan")
-    rows = t[t["agent"] == agent]
-    if seeds and "seed" in t.columns:
-        rows = rows[rows["seed"].isin(list(seeds))]
-    return float(rows["action_repeat"].mean()) if len(rows) else float("nan")
+    if path.is_file():
+        t = pd.read_csv(path)
+        if {"action_repeat", "agent", "seed"} <= set(t.columns):
+            table = t[t["agent"] == agent]
+    found = []
+    # an unseeded row (values/<agent>.csv) takes actions/<agent>.csv, or every table row of the agent
+    keys = [(s, rundir.chain_folder(agent, s)) for s in seeds] if seeds else [(None, agent)]
+    for s, stem in keys:
+        f = Path(run_dir) / rundir.ACTIONS / f"{stem}.csv"
+        if f.is_file():
+            acts = pd.read_csv(f, index_col=0).to_numpy(dtype=np.float64)
+            found.append(action_diagnostics(acts, learned=False)["action_repeat"])
+        elif table is not None:
+            rows = table if s is None else table[table["seed"] == s]
+            found.extend(float(v) for v in rows["action_repeat"])
+    vals = [v for v in found if np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
 
 
 def _periods(manifest: Mapping[str, Any] | None) -> float | None:

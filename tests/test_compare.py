@@ -209,3 +209,26 @@ def test_compare_command_json_and_errors(tmp_path, capsys):
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and re.search("run directory not found", err)
     rc, out, _ = _cli(capsys, "compare", "--help")
     assert rc == 0 and "Example: finmeta compare" in out
+
+
+def test_action_repeat_comes_from_the_stored_actions(tmp_path):
+    """A row that table_seeds.csv lacks (a later invocation named other agents) still gets its
+    action repeat, from actions/<agent>_seed<k>.csv; a seed with a file takes the file's figure
+    over the table's."""
+    a = _run(tmp_path, "a", "ppo", [0.0, 0.0], seed=8, repeat=0.9)
+    b = _run(tmp_path, "b", "ppo", [0.0, 0.0], seed=9, repeat=0.9)
+    pd.DataFrame({"agent": ["sac"], "seed": [0], "sharpe": [0.0], "action_repeat": [0.5]}).to_csv(
+        b / "table_seeds.csv", index=False)  # b's last invocation ran only sac
+    (b / "actions").mkdir()
+    # seed 0: 10 rows, 3 of the 9 consecutive pairs equal -> 1/3; seed 1: constant -> 1.0; last row NaN
+    s0 = np.array([[0.1, 0.2], [0.1, 0.2], [0.3, 0.2], [0.3, 0.2], [0.4, 0.0], [0.5, 0.0], [0.6, 0.1],
+                   [0.6, 0.1], [0.7, 0.1], [0.8, 0.1], [np.nan, np.nan]])
+    s1 = np.vstack([np.full((10, 2), 0.25), [[np.nan, np.nan]]])
+    for k, acts in enumerate((s0, s1)):
+        pd.DataFrame(acts, index=DATES[:11], columns=["X", "Y"]).rename_axis("date").to_csv(
+            b / "actions" / f"ppo_seed{k}.csv")
+    row = compare_runs(a, b)["table"].iloc[0]
+    assert row["action_repeat_a"] == pytest.approx(0.9)
+    assert row["action_repeat_b"] == pytest.approx((3 / 9 + 1.0) / 2)
+    (b / "actions" / "ppo_seed1.csv").unlink()  # no file, no table row: that seed has no figure
+    assert compare_runs(a, b)["table"].iloc[0]["action_repeat_b"] == pytest.approx(3 / 9)
