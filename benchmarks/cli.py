@@ -116,8 +116,9 @@ def report_cmd(
 
 def compare_cmd(
     run_a: Path = typer.Argument(..., metavar="RUN_A", help="Run directory A (the reference, e.g. the SB3 run)."),
-    run_b: Path = typer.Argument(..., metavar="RUN_B", help="Run directory B (the change, e.g. the torch run)."),
-    agents: str = typer.Option(None, "--agents", help="Comma-separated agents (default: every learned agent both runs have)."),
+    run_b: Path = typer.Argument(None, metavar="[RUN_B]", help="Run directory B (the change, e.g. the torch run); none with --row."),
+    agents: str = typer.Option(None, "--agents", help="Comma-separated agents (default: every learned agent both runs have; with --row: every other row)."),
+    row: str = typer.Option(None, "--row", help="Compare this row of RUN_A with its other rows (or those --agents names) instead of two runs."),
     label_a: str = typer.Option("A", "--label-a", help="Name of run A in the table (e.g. sb3)."),
     label_b: str = typer.Option("B", "--label-b", help="Name of run B in the table (e.g. torch)."),
     periods_per_year: float = typer.Option(
@@ -127,16 +128,30 @@ def compare_cmd(
     any_data: bool = typer.Option(False, "--any-data", help="Compare runs whose manifests name different datasets."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Compare the rows two run directories share: Sharpe of each, B - A with a 95 % seed-bootstrap interval, the paired HAC test on the same dates, P(B > A) and action repeat (docs/metrics.md, "Comparing two runs").
+    """Compare the rows two run directories share: Sharpe of each, B - A with a 95 % seed-bootstrap interval, the paired HAC test on the same dates, P(B > A) and action repeat (docs/metrics.md, "Comparing two runs"). With --row, one row of a run against its other rows (MoE against its ablations, ensemble against its members).
 
-    Example: finmeta compare runs/finrl_sb3 runs/finrl_torch --label-a sb3 --label-b torch --agents td3,sac
+    Examples: finmeta compare runs/finrl_sb3 runs/finrl_torch --label-a sb3 --label-b torch --agents td3,sac;
+    finmeta compare runs/moe_dow30 --row moe --agents moe_no_diversity,moe_single
     """
-    from benchmarks.compare import compare_markdown, compare_runs
+    from benchmarks.compare import compare_markdown, compare_rows, compare_rows_markdown, compare_runs
     from benchmarks.stats import json_ready
 
     if reps < 100:
         raise MetricsError(f"--reps must be >= 100, got {reps}")
     names = [a.strip() for a in agents.split(",") if a.strip()] if agents else None
+    if row is not None:
+        if run_b is not None:
+            raise MetricsError(f"--row compares rows of one run: give RUN_A only, not also {run_b}")
+        res = compare_rows(run_a, row, names, periods_per_year=periods_per_year, reps=reps, seed=seed)
+        if as_json:
+            payload = {k: v for k, v in res.items() if k != "table"}
+            payload["rows"] = res["table"].to_dict(orient="records")
+            typer.echo(json.dumps(json_ready(payload)))
+        else:
+            typer.echo(compare_rows_markdown(res).rstrip())
+        return
+    if run_b is None:
+        raise MetricsError("give two run directories (RUN_A RUN_B), or one with --row ROW")
     res = compare_runs(run_a, run_b, names, periods_per_year=periods_per_year, reps=reps, seed=seed, any_data=any_data)
     if as_json:
         payload = {k: v for k, v in res.items() if k != "table"}

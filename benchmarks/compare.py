@@ -18,6 +18,10 @@ in each, on the dates both have):
 * the mean action repeat of each run, from its stored actions (``actions/``; ``table_seeds.csv``
   for a seed without one): a static policy explains a Sharpe equal to a rule's.
 
+:func:`compare_rows` (``finmeta compare RUN --row ROW``) asks the same of one row against the
+other rows of one run (the MoE against its ablations, the ensemble against its members), adding on
+how many seed numbers the row is below the other.
+
 Both runs must come from the same data (their manifests' ``dataset_hash``, which both must have) and
 the same periods a year, unless the caller says otherwise. A row's account values are lined up on
 the dates every seed of both runs has, and returns are taken from one of those dates to the next,
@@ -102,6 +106,37 @@ def _periods(manifest: Mapping[str, Any] | None) -> float | None:
     return float(p) if p is not None else None
 
 
+def _pair(xa: pd.DataFrame, xb: pd.DataFrame, periods_per_year: float, reps: int, seed: int,
+          who: str, between: str) -> dict[str, Any]:
+    """The statistics of B against A for two rows' account values (one column per seed, from
+    :func:`_values`), on the dates both have: the columns of :data:`COLUMNS` from ``seeds_a`` to
+    ``p_improvement``, and each side's seed numbers (``_seeds_a``, ``_seeds_b``)."""
+    dates = xa.index.intersection(xb.index)  # the dates every seed of both sides has
+    if len(dates) - 1 < MIN_RETURNS:
+        raise RunDirError(f"{who}: {max(len(dates) - 1, 0)} returns on the dates common to {between} "
+                          f"(at least {MIN_RETURNS} are needed)")
+    # returns from one value to the next on the common calendar (a date one side lacks is skipped
+    # by both, so each return spans the same days in A and B)
+    a = xa.loc[dates].pct_change().iloc[1:].to_numpy()
+    b = xb.loc[dates].pct_change().iloc[1:].to_numpy()
+    sa = sharpe_per_period(a) * math.sqrt(periods_per_year)
+    sb = sharpe_per_period(b) * math.sqrt(periods_per_year)
+    nan = float("nan")
+    diff = float(np.mean(sb) - np.mean(sa))
+    lo = hi = pim = nan
+    if np.isfinite(sa).all() and np.isfinite(sb).all():  # a flat path (all cash) has no Sharpe
+        pim = probability_of_improvement(sb, sa)
+        if sa.size >= 2 and sb.size >= 2:  # one seed a side has no spread to resample
+            diff, lo, hi = seed_bootstrap_diff(sa, sb, reps=reps, seed=seed)
+    pdiff, pse, pp = sharpe_difference_test(b, a, periods_per_year)
+    return {"seeds_a": a.shape[1], "seeds_b": b.shape[1], "n_returns": len(dates) - 1,
+            "sharpe_a": float(np.mean(sa)), "sharpe_b": float(np.mean(sb)),
+            "diff": diff, "diff_lo": lo, "diff_hi": hi,
+            "paired_diff": pdiff, "paired_se": pse, "paired_p": pp, "p_improvement": pim,
+            "_seeds_a": [int(c) for c in xa.columns if c >= 0], "_seeds_b": [int(c) for c in xb.columns if c >= 0],
+            "_sharpes_a": sa, "_sharpes_b": sb}
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | None = None,
                  periods_per_year: float | None = None, reps: int = DEFAULT_REPS, seed: int = DEFAULT_SEED,
                  any_data: bool = False) -> dict[str, Any]:
@@ -160,37 +195,72 @@ def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | N
     rows = []
     for name in names:
         xa, xb = _values(ga[name]), _values(gb[name])
-        dates = xa.index.intersection(xb.index)  # the dates both runs' seeds all have
-        if len(dates) - 1 < MIN_RETURNS:
-            raise RunDirError(f"agent {name!r}: {max(len(dates) - 1, 0)} returns on the dates common to {run_a} and "
-                              f"{run_b} (at least {MIN_RETURNS} are needed)")
-        # returns from one value to the next on the common calendar (a date one run lacks is skipped
-        # by both, so each return spans the same days in A and B)
-        a = xa.loc[dates].pct_change().iloc[1:].to_numpy()
-        b = xb.loc[dates].pct_change().iloc[1:].to_numpy()
-        sa = sharpe_per_period(a) * math.sqrt(periods_per_year)
-        sb = sharpe_per_period(b) * math.sqrt(periods_per_year)
-        seeds_a = [int(c) for c in xa.columns if c >= 0]
-        seeds_b = [int(c) for c in xb.columns if c >= 0]
-        nan = float("nan")
-        diff = float(np.mean(sb) - np.mean(sa))
-        lo = hi = pim = nan
-        if np.isfinite(sa).all() and np.isfinite(sb).all():  # a flat path (all cash) has no Sharpe
-            pim = probability_of_improvement(sb, sa)
-            if sa.size >= 2 and sb.size >= 2:  # one seed a side has no spread to resample
-                diff, lo, hi = seed_bootstrap_diff(sa, sb, reps=reps, seed=seed)
-        pdiff, pse, pp = sharpe_difference_test(b, a, periods_per_year)
-        rows.append({
-            "agent": name, "seeds_a": a.shape[1], "seeds_b": b.shape[1], "n_returns": len(dates) - 1,
-            "sharpe_a": float(np.mean(sa)), "sharpe_b": float(np.mean(sb)),
-            "diff": diff, "diff_lo": lo, "diff_hi": hi,
-            "paired_diff": pdiff, "paired_se": pse, "paired_p": pp,
-            "p_improvement": pim,
-            "action_repeat_a": _action_repeat(run_a, name, seeds_a),
-            "action_repeat_b": _action_repeat(run_b, name, seeds_b),
-        })
+        row = {"agent": name, **_pair(xa, xb, periods_per_year, reps, seed, f"agent {name!r}", f"{run_a} and {run_b}")}
+        row["action_repeat_a"] = _action_repeat(run_a, name, row.pop("_seeds_a"))
+        row["action_repeat_b"] = _action_repeat(run_b, name, row.pop("_seeds_b"))
+        row.pop("_sharpes_a"), row.pop("_sharpes_b")
+        rows.append(row)
     return {"table": pd.DataFrame(rows, columns=list(COLUMNS)), "periods_per_year": float(periods_per_year),
             "dataset_hash": (ha, hb), "run_a": str(run_a), "run_b": str(run_b)}
+
+
+#: the columns of :func:`compare_rows`' table, in order
+ROW_COLUMNS = ("against", "seeds_row", "seeds_against", "n_returns", "sharpe_row", "sharpe_against", "diff", "diff_lo",
+               "diff_hi", "paired_diff", "paired_se", "paired_p", "seeds_below", "seeds_common", "p_improvement")
+
+
+def compare_rows(run_dir: str | Path, row: str, against: Sequence[str] | None = None,
+                 periods_per_year: float | None = None, reps: int = DEFAULT_REPS,
+                 seed: int = DEFAULT_SEED) -> dict[str, Any]:
+    """One row of a run against other rows of the same run ("does the MoE beat its ablations?",
+    "does the ensemble beat its best member?"), with the statistics of :func:`compare_runs`:
+    ``diff`` = Sharpe(row) - Sharpe(other) with the seed-bootstrap interval, the paired HAC test on
+    the dates both have (seeds pooled), rliable's ``P(row > other)``, and on how many of the seed
+    numbers both have the row's Sharpe is below the other's (``seeds_below`` of ``seeds_common``;
+    0 of 0 against an unseeded row such as the index).
+
+    ``against``: the other rows (default: every other row of the run, the index last). Returns
+    ``{"table": DataFrame (ROW_COLUMNS), "row": row, "periods_per_year": float, "run": str}``;
+    :class:`RunDirError` naming the run and the row when a row has no values or too few dates.
+    """
+    from benchmarks.report import load_run_values
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run directory not found")
+    if periods_per_year is None:
+        periods_per_year = _periods(rundir.read_manifest(run_dir)) or 252.0
+    if not periods_per_year > 0:
+        raise RunDirError(f"{run_dir}: periods_per_year must be > 0, got {periods_per_year}")
+    groups: dict[str, dict[int | None, pd.DataFrame]] = {}
+    for (agent, s), frame in load_run_values(run_dir).items():
+        groups.setdefault(agent, {})[s] = frame
+    for name in [row, *(against or [])]:
+        if name not in groups:
+            raise RunDirError(f"{run_dir}: no values for row {name!r} (it has: {', '.join(sorted(groups))})")
+    others = list(against) if against else sorted((n for n in groups if n != row), key=lambda n: (n == "index", n))
+    if row in others:
+        raise RunDirError(f"{run_dir}: row {row!r} cannot be compared with itself")
+    if not others:
+        raise RunDirError(f"{run_dir}: no row besides {row!r} to compare it with")
+    x_row = _values(groups[row])
+    rows = []
+    for name in others:
+        # A = the other row (the reference), B = the row: diff = Sharpe(row) - Sharpe(other)
+        st = _pair(_values(groups[name]), x_row, periods_per_year, reps, seed, f"row {row!r} against {name!r}", str(run_dir))
+        common = sorted(set(st["_seeds_a"]) & set(st["_seeds_b"]))
+        ia = {s: i for i, s in enumerate(st["_seeds_a"])}
+        ib = {s: i for i, s in enumerate(st["_seeds_b"])}
+        below = sum(int(st["_sharpes_b"][ib[s]] < st["_sharpes_a"][ia[s]]) for s in common)
+        rows.append({
+            "against": name, "seeds_row": st["seeds_b"], "seeds_against": st["seeds_a"], "n_returns": st["n_returns"],
+            "sharpe_row": st["sharpe_b"], "sharpe_against": st["sharpe_a"],
+            "diff": st["diff"], "diff_lo": st["diff_lo"], "diff_hi": st["diff_hi"],
+            "paired_diff": st["paired_diff"], "paired_se": st["paired_se"], "paired_p": st["paired_p"],
+            "seeds_below": below, "seeds_common": len(common), "p_improvement": st["p_improvement"],
+        })
+    return {"table": pd.DataFrame(rows, columns=list(ROW_COLUMNS)), "row": row,
+            "periods_per_year": float(periods_per_year), "run": str(run_dir)}
 
 
 def _f(x: Any, digits: int = 3, sign: bool = False) -> str:
@@ -220,4 +290,25 @@ def compare_markdown(result: Mapping[str, Any], label_a: str = "A", label_b: str
     lines.append(f"({label_a} = {result['run_a']}; {label_b} = {result['run_b']}; Sharpe annualised with "
                  f"{result['periods_per_year']:g} periods a year on the dates both runs traded; interval: seeds of each run "
                  "resampled independently; paired test: Ledoit-Wolf HAC, seeds pooled, same dates.)")
+    return "\n".join(lines) + "\n"
+
+
+def compare_rows_markdown(result: Mapping[str, Any]) -> str:
+    """:func:`compare_rows` as a Markdown table (one line per other row) with a line saying what
+    each column is."""
+    t: pd.DataFrame = result["table"]
+    r0 = result["row"]
+    lines = [f"| {r0} minus | seeds | returns | Sharpe {r0} | Sharpe of the row | Δ | 95 % interval (seeds bootstrapped) | "
+             f"paired test on the dates: Δ (p) | seeds where {r0} is below | P({r0} > row) |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in t.itertuples(index=False):
+        below = f"{r.seeds_below} of {r.seeds_common}" if r.seeds_common else "–"
+        lines.append(
+            f"| {r.against} | {r.seeds_row} / {r.seeds_against} | {r.n_returns} | {_f(r.sharpe_row)} | {_f(r.sharpe_against)} | "
+            f"{_f(r.diff, sign=True)} | {_interval(r.diff_lo, r.diff_hi)} | {_f(r.paired_diff, sign=True)} ({_f(r.paired_p)}) | "
+            f"{below} | {_f(r.p_improvement, 2)} |")
+    lines.append("")
+    lines.append(f"(run {result['run']}; Sharpe annualised with {result['periods_per_year']:g} periods a year on the dates "
+                 "both rows traded; interval: each row's seeds resampled independently; paired test: Ledoit-Wolf HAC, "
+                 "seeds pooled, same dates.)")
     return "\n".join(lines) + "\n"
