@@ -110,7 +110,8 @@ def _pair(xa: pd.DataFrame, xb: pd.DataFrame, periods_per_year: float, reps: int
           who: str, between: str) -> dict[str, Any]:
     """The statistics of B against A for two rows' account values (one column per seed, from
     :func:`_values`), on the dates both have: the columns of :data:`COLUMNS` from ``seeds_a`` to
-    ``p_improvement``, and each side's seed numbers (``_seeds_a``, ``_seeds_b``)."""
+    ``p_improvement``; each side's seed numbers (``_seeds_a``, ``_seeds_b``; an unseeded file is not
+    one) and each side's Sharpe by seed number (``_by_seed_a``, ``_by_seed_b``)."""
     dates = xa.index.intersection(xb.index)  # the dates every seed of both sides has
     if len(dates) - 1 < MIN_RETURNS:
         raise RunDirError(f"{who}: {max(len(dates) - 1, 0)} returns on the dates common to {between} "
@@ -134,7 +135,8 @@ def _pair(xa: pd.DataFrame, xb: pd.DataFrame, periods_per_year: float, reps: int
             "diff": diff, "diff_lo": lo, "diff_hi": hi,
             "paired_diff": pdiff, "paired_se": pse, "paired_p": pp, "p_improvement": pim,
             "_seeds_a": [int(c) for c in xa.columns if c >= 0], "_seeds_b": [int(c) for c in xb.columns if c >= 0],
-            "_sharpes_a": sa, "_sharpes_b": sb}
+            "_by_seed_a": {int(c): float(v) for c, v in zip(xa.columns, sa) if c >= 0},
+            "_by_seed_b": {int(c): float(v) for c, v in zip(xb.columns, sb) if c >= 0}}
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | None = None,
@@ -198,7 +200,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | N
         row = {"agent": name, **_pair(xa, xb, periods_per_year, reps, seed, f"agent {name!r}", f"{run_a} and {run_b}")}
         row["action_repeat_a"] = _action_repeat(run_a, name, row.pop("_seeds_a"))
         row["action_repeat_b"] = _action_repeat(run_b, name, row.pop("_seeds_b"))
-        row.pop("_sharpes_a"), row.pop("_sharpes_b")
+        row.pop("_by_seed_a"), row.pop("_by_seed_b")
         rows.append(row)
     return {"table": pd.DataFrame(rows, columns=list(COLUMNS)), "periods_per_year": float(periods_per_year),
             "dataset_hash": (ha, hb), "run_a": str(run_a), "run_b": str(run_b)}
@@ -219,7 +221,7 @@ def compare_rows(run_dir: str | Path, row: str, against: Sequence[str] | None = 
     numbers both have the row's Sharpe is below the other's (``seeds_below`` of ``seeds_common``;
     0 of 0 against an unseeded row such as the index).
 
-    ``against``: the other rows (default: every other row of the run, the index last). Returns
+    ``against``: the other rows (default: every other row of the run, the index rows last). Returns
     ``{"table": DataFrame (ROW_COLUMNS), "row": row, "periods_per_year": float, "run": str}``;
     :class:`RunDirError` naming the run and the row when a row has no values or too few dates.
     """
@@ -238,7 +240,7 @@ def compare_rows(run_dir: str | Path, row: str, against: Sequence[str] | None = 
     for name in [row, *(against or [])]:
         if name not in groups:
             raise RunDirError(f"{run_dir}: no values for row {name!r} (it has: {', '.join(sorted(groups))})")
-    others = list(against) if against else sorted((n for n in groups if n != row), key=lambda n: (n == "index", n))
+    others = list(against) if against else sorted((n for n in groups if n != row), key=lambda n: (n.startswith("index"), n))
     if row in others:
         raise RunDirError(f"{run_dir}: row {row!r} cannot be compared with itself")
     if not others:
@@ -248,10 +250,9 @@ def compare_rows(run_dir: str | Path, row: str, against: Sequence[str] | None = 
     for name in others:
         # A = the other row (the reference), B = the row: diff = Sharpe(row) - Sharpe(other)
         st = _pair(_values(groups[name]), x_row, periods_per_year, reps, seed, f"row {row!r} against {name!r}", str(run_dir))
-        common = sorted(set(st["_seeds_a"]) & set(st["_seeds_b"]))
-        ia = {s: i for i, s in enumerate(st["_seeds_a"])}
-        ib = {s: i for i, s in enumerate(st["_seeds_b"])}
-        below = sum(int(st["_sharpes_b"][ib[s]] < st["_sharpes_a"][ia[s]]) for s in common)
+        mine, theirs = st["_by_seed_b"], st["_by_seed_a"]
+        common = sorted(set(mine) & set(theirs))
+        below = sum(int(mine[s] < theirs[s]) for s in common)
         rows.append({
             "against": name, "seeds_row": st["seeds_b"], "seeds_against": st["seeds_a"], "n_returns": st["n_returns"],
             "sharpe_row": st["sharpe_b"], "sharpe_against": st["sharpe_a"],

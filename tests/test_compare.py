@@ -247,6 +247,7 @@ def _rows_run(tmp_path):
     for k in range(4):
         save_account_values(run, "equal_weight", ew, seed=k)
     save_account_values(run, "index", ew * 1.0)
+    save_account_values(run, "index_CSI_300", ew * 1.0)
     (run / "manifest.json").write_text(json.dumps({"dataset_hash": "d" * 64, "periods_per_year": 252}))
     return run
 
@@ -258,7 +259,7 @@ def test_a_row_against_the_other_rows_of_its_run(tmp_path):
     run = _rows_run(tmp_path)
     res = compare_rows(run, "moe")
     t = res["table"].set_index("against")
-    assert list(t.index) == ["equal_weight", "moe_single", "index"]  # every other row, the index last
+    assert list(t.index) == ["equal_weight", "moe_single", "index", "index_CSI_300"]  # every other row, the indices last
     single = t.loc["moe_single"]
     truth = 0.002 / 0.01 * np.sqrt(252)
     se = np.sqrt((1 + 0.2 ** 2 / 2) / 399) * np.sqrt(252) / np.sqrt(4)
@@ -289,7 +290,7 @@ def test_a_row_against_the_other_rows_of_its_run(tmp_path):
 
 def test_compare_rows_errors_and_command(tmp_path, capsys):
     run = _rows_run(tmp_path)
-    with pytest.raises(RunDirError, match=r"no values for row 'moe_x' \(it has: equal_weight, index, moe, moe_single\)"):
+    with pytest.raises(RunDirError, match=r"no values for row 'moe_x' \(it has: equal_weight, index, index_CSI_300, moe, moe_single\)"):
         compare_rows(run, "moe_x")
     with pytest.raises(RunDirError, match="no values for row 'sac'"):
         compare_rows(run, "moe", ["sac"])
