@@ -143,23 +143,18 @@ def compare_cmd(
         if run_b is not None:
             raise MetricsError(f"--row compares rows of one run: give RUN_A only, not also {run_b}")
         res = compare_rows(run_a, row, names, periods_per_year=periods_per_year, reps=reps, seed=seed)
-        if as_json:
-            payload = {k: v for k, v in res.items() if k != "table"}
-            payload["rows"] = res["table"].to_dict(orient="records")
-            typer.echo(json.dumps(json_ready(payload)))
-        else:
-            typer.echo(compare_rows_markdown(res).rstrip())
-        return
-    if run_b is None:
-        raise MetricsError("give two run directories (RUN_A RUN_B), or one with --row ROW")
-    res = compare_runs(run_a, run_b, names, periods_per_year=periods_per_year, reps=reps, seed=seed, any_data=any_data)
+        extra, markdown = {}, compare_rows_markdown
+    else:
+        if run_b is None:
+            raise MetricsError("give two run directories (RUN_A RUN_B), or one with --row ROW")
+        res = compare_runs(run_a, run_b, names, periods_per_year=periods_per_year, reps=reps, seed=seed, any_data=any_data)
+        extra, markdown = {"labels": [label_a, label_b]}, (lambda r: compare_markdown(r, label_a, label_b))
     if as_json:
-        payload = {k: v for k, v in res.items() if k != "table"}
-        payload["labels"] = [label_a, label_b]
-        payload["rows"] = res["table"].to_dict(orient="records")
+        payload = {**{k: v for k, v in res.items() if k != "table"}, **extra,
+                   "rows": res["table"].to_dict(orient="records")}
         typer.echo(json.dumps(json_ready(payload)))
-        return
-    typer.echo(compare_markdown(res, label_a, label_b).rstrip())
+    else:
+        typer.echo(markdown(res).rstrip())
 
 
 COMMANDS: list[tuple[str, Callable[..., None]]] = [

@@ -110,8 +110,8 @@ def _pair(xa: pd.DataFrame, xb: pd.DataFrame, periods_per_year: float, reps: int
           who: str, between: str) -> dict[str, Any]:
     """The statistics of B against A for two rows' account values (one column per seed, from
     :func:`_values`), on the dates both have: the columns of :data:`COLUMNS` from ``seeds_a`` to
-    ``p_improvement``; each side's seed numbers (``_seeds_a``, ``_seeds_b``; an unseeded file is not
-    one) and each side's Sharpe by seed number (``_by_seed_a``, ``_by_seed_b``)."""
+    ``p_improvement``, and each side's Sharpe by seed number (``_by_seed_a``, ``_by_seed_b``; an
+    unseeded file has no seed number)."""
     dates = xa.index.intersection(xb.index)  # the dates every seed of both sides has
     if len(dates) - 1 < MIN_RETURNS:
         raise RunDirError(f"{who}: {max(len(dates) - 1, 0)} returns on the dates common to {between} "
@@ -134,9 +134,16 @@ def _pair(xa: pd.DataFrame, xb: pd.DataFrame, periods_per_year: float, reps: int
             "sharpe_a": float(np.mean(sa)), "sharpe_b": float(np.mean(sb)),
             "diff": diff, "diff_lo": lo, "diff_hi": hi,
             "paired_diff": pdiff, "paired_se": pse, "paired_p": pp, "p_improvement": pim,
-            "_seeds_a": [int(c) for c in xa.columns if c >= 0], "_seeds_b": [int(c) for c in xb.columns if c >= 0],
             "_by_seed_a": {int(c): float(v) for c, v in zip(xa.columns, sa) if c >= 0},
             "_by_seed_b": {int(c): float(v) for c, v in zip(xb.columns, sb) if c >= 0}}
+
+
+def _by_agent(values: Mapping[tuple[str, int | None], pd.DataFrame]) -> dict[str, dict[int | None, pd.DataFrame]]:
+    """:func:`benchmarks.report.load_run_values`' ``{(agent, seed): frame}`` as ``{agent: {seed: frame}}``."""
+    out: dict[str, dict[int | None, pd.DataFrame]] = {}
+    for (agent, s), frame in values.items():
+        out.setdefault(agent, {})[s] = frame
+    return out
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | None = None,
@@ -174,15 +181,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | N
         periods_per_year = pa or pb or 252.0
     if not periods_per_year > 0:
         raise RunDirError(f"{run_a} and {run_b}: periods_per_year must be > 0, got {periods_per_year}")
-    va, vb = load_run_values(run_a), load_run_values(run_b)
-
-    def by_agent(values: Mapping[tuple[str, int | None], pd.DataFrame]) -> dict[str, dict[int | None, pd.DataFrame]]:
-        out: dict[str, dict[int | None, pd.DataFrame]] = {}
-        for (agent, s), frame in values.items():
-            out.setdefault(agent, {})[s] = frame
-        return out
-
-    ga, gb = by_agent(va), by_agent(vb)
+    ga, gb = _by_agent(load_run_values(run_a)), _by_agent(load_run_values(run_b))
     if agents:
         for name in agents:
             for run, g in ((run_a, ga), (run_b, gb)):
@@ -198,10 +197,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | N
     for name in names:
         xa, xb = _values(ga[name]), _values(gb[name])
         row = {"agent": name, **_pair(xa, xb, periods_per_year, reps, seed, f"agent {name!r}", f"{run_a} and {run_b}")}
-        row["action_repeat_a"] = _action_repeat(run_a, name, row.pop("_seeds_a"))
-        row["action_repeat_b"] = _action_repeat(run_b, name, row.pop("_seeds_b"))
-        row.pop("_by_seed_a"), row.pop("_by_seed_b")
-        rows.append(row)
+        row["action_repeat_a"] = _action_repeat(run_a, name, list(row["_by_seed_a"]))
+        row["action_repeat_b"] = _action_repeat(run_b, name, list(row["_by_seed_b"]))
+        rows.append(row)  # the DataFrame keeps COLUMNS only
     return {"table": pd.DataFrame(rows, columns=list(COLUMNS)), "periods_per_year": float(periods_per_year),
             "dataset_hash": (ha, hb), "run_a": str(run_a), "run_b": str(run_b)}
 
@@ -209,6 +207,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, agents: Sequence[str] | N
 #: the columns of :func:`compare_rows`' table, in order
 ROW_COLUMNS = ("against", "seeds_row", "seeds_against", "n_returns", "sharpe_row", "sharpe_against", "diff", "diff_lo",
                "diff_hi", "paired_diff", "paired_se", "paired_p", "seeds_below", "seeds_common", "p_improvement")
+#: _pair's names (B = the row, A = the other row) as compare_rows' columns; the rest keep theirs
+_ROW_NAMES = {"seeds_b": "seeds_row", "seeds_a": "seeds_against", "sharpe_b": "sharpe_row", "sharpe_a": "sharpe_against"}
 
 
 def compare_rows(run_dir: str | Path, row: str, against: Sequence[str] | None = None,
@@ -234,9 +234,7 @@ def compare_rows(run_dir: str | Path, row: str, against: Sequence[str] | None = 
         periods_per_year = _periods(rundir.read_manifest(run_dir)) or 252.0
     if not periods_per_year > 0:
         raise RunDirError(f"{run_dir}: periods_per_year must be > 0, got {periods_per_year}")
-    groups: dict[str, dict[int | None, pd.DataFrame]] = {}
-    for (agent, s), frame in load_run_values(run_dir).items():
-        groups.setdefault(agent, {})[s] = frame
+    groups = _by_agent(load_run_values(run_dir))
     for name in [row, *(against or [])]:
         if name not in groups:
             raise RunDirError(f"{run_dir}: no values for row {name!r} (it has: {', '.join(sorted(groups))})")
@@ -251,15 +249,9 @@ def compare_rows(run_dir: str | Path, row: str, against: Sequence[str] | None = 
         # A = the other row (the reference), B = the row: diff = Sharpe(row) - Sharpe(other)
         st = _pair(_values(groups[name]), x_row, periods_per_year, reps, seed, f"row {row!r} against {name!r}", str(run_dir))
         mine, theirs = st["_by_seed_b"], st["_by_seed_a"]
-        common = sorted(set(mine) & set(theirs))
-        below = sum(int(mine[s] < theirs[s]) for s in common)
-        rows.append({
-            "against": name, "seeds_row": st["seeds_b"], "seeds_against": st["seeds_a"], "n_returns": st["n_returns"],
-            "sharpe_row": st["sharpe_b"], "sharpe_against": st["sharpe_a"],
-            "diff": st["diff"], "diff_lo": st["diff_lo"], "diff_hi": st["diff_hi"],
-            "paired_diff": st["paired_diff"], "paired_se": st["paired_se"], "paired_p": st["paired_p"],
-            "seeds_below": below, "seeds_common": len(common), "p_improvement": st["p_improvement"],
-        })
+        common = set(mine) & set(theirs)
+        rows.append({"against": name, **{_ROW_NAMES.get(k, k): v for k, v in st.items()},
+                     "seeds_below": sum(int(mine[s] < theirs[s]) for s in common), "seeds_common": len(common)})
     return {"table": pd.DataFrame(rows, columns=list(ROW_COLUMNS)), "row": row,
             "periods_per_year": float(periods_per_year), "run": str(run_dir)}
 
