@@ -1109,9 +1109,18 @@ def build_report(
     back to 252. Writes ``table_seeds.csv`` (per agent and seed) and ``table.csv`` (aggregated);
     the manifest is left as it is but for its ``statistics`` key (the run-level figures of
     :func:`benchmarks.stats.run_statistics`, rewritten from the values). Returns :func:`write_report`'s dict plus ``table``,
-    ``seed_table`` and ``periods_per_year`` / ``periods_source``.
+    ``seed_table`` and ``periods_per_year`` / ``periods_source``. Holds the run directory's report
+    lock (:func:`benchmarks.rundir.report_lock`) while it reads and writes, so a ``finmeta bench``
+    writing the same directory waits (and is waited for) instead of interleaving.
     """
     run = Path(run_dir)
+    if not run.is_dir():
+        raise RunDirError(f"{run}: run directory not found")
+    with rundir.report_lock(run):
+        return _build_report(run, periods_per_year, benchmark, tearsheets)
+
+
+def _build_report(run: Path, periods_per_year: float | None, benchmark: str | None, tearsheets: bool) -> dict[str, Any]:
     frames = load_run_values(run)
     source = "--periods-per-year"
     if periods_per_year is None:

@@ -230,12 +230,13 @@ def _run(config: dict, spec: RunSpec, agents, seeds, run_dir: Path, executor, pr
         from data_processors.store import file_sha256
 
         manifest["models"] = {k: {"path": str(v), "sha256": file_sha256(v)} for k, v in models.items()}
-    manifest["invocations"] = rundir.invocations(run_dir, manifest)
     actions = {f"{c.agent}_seed{c.seed}": pd.DataFrame(c.actions, index=pd.DatetimeIndex(c.times),
                                                        columns=list(arrays.tickers)[: c.actions.shape[1]])
                for c in chains}
-    written = write_report(run_dir, values, table, manifest, per_seed=per_seed, actions=actions,
-                           periods_per_year=ppy, tearsheets=tearsheets, windows=windows_table, stop=stop)
+    with rundir.report_lock(run_dir):  # another invocation may be writing this run directory
+        manifest["invocations"] = rundir.invocations(run_dir, manifest)
+        written = write_report(run_dir, values, table, manifest, per_seed=per_seed, actions=actions,
+                               periods_per_year=ppy, tearsheets=tearsheets, windows=windows_table, stop=stop)
     return written.get("table", table), run_dir  # with the statistics columns
 
 

@@ -21,7 +21,14 @@ window_<www>.zip|.json|.lock``     identity file and its training lock
 ``*.png``, ``tearsheets/``         plots and tear sheets                  ``report``
 ``manifest.json``                  config, hashes, seeds, versions,       ``report`` (with
                                    invocations                            :func:`write_manifest`)
+``report.lock``                    held while a report is written         ``run``, ``report``
+                                                                          (:func:`report_lock`)
 =================================  =====================================  ========================
+
+Several ``finmeta bench`` invocations may write one run directory at once (say two processes, one
+per chain): the models have one lock each, and the report stage (read the previous manifest's
+invocations, write tables, values and manifest) runs under :func:`report_lock`, so no invocation's
+record is lost and no table mixes two writers. ``finmeta report`` takes the same lock.
 
 The manifest (what a run was: config, dataset hash, seeds, versions, git commit, machine,
 invocations) is built, written and read here (:func:`build_manifest`, :func:`write_manifest`,
@@ -42,7 +49,7 @@ from typing import Any
 
 import pandas as pd
 
-from finmeta.fs import write_atomic
+from finmeta.fs import file_lock, write_atomic
 from finmeta.jsonutil import json_default
 
 FINGERPRINT = "fingerprint.json"
@@ -56,6 +63,7 @@ ACTIONS = "actions"
 CHECKPOINTS = "checkpoints"
 MODELS = "models"
 TEARSHEETS = "tearsheets"
+REPORT_LOCK = "report.lock"
 
 
 def chain_folder(agent: str, seed: int) -> str:
@@ -70,6 +78,12 @@ def checkpoint_path(run_dir: str | Path, agent: str, seed: int, window: int) -> 
 def model_path(run_dir: str | Path, agent: str, seed: int, window: int) -> Path:
     """The saved agent of one window (``.zip``; its identity file is ``.json``, its lock ``.lock``)."""
     return Path(run_dir) / MODELS / chain_folder(agent, seed) / f"window_{int(window):03d}.zip"
+
+
+def report_lock(run_dir: str | Path):
+    """Exclusive lock on ``<run>/report.lock`` for the report stage (blocks until free; see the module
+    doc). Not re-entrant: a process that holds it must not take it again."""
+    return file_lock(Path(run_dir) / REPORT_LOCK)
 
 
 def table_paths(run_dir: str | Path) -> dict[str, Path]:

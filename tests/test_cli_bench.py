@@ -280,7 +280,7 @@ def test_every_file_of_a_run_directory_is_named_by_rundir(tmp_path):
     assert main(["bench", str(cfg), "--seeds", "0", "--out", str(run), "--no-tearsheets"]) == 0
     named = {rundir.FINGERPRINT, rundir.MANIFEST, rundir.WINDOWS, rundir.TABLE_SEEDS, rundir.STATS,
              *(p.name for p in rundir.table_paths(run).values()),
-             rundir.VALUES, rundir.ACTIONS, rundir.CHECKPOINTS, rundir.MODELS, rundir.TEARSHEETS}
+             rundir.VALUES, rundir.ACTIONS, rundir.CHECKPOINTS, rundir.MODELS, rundir.TEARSHEETS, rundir.REPORT_LOCK}
     top = {p.name for p in run.iterdir()}
     assert top - named <= {"equity.png", "drawdown.png", "sharpe_intervals.png", "improvement.png"}, top - named
     assert rundir.checkpoint_path(run, "equal_weight", 0, 0).is_file()
@@ -288,3 +288,50 @@ def test_every_file_of_a_run_directory_is_named_by_rundir(tmp_path):
     frame = pd.read_csv(run / "table.csv")
     out = rundir.write_csv(tmp_path / "t.csv", frame, index=False)
     assert out.read_bytes() == frame.to_csv(index=False).encode()
+
+
+def test_two_invocations_writing_one_run_directory_at_once_both_keep_their_record(tmp_path, monkeypatch):
+    """Two `finmeta bench` into one run directory (one per agent, as a queue of workers runs them)
+    used to read the manifest's invocations, then write the report: when both read before either
+    wrote, one record was lost. The report stage now runs under the run directory's report lock.
+    Here both invocations reach the report stage together (a barrier) and the report is slowed, so
+    without the lock the second would read the manifest before the first had written it."""
+    import threading
+    import time
+
+    from benchmarks import report, rundir
+    from benchmarks.run import run_benchmark
+
+    barrier = threading.Barrier(2, timeout=60)
+    build, write = rundir.build_manifest, report.write_report
+
+    def build_together(*args, **kwargs):
+        barrier.wait()
+        return build(*args, **kwargs)
+
+    def slow_write(*args, **kwargs):
+        time.sleep(0.5)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(rundir, "build_manifest", build_together)
+    monkeypatch.setattr(report, "write_report", slow_write)
+    run, errors = tmp_path / "run", []
+
+    def bench(agent):
+        try:
+            run_benchmark(TINY, agents=[agent], out=run, progress=False, tearsheets=False, command=f"bench {agent}")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bench, args=(a,)) for a in ("equal_weight", "buy_and_hold")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    records = json.loads((run / "manifest.json").read_text())["invocations"]
+    assert sorted(r["command"] for r in records) == ["bench buy_and_hold", "bench equal_weight"]
+    assert sorted(r["agents"][0] for r in records) == ["buy_and_hold", "equal_weight"]
+    # the table is one writer's whole table, not a mix: the last writer's agent and the index
+    table = pd.read_csv(run / "table.csv")
+    assert sorted(table["agent"]) == sorted([records[-1]["agents"][0], "index"])
