@@ -80,12 +80,7 @@ def _action_repeat(run_dir: Path, agent: str, seeds: Sequence[int]) -> float:
     neither has it."""
     from benchmarks.diagnostics import action_diagnostics
 
-    table = None
-    path = Path(run_dir) / "table_seeds.csv"
-    if path.is_file():
-        t = pd.read_csv(path)
-        if {"action_repeat", "agent", "seed"} <= set(t.columns):
-            table = t[t["agent"] == agent]
+    table: pd.DataFrame | None = None  # the agent's table_seeds.csv rows, read only when a seed needs them
     found = []
     # an unseeded row (values/<agent>.csv) takes actions/<agent>.csv, or every table row of the agent
     keys = [(s, rundir.chain_folder(agent, s)) for s in seeds] if seeds else [(None, agent)]
@@ -94,11 +89,23 @@ def _action_repeat(run_dir: Path, agent: str, seeds: Sequence[int]) -> float:
         if f.is_file():
             acts = pd.read_csv(f, index_col=0).to_numpy(dtype=np.float64)
             found.append(action_diagnostics(acts, learned=False)["action_repeat"])
-        elif table is not None:
+        else:
+            if table is None:
+                table = _seed_table_rows(run_dir, agent)
             rows = table if s is None else table[table["seed"] == s]
             found.extend(float(v) for v in rows["action_repeat"])
     vals = [v for v in found if np.isfinite(v)]
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def _seed_table_rows(run_dir: Path, agent: str) -> pd.DataFrame:
+    """``agent``'s rows of ``<run>/table_seeds.csv`` (columns ``seed``, ``action_repeat``, ...); no
+    rows when the file or those columns are absent."""
+    path = Path(run_dir) / rundir.TABLE_SEEDS
+    t = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    if not {"action_repeat", "agent", "seed"} <= set(t.columns):
+        return pd.DataFrame(columns=["agent", "seed", "action_repeat"])
+    return t[t["agent"] == agent]
 
 
 def _periods(manifest: Mapping[str, Any] | None) -> float | None:
